@@ -1,0 +1,70 @@
+"""The ``modelexport`` command line. Each sub-command lives in its own module here and imports heavy libraries
+only when it runs, so ``--help`` and bad-input errors stay instant.
+
+Exit codes: 0 success, 1 the work failed (export, validation, a failed model), 2 bad usage or bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from ..errors import ModelExportError
+
+# Sub-command modules, in the order `--help` lists them. Each defines NAME, HELP, add_arguments(p), run(args).
+COMMANDS = ["export", "inspect", "demo"]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2, like every other bad input
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="modelexport",
+        description="Export PyTorch / Hugging Face models to ONNX with every node tagged by the nn.Module that "
+        "produced it; validate, profile and orchestrate fleets of exports.",
+    )
+    from .. import __version__
+
+    parser.add_argument("--version", action="version", version=f"modelexport {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name in COMMANDS:
+        module = importlib.import_module(f"{__name__}.{name}_cmd")
+        p = sub.add_parser(module.NAME, help=module.HELP, description=module.__doc__)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    debug = args.debug or bool(os.environ.get("MODELEXPORT_DEBUG"))
+    try:
+        return int(args._run(args) or 0)
+    except ModelExportError as exc:
+        if debug:
+            raise
+        print(f"modelexport: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("modelexport: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if debug:
+            raise
+        text = str(exc).strip().splitlines()
+        print(
+            f"modelexport: error: {type(exc).__name__}: {text[0] if text else ''} (rerun with --debug for the "
+            "traceback)",
+            file=sys.stderr,
+        )
+        return 1

@@ -1,0 +1,47 @@
+"""Tiny models built offline from transformers configs: the demo fleet and the test suite use them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _configs() -> dict:
+    from transformers import BertConfig, GPT2Config, ResNetConfig, ViTConfig
+
+    return {
+        "tiny-bert": ("BertModel", BertConfig(vocab_size=128, hidden_size=32, num_hidden_layers=2,
+                                              num_attention_heads=2, intermediate_size=64,
+                                              max_position_embeddings=64)),
+        "tiny-gpt2": ("GPT2Model", GPT2Config(vocab_size=128, n_embd=32, n_layer=2, n_head=2, n_positions=64,
+                                              bos_token_id=0, eos_token_id=0)),
+        "tiny-vit": ("ViTModel", ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
+                                           num_attention_heads=2, intermediate_size=64)),
+        "tiny-resnet": ("ResNetModel", ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1],
+                                                    layer_type="basic")),
+    }
+
+
+DEMO_MODELS = ("tiny-bert", "tiny-gpt2", "tiny-vit", "tiny-resnet")
+
+
+def build_demo_models(directory: str | Path, names=DEMO_MODELS, seed: int = 0) -> dict[str, Path]:
+    """Save the named tiny models (random weights, fixed seed) under `directory`; reuse ones already there."""
+    import torch
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    directory = Path(directory)
+    configs = _configs()
+    unknown = [n for n in names if n not in configs]
+    if unknown:
+        raise ValueError(f"unknown demo model {unknown[0]}: choose from {', '.join(configs)}")
+    paths = {}
+    for name in names:
+        path = directory / name
+        if not (path / "model.safetensors").is_file():
+            class_name, config = configs[name]
+            torch.manual_seed(seed)
+            getattr(transformers, class_name)(config).save_pretrained(path)
+        paths[name] = path
+    return paths

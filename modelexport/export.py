@@ -1,0 +1,211 @@
+"""Export one model: load it, build inputs, capture it with a strategy, tag every node, write ONNX + sidecar."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import onnx
+
+from . import atomic, onnx_io, tagging
+from .errors import BadInputError, ExportFailedError
+from .hierarchy import Hierarchy, build_hierarchy
+from .inputs import ExampleInputs, InputSpec, inputs_from_spec, spec_from_config
+from .loading import LoadedModel, load
+from .source import ModelSource, resolve
+from .strategies import STRATEGIES
+from .versions import library_versions
+
+DEFAULT_OPSET = 18
+SIDECAR_FORMAT = "modelexport.hierarchy/1"
+# Order tried by `--strategy auto`: the first that succeeds (and passes the coverage check) wins.
+AUTO_ORDER = ("htp",)
+
+
+@dataclass
+class Attempt:
+    strategy: str
+    ok: bool
+    seconds: float
+    reason: str | None = None
+
+
+@dataclass
+class ExportResult:
+    onnx_path: Path
+    sidecar_path: Path
+    strategy: str
+    stats: tagging.TagStats
+    attempts: list[Attempt]
+    seconds: float
+    sidecar: dict = field(repr=False)
+
+
+def sidecar_path_for(onnx_path: str | os.PathLike) -> Path:
+    """``out/model.onnx`` -> ``out/model.hierarchy.json``."""
+    onnx_path = Path(onnx_path)
+    return onnx_path.with_name(f"{onnx_path.stem}.hierarchy.json")
+
+
+def check_output(output: str | os.PathLike) -> Path:
+    """Fail early, before any work, if the ONNX file cannot be written where asked."""
+    output = Path(output)
+    if output.suffix != ".onnx":
+        raise BadInputError(f"output {output} must end in .onnx")
+    parent = output.parent
+    if not parent.is_dir():
+        raise BadInputError(f"output directory {parent} does not exist: create it first")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise BadInputError(f"output directory {parent} is not writable: choose another location")
+    return output
+
+
+def example_inputs(loaded: LoadedModel, spec: InputSpec | None) -> ExampleInputs:
+    """Inputs from the user's spec, else from the model's config and forward signature."""
+    if spec is None:
+        if loaded.config is None:
+            raise BadInputError(
+                f"{type(loaded.model).__name__} is a plain torch module: pass --input-spec FILE to say its inputs"
+            )
+        spec = spec_from_config(loaded.model, loaded.config)
+    return inputs_from_spec(spec)
+
+
+def output_names(loaded: LoadedModel, inputs: ExampleInputs) -> list[str]:
+    """Run the model once on the example inputs; name outputs after its own fields."""
+    from .wrapping import run_model
+
+    try:
+        outputs = run_model(loaded.model, inputs.tensors, positional=loaded.positional)
+    except Exception as exc:  # the model's own code: any error means the inputs do not fit
+        raise BadInputError(
+            f"{type(loaded.model).__name__} fails on the example inputs ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}): pass a matching --input-spec FILE"
+        ) from None
+    if not outputs:
+        raise BadInputError(f"{type(loaded.model).__name__} returns no tensors: nothing to export")
+    return [name for name, _ in outputs]
+
+
+def capture_and_tag(loaded, inputs, names, strategies, opset, hierarchy: Hierarchy):
+    """Try `strategies` in order; the first whose export succeeds and whose tags pass the check wins."""
+    attempts: list[Attempt] = []
+    for name in strategies:
+        start = time.perf_counter()
+        try:
+            capture = STRATEGIES[name].capture(loaded.model, inputs, names, opset, loaded.positional)
+            tagging.name_nodes(capture.onnx_model.graph)
+            tags, projected = tagging.project_tags(capture.onnx_model.graph, capture.scopes, hierarchy)
+            mapping = tagging.node_tags(capture.onnx_model, tags)
+            stats = tagging.stats_for(mapping, hierarchy.root, projected)
+            check_tags(stats, has_submodules=len(hierarchy.modules) > 1)
+        except Exception as exc:  # a strategy failing is data: record why and try the next
+            reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+            attempts.append(Attempt(name, False, round(time.perf_counter() - start, 3), reason))
+            continue
+        attempts.append(Attempt(name, True, round(time.perf_counter() - start, 3)))
+        return capture, mapping, stats, attempts
+    first = next(a for a in attempts)
+    raise ExportFailedError(
+        f"every strategy failed ({', '.join(a.strategy for a in attempts)}); {first.strategy}: {first.reason}"
+    )
+
+
+def check_tags(stats: tagging.TagStats, has_submodules: bool) -> None:
+    """Our own coverage check: every node tagged, and a model with submodules not lumped onto its root."""
+    if stats.tagged_nodes < stats.total_nodes:
+        raise ExportFailedError(f"only {stats.tagged_nodes}/{stats.total_nodes} nodes tagged")
+    if has_submodules and stats.total_nodes and stats.root_tagged_nodes == stats.total_nodes:
+        raise ExportFailedError("every node fell back to the root tag: module scopes were lost")
+
+
+def export_model(
+    model: str | ModelSource,
+    output: str | os.PathLike,
+    *,
+    strategy: str = "auto",
+    opset: int = DEFAULT_OPSET,
+    clean: bool = False,
+    torch_modules: bool = False,
+    input_spec: InputSpec | None = None,
+    task: str | None = None,
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+) -> ExportResult:
+    """Export `model` to `output` with every node tagged; write the sidecar beside it. See the README."""
+    start = time.perf_counter()
+    output = check_output(output)
+    strategies = list(AUTO_ORDER) if strategy == "auto" else [strategy]
+    unknown = [s for s in strategies if s not in STRATEGIES]
+    if unknown:
+        raise BadInputError(f"unknown strategy '{unknown[0]}': use auto or one of {', '.join(STRATEGIES)}")
+    if not 7 <= opset <= 23:
+        raise BadInputError(f"opset {opset} is out of range: use 7..23 (default {DEFAULT_OPSET})")
+    source = model if isinstance(model, ModelSource) else resolve(model, revision=revision)
+    loaded = load(source, task=task, trust_remote_code=trust_remote_code)
+    inputs = example_inputs(loaded, input_spec)
+    names = output_names(loaded, inputs)
+    hierarchy = build_hierarchy(loaded.model, torch_modules=torch_modules)
+    capture, mapping, stats, attempts = capture_and_tag(loaded, inputs, names, strategies, opset, hierarchy)
+
+    proto = capture.onnx_model
+    counts: dict[str, int] = {}
+    for tag in mapping.values():
+        counts[tag] = counts.get(tag, 0) + 1
+    tree = hierarchy.tree(counts)
+    if clean:
+        tagging.strip_metadata(proto)
+    else:
+        tagging.apply_tags(proto, mapping, tree)
+    sidecar = {
+        "format": SIDECAR_FORMAT,
+        "onnx": output.name,
+        "model": source.to_dict(),
+        "strategy": {"name": attempts[-1].strategy, "attempts": [asdict(a) for a in attempts]},
+        "exporter": capture.exporter,
+        "opset": opset,
+        "versions": library_versions(),
+        "inputs": inputs.describe(),
+        "outputs": names,
+        "options": {"clean": clean, "torch_modules": torch_modules, "task": task},
+        "stats": asdict(stats) | {"coverage": stats.coverage},
+        "tags": {
+            tag: {"module": info.module, "class": info.cls, "parameters": info.parameters, "nodes": counts.get(tag, 0)}
+            for tag, info in hierarchy.modules.items()
+        },
+        "tree": tree,
+        "node_tags": mapping,
+    }
+    sidecar_path = sidecar_path_for(output)
+    onnx_io.save_atomic(proto, output)
+    atomic.write_text(sidecar_path, json.dumps(sidecar, indent=1))
+    return ExportResult(output, sidecar_path, attempts[-1].strategy, stats, attempts,
+                        round(time.perf_counter() - start, 3), sidecar)
+
+
+def read_sidecar(onnx_path: str | os.PathLike) -> dict | None:
+    """The sidecar written beside an ONNX file, or None if there is none."""
+    path = sidecar_path_for(onnx_path)
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def read_tags(onnx_path: str | os.PathLike, model: onnx.ModelProto | None = None) -> tuple[dict[str, str], dict | None]:
+    """Each node's tag (from the ONNX metadata, else the sidecar) and the module tree."""
+    model = model if model is not None else onnx_io.load_graph(onnx_path)
+    mapping = {}
+    for node in tagging.iter_nodes(model.graph):
+        for prop in node.metadata_props:
+            if prop.key == tagging.TAG_KEY:
+                mapping[node.name] = prop.value
+    tree = next((json.loads(p.value) for p in model.metadata_props if p.key == tagging.HIERARCHY_KEY), None)
+    if not mapping or tree is None:
+        sidecar = read_sidecar(onnx_path)
+        if sidecar is not None:
+            mapping = mapping or sidecar.get("node_tags", {})
+            tree = tree or sidecar.get("tree")
+    return mapping, tree

@@ -1,0 +1,220 @@
+"""Example inputs: built from a model's config and ``forward`` signature, or given by an input spec (JSON).
+
+An input spec maps each input name to its shape, dtype and dynamic axes, e.g.::
+
+    {"input_ids": {"shape": [2, 16], "dtype": "int64", "dynamic_axes": {"0": "batch", "1": "sequence"},
+                   "high": 1000}}
+
+Generators are small and per modality: each declares the forward parameters it can fill and builds one tensor per
+name from the config. Batch and sequence axes are dynamic by default.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError, model_validator
+
+from .errors import BadInputError
+
+DTYPES = {
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "float64": torch.float64,
+    "int64": torch.int64,
+    "int32": torch.int32,
+    "bool": torch.bool,
+}
+
+
+class TensorSpec(BaseModel):
+    """One input: its shape at export time, dtype, which axes stay dynamic, and the value range."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    shape: list[int] = Field(min_length=0)
+    dtype: Literal["float32", "float16", "bfloat16", "float64", "int64", "int32", "bool"] = "float32"
+    dynamic_axes: dict[int, str] = Field(default_factory=dict)
+    low: float = 0
+    high: float | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> TensorSpec:
+        if any(d < 1 for d in self.shape):
+            raise ValueError(f"every dimension must be >= 1, got {self.shape}")
+        bad = [a for a in self.dynamic_axes if not 0 <= a < len(self.shape)]
+        if bad:
+            raise ValueError(f"dynamic axis {bad[0]} is out of range for shape {self.shape}")
+        if self.high is not None and self.high <= self.low:
+            raise ValueError(f"high ({self.high}) must be greater than low ({self.low})")
+        return self
+
+
+class InputSpec(RootModel[dict[str, TensorSpec]]):
+    """Input name -> TensorSpec, in the order the model takes them."""
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> InputSpec:
+        if not self.root:
+            raise ValueError("the spec names no inputs")
+        return self
+
+
+@dataclass
+class ExampleInputs:
+    """Named example tensors in forward order, and the dynamic axes of each."""
+
+    tensors: dict[str, torch.Tensor]
+    dynamic_axes: dict[str, dict[int, str]] = field(default_factory=dict)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.tensors)
+
+    def describe(self) -> dict:
+        """A JSON-able description: what the sidecar records as the inputs used."""
+        return {
+            name: {
+                "shape": list(t.shape),
+                "dtype": str(t.dtype).removeprefix("torch."),
+                "dynamic_axes": {str(k): v for k, v in self.dynamic_axes.get(name, {}).items()},
+            }
+            for name, t in self.tensors.items()
+        }
+
+    def spec(self) -> InputSpec:
+        """The input spec that rebuilds inputs of these shapes (other random values)."""
+        return parse_input_spec(
+            {
+                name: {"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch."),
+                       "dynamic_axes": self.dynamic_axes.get(name, {})}
+                for name, t in self.tensors.items()
+            }
+        )
+
+
+def parse_input_spec(data: object, source: str = "input spec") -> InputSpec:
+    """Validate a spec; every mistake is reported at once with its location."""
+    try:
+        return InputSpec.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}" for err in exc.errors()
+        )
+        raise BadInputError(f"{source} is invalid: {problems}") from None
+
+
+def load_input_spec(path: str | Path) -> InputSpec:
+    """Read and validate a JSON input spec file."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BadInputError(f"input spec {path} does not exist: pass the path of a JSON file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInputError(f"cannot read input spec {path}: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise BadInputError(f"input spec {path} is not valid JSON ({exc}): fix the file") from None
+    return parse_input_spec(data, source=f"input spec {path}")
+
+
+def inputs_from_spec(spec: InputSpec, seed: int = 0, scale: dict[int, int] | None = None) -> ExampleInputs:
+    """Random tensors matching `spec`; `scale` replaces the size of dynamic axes (to test other shapes)."""
+    generator = torch.Generator().manual_seed(seed)
+    tensors, axes = {}, {}
+    for name, ts in spec.root.items():
+        shape = list(ts.shape)
+        for axis in ts.dynamic_axes:
+            if scale and axis in scale:
+                shape[axis] = scale[axis]
+        dtype = DTYPES[ts.dtype]
+        if dtype.is_floating_point:
+            t = torch.randn(shape, generator=generator).to(dtype)
+            if ts.high is not None:
+                t = ts.low + (ts.high - ts.low) * torch.rand(shape, generator=generator).to(dtype)
+        elif dtype == torch.bool:
+            t = torch.ones(shape, dtype=torch.bool)
+        else:
+            high = int(ts.high) if ts.high is not None else max(int(ts.low) + 2, 2)
+            t = torch.randint(int(ts.low), high, shape, generator=generator, dtype=dtype)
+        tensors[name] = t
+        axes[name] = dict(ts.dynamic_axes)
+    return ExampleInputs(tensors, axes)
+
+
+# --- generators from a transformers config ---------------------------------------------------------------------
+
+BATCH, SEQUENCE = 2, 16
+
+
+def _text(config, name: str) -> TensorSpec | None:
+    vocab = getattr(config, "vocab_size", None)
+    seq = min(SEQUENCE, getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None) or SEQUENCE)
+    axes = {0: "batch", 1: "decoder_sequence" if name.startswith("decoder_") else "sequence"}
+    if name in ("input_ids", "decoder_input_ids") and vocab:
+        return TensorSpec(shape=[BATCH, seq], dtype="int64", dynamic_axes=axes, low=0, high=vocab)
+    if name in ("attention_mask", "decoder_attention_mask"):
+        return TensorSpec(shape=[BATCH, seq], dtype="int64", dynamic_axes=axes, low=1, high=2)
+    if name == "token_type_ids":
+        return TensorSpec(shape=[BATCH, seq], dtype="int64", dynamic_axes=axes, low=0, high=1)
+    return None
+
+
+def _vision(config, name: str) -> TensorSpec | None:
+    if name != "pixel_values":
+        return None
+    size = getattr(config, "image_size", None) or 224
+    height, width = (size, size) if isinstance(size, int) else tuple(size)[:2]
+    channels = getattr(config, "num_channels", 3)
+    return TensorSpec(shape=[BATCH, channels, height, width], dtype="float32", dynamic_axes={0: "batch"})
+
+
+def _audio(config, name: str) -> TensorSpec | None:
+    if name == "input_values":
+        return TensorSpec(shape=[BATCH, 16000], dtype="float32", dynamic_axes={0: "batch", 1: "samples"})
+    if name == "input_features":
+        mels = getattr(config, "num_mel_bins", 80)
+        frames = 2 * getattr(config, "max_source_positions", 1500)
+        return TensorSpec(shape=[BATCH, mels, frames], dtype="float32", dynamic_axes={0: "batch"})
+    return None
+
+
+GENERATORS = (_text, _vision, _audio)
+# Optional forward parameters that a model's users normally pass; others with defaults are left out.
+USUAL_OPTIONAL = {"attention_mask", "token_type_ids", "decoder_input_ids", "decoder_attention_mask"}
+
+
+def spec_from_config(model: torch.nn.Module, config) -> InputSpec:
+    """The input spec a transformers model needs, from its config and the parameters of its ``forward``."""
+    params = inspect.signature(model.forward).parameters
+    specs: dict[str, TensorSpec] = {}
+    for name, param in params.items():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        required = param.default is inspect.Parameter.empty
+        if name.startswith("decoder_") and not getattr(config, "is_encoder_decoder", False):
+            continue
+        if name == "token_type_ids" and not getattr(config, "type_vocab_size", None):
+            continue
+        spec = next((s for g in GENERATORS if (s := g(config, name)) is not None), None)
+        if spec is not None and (required or name in USUAL_OPTIONAL or not specs_have_primary(specs)):
+            specs[name] = spec
+        elif required:
+            raise BadInputError(
+                f"cannot build an example input for forward parameter '{name}' of {type(model).__name__}: "
+                "pass --input-spec FILE"
+            )
+    if not specs:
+        raise BadInputError(f"no example inputs could be derived for {type(model).__name__}: pass --input-spec FILE")
+    return InputSpec(specs)
+
+
+def specs_have_primary(specs: dict) -> bool:
+    """True once a main input (ids, pixels, audio) is chosen: later alternatives (inputs_embeds...) are skipped."""
+    return any(n in specs for n in ("input_ids", "pixel_values", "input_values", "input_features"))

@@ -1,0 +1,115 @@
+"""Load a resolved model safely: safetensors first, ``weights_only`` pickles, no remote code unless asked."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch import nn
+
+from .errors import BadInputError
+from .source import ModelSource
+
+# --task values and the transformers auto class each loads; without a task the base model (features) is used.
+TASKS = {
+    "feature-extraction": "AutoModel",
+    "text-classification": "AutoModelForSequenceClassification",
+    "token-classification": "AutoModelForTokenClassification",
+    "question-answering": "AutoModelForQuestionAnswering",
+    "fill-mask": "AutoModelForMaskedLM",
+    "text-generation": "AutoModelForCausalLM",
+    "text2text-generation": "AutoModelForSeq2SeqLM",
+    "image-classification": "AutoModelForImageClassification",
+}
+
+
+@dataclass
+class LoadedModel:
+    """A model in eval mode, its config (None for plain torch modules) and how to call it."""
+
+    model: nn.Module
+    config: object | None
+    positional: bool  # plain torch modules take their inputs positionally, transformers ones by keyword
+
+
+def read_config(path: Path) -> dict:
+    """Parse config.json, with a clear error for a broken one."""
+    try:
+        return json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise BadInputError(f"{path / 'config.json'} is not valid JSON ({exc}): fix it or re-save the model") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInputError(f"cannot read {path / 'config.json'}: {exc}") from None
+
+
+def load(source: ModelSource, task: str | None = None, trust_remote_code: bool = False) -> LoadedModel:
+    """Instantiate the model `source` points at, in eval mode."""
+    if source.kind == "factory":
+        return _load_factory(source.ref)
+    return _load_transformers(Path(source.path), task, trust_remote_code)
+
+
+def _load_factory(ref: str) -> LoadedModel:
+    module_name, attr = ref.split(":")
+    if "" not in sys.path and "." not in sys.path:
+        sys.path.insert(0, "")  # like `python -m`: modules in the working directory are found
+    try:
+        module = importlib.import_module(module_name)
+        factory = getattr(module, attr)
+    except (ImportError, AttributeError) as exc:
+        raise BadInputError(f"cannot load {ref}: {exc}") from None
+    model = factory() if callable(factory) and not isinstance(factory, nn.Module) else factory
+    if not isinstance(model, nn.Module):
+        raise BadInputError(f"{ref} returned {type(model).__name__}, not a torch.nn.Module")
+    return LoadedModel(model.eval(), None, positional=True)
+
+
+def _load_transformers(path: Path, task: str | None, trust_remote_code: bool) -> LoadedModel:
+    raw = read_config(path)
+    if raw.get("auto_map") and not trust_remote_code:
+        raise BadInputError(
+            f"the model in {path} ships its own Python code (auto_map in config.json); review it, then pass "
+            "--trust-remote-code to run it"
+        )
+    if task is not None and task not in TASKS:
+        raise BadInputError(f"unknown task '{task}': use one of {', '.join(TASKS)}")
+    if not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
+        raise BadInputError(f"{path} holds no weights (*.safetensors or *.bin): save the model with save_pretrained")
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    try:
+        config = transformers.AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BadInputError(f"{path / 'config.json'} is not a usable transformers config: {_first_line(exc)}") from None
+    if hasattr(config, "use_cache"):
+        config.use_cache = False  # decoders' cache outputs (DynamicCache) do not export
+    auto_class = getattr(transformers, TASKS[task or "feature-extraction"])
+    kwargs = dict(config=config, trust_remote_code=trust_remote_code)
+    if any(path.glob("*.safetensors")):
+        kwargs["use_safetensors"] = True
+    try:
+        try:
+            model = auto_class.from_pretrained(path, **kwargs)
+        except ValueError as exc:
+            if task is not None or not getattr(config, "architectures", None):
+                raise
+            # No base-model mapping for this config: fall back to the class it was saved as.
+            cls = getattr(transformers, config.architectures[0], None)
+            if cls is None:
+                raise BadInputError(f"transformers has no class for {path}: {_first_line(exc)}") from None
+            model = cls.from_pretrained(path, **kwargs)
+    except BadInputError:
+        raise
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        raise BadInputError(f"cannot load the model in {path}: {_first_line(exc)}") from None
+    return LoadedModel(model.eval(), config, positional=False)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

@@ -1,0 +1,49 @@
+"""Save and load ONNX files atomically, with external data only where the 2 GB protobuf limit forces it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import onnx
+
+PROTOBUF_LIMIT = 1_800_000_000  # a little under 2 GiB: beyond it weights must go to an external file
+
+
+def _weight_bytes(model: onnx.ModelProto) -> int:
+    return sum(len(t.raw_data) for t in model.graph.initializer)
+
+
+def save_atomic(model: onnx.ModelProto, path: str | os.PathLike) -> list[Path]:
+    """Write `model` to `path` (and `path`.data when large) so that no partial file ever has the final name.
+
+    Files are written into a hidden temporary folder beside `path`, then renamed into place: the weights first,
+    the graph last, so a complete ``.onnx`` always has complete weights. Returns the files written.
+    """
+    path = Path(path)
+    external = _weight_bytes(model) > PROTOBUF_LIMIT
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        staged = staging / path.name
+        if external:
+            onnx.save_model(model, staged, save_as_external_data=True, all_tensors_to_one_file=True,
+                            location=f"{path.name}.data", size_threshold=1024)
+        else:
+            onnx.save_model(model, staged)
+        written = []
+        data = staging / f"{path.name}.data"
+        if data.exists():
+            os.replace(data, path.parent / data.name)
+            written.append(path.parent / data.name)
+        os.replace(staged, path)
+        written.append(path)
+        return written[::-1]
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def load_graph(path: str | os.PathLike) -> onnx.ModelProto:
+    """Load the graph and metadata only (no external weights): enough for tags, reports and comparisons."""
+    return onnx.load(str(path), load_external_data=False)

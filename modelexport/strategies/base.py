@@ -1,0 +1,61 @@
+"""What a strategy is: one way of capturing a model as ONNX together with the module scope of every node."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import warnings
+from dataclasses import dataclass
+from typing import ClassVar
+
+import onnx
+from torch import nn
+
+from ..inputs import ExampleInputs
+
+
+@dataclass
+class Capture:
+    """A strategy's result: the ONNX model, and for each top-level node the attribute path of the module whose
+    ``forward`` ran it ("" for the root), or None where the strategy cannot tell."""
+
+    onnx_model: onnx.ModelProto
+    scopes: list[str | None]
+    exporter: str  # e.g. "torch.onnx (TorchScript)"
+
+
+class Strategy:
+    """Subclasses set `name`/`description` and implement `capture`; they raise on failure with a reason."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+
+    def capture(
+        self, model: nn.Module, inputs: ExampleInputs, output_names: list[str], opset: int, positional: bool
+    ) -> Capture:
+        raise NotImplementedError
+
+
+STRATEGIES: dict[str, Strategy] = {}
+
+
+def register(cls: type[Strategy]) -> type[Strategy]:
+    """Class decorator: make a strategy selectable by its name."""
+    STRATEGIES[cls.name] = cls()
+    return cls
+
+
+@contextlib.contextmanager
+def quiet_exporter():
+    """Silence torch.onnx's deprecation, tracer and registration chatter: our report says what matters."""
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._export", "torch.fx")]
+    levels = [lg.level for lg in loggers]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            for lg, level in zip(loggers, levels):
+                lg.setLevel(level)

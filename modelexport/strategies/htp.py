@@ -1,0 +1,54 @@
+"""``htp`` — hierarchy trace & project: TorchScript tracing records the module scope of every op.
+
+The TorchScript exporter names each ONNX node after the scope it was traced in
+(``/model/encoder/layer.0/attention/self/query/MatMul``): the attribute path of the module whose ``forward``
+ran it. We read that path back, and project it onto the few nodes the exporter leaves unscoped. Fast (no
+torch.export), exact where the tracer saw the op; fails on data-dependent control flow, which tracing freezes.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import onnx
+import torch
+
+from ..wrapping import WRAPPED_ATTRIBUTE, KeywordWrapper
+from .base import Capture, Strategy, quiet_exporter, register
+
+
+def scope_of(node_name: str) -> str | None:
+    """Attribute path in a TorchScript node name (``/model/a/b.0/Op_3`` -> ``a.b.0``); None if unscoped."""
+    if not node_name.startswith("/"):
+        return None
+    parts = node_name.split("/")[1:-1]
+    if not parts or parts[0] != WRAPPED_ATTRIBUTE:
+        return None  # ops of our wrapper, not of the model
+    return ".".join(parts[1:])
+
+
+@register
+class HTPStrategy(Strategy):
+    name = "htp"
+    description = "TorchScript tracing; node scopes read from the tracer, projected onto unscoped nodes"
+
+    def capture(self, model, inputs, output_names, opset, positional):
+        wrapper = KeywordWrapper(model, inputs.names, positional=positional).eval()
+        with tempfile.TemporaryDirectory(prefix="modelexport-htp-") as tmp:
+            path = Path(tmp) / "model.onnx"
+            with quiet_exporter(), torch.no_grad():
+                torch.onnx.export(
+                    wrapper,
+                    tuple(inputs.tensors.values()),
+                    str(path),
+                    input_names=inputs.names,
+                    output_names=output_names,
+                    dynamic_axes={**inputs.dynamic_axes} or None,
+                    opset_version=opset,
+                    do_constant_folding=True,
+                    dynamo=False,
+                )
+            proto = onnx.load(str(path))
+        scopes = [scope_of(node.name) for node in proto.graph.node]
+        return Capture(proto, scopes, exporter=f"torch.onnx {torch.__version__} (TorchScript)")

@@ -1,0 +1,57 @@
+"""Call a model by keyword and flatten its outputs into named tensors.
+
+Exporters pass inputs positionally; transformers models take many optional parameters, so a small wrapper maps
+positional tensors to keywords (the TorchScript exporter otherwise fills ``forward`` defaults positionally) and
+returns a flat tuple of tensors named after the model's own output fields (``last_hidden_state``, ``logits``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+WRAPPED_ATTRIBUTE = "model"
+
+
+def flatten_outputs(outputs) -> list[tuple[str, torch.Tensor]]:
+    """(name, tensor) pairs of a model's outputs: ModelOutput fields, dict keys, tuple positions."""
+    flat: list[tuple[str, torch.Tensor]] = []
+
+    def visit(name: str, value) -> None:
+        if value is None:
+            return
+        if isinstance(value, torch.Tensor):
+            flat.append((name, value))
+        elif isinstance(value, Mapping) or hasattr(value, "to_tuple"):
+            for key, item in value.items():
+                visit(f"{name}.{key}" if name else str(key), item)
+        elif isinstance(value, (tuple, list)):
+            for i, item in enumerate(value):
+                visit(f"{name}.{i}" if name else f"output_{i}", item)
+
+    visit("", outputs)
+    return flat
+
+
+class KeywordWrapper(nn.Module):
+    """Takes the inputs positionally, calls the model by keyword, returns a flat tuple of output tensors."""
+
+    def __init__(self, model: nn.Module, input_names: list[str], positional: bool = False):
+        super().__init__()
+        setattr(self, WRAPPED_ATTRIBUTE, model)
+        self.input_names = list(input_names)
+        self.positional = positional
+
+    def forward(self, *args):
+        model = getattr(self, WRAPPED_ATTRIBUTE)
+        outputs = model(*args) if self.positional else model(**dict(zip(self.input_names, args)))
+        return tuple(t for _, t in flatten_outputs(outputs))
+
+
+def run_model(model: nn.Module, tensors: dict[str, torch.Tensor], positional: bool = False) -> list[tuple[str, torch.Tensor]]:
+    """Run `model` eagerly without gradients and return its named, flattened outputs."""
+    with torch.inference_mode():
+        outputs = model(*tensors.values()) if positional else model(**tensors)
+    return flatten_outputs(outputs)
