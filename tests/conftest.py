@@ -1,0 +1,49 @@
+"""Shared fixtures: tiny models built once per session, exported once per session."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+# Tests never reach the Hugging Face Hub; HF_HUB_OFFLINE keeps stray lookups from hanging.
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def run_cli(*args: str, cwd: str | Path | None = None, env: dict | None = None, timeout: float = 300):
+    """Run `python -m modelexport ARGS` in a subprocess using this checkout's code; returns CompletedProcess."""
+    full_env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "modelexport", *args],
+        cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="session")
+def model_dirs(tmp_path_factory) -> dict[str, Path]:
+    """The demo models (tiny BERT, GPT-2, ViT, ResNet) saved with save_pretrained."""
+    from modelexport.demo_models import build_demo_models
+
+    return build_demo_models(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="session")
+def exported(model_dirs, tmp_path_factory):
+    """Export each demo model once with the default strategy; maps name -> ExportResult."""
+    from modelexport.export import export_model
+
+    out = tmp_path_factory.mktemp("exported")
+    cache = {}
+
+    def get(name: str):
+        if name not in cache:
+            cache[name] = export_model(str(model_dirs[name]), out / f"{name}.onnx")
+        return cache[name]
+
+    return get
