@@ -22,6 +22,12 @@ def find_sidecar(output_dir: Path) -> dict | None:
     return json.loads(found[0].read_text(encoding="utf-8")) if found else None
 
 
+def read_json(output_dir: Path, name: str) -> dict | None:
+    """`name` (validation.json, profile.json) from the model's output dir, as the pipeline writes it; or None."""
+    path = output_dir / name
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
 def find_onnx(output_dir: Path, export: dict | None) -> Path | None:
     """The exported ONNX file: the one the sidecar names, else the only ``*.onnx`` in `output_dir`."""
     if export and export.get("onnx") and (output_dir / export["onnx"]).is_file():
@@ -115,7 +121,9 @@ def profile_metrics(profile: dict, key, top: int) -> dict:
     metrics = {f"latency_{k}_ms": latency.get(k) for k in LATENCY_KEYS}
     metrics |= {"throughput_per_s": profile.get("throughput_per_s"),
                 "attributed_fraction": profile.get("attributed_fraction"),
-                "peak_memory_mb": profile.get("peak_memory_mb")}
+                "kernel_ms": profile.get("kernel_ms"),
+                "peak_memory_mb": profile.get("peak_rss_mb"),  # the ORT session's process peak while profiling
+                "peak_memory_delta_mb": profile.get("peak_rss_delta_mb")}
     modules = sorted(profile.get("modules") or [], key=lambda m: m.get("self_ms") or 0, reverse=True)
     for module in modules[:top]:
         metrics[key("module_self_ms", module.get("tag") or "root")] = module.get("self_ms")

@@ -217,9 +217,15 @@ class ModelRun:
     def record(self, output_dir: str | os.PathLike, *, export: dict | None = None, validation: dict | None = None,
                profile: dict | None = None, export_seconds: float | None = None,
                tolerances: dict | None = None) -> None:
-        """Log params, metrics and artifacts of one export; decide pass (validation passed) or fail."""
+        """Log params, metrics and artifacts of one export; decide pass (validation passed) or fail.
+
+        Parts not given are read from `output_dir` where the pipeline writes them: the sidecar
+        (``*.hierarchy.json``), ``validation.json`` and ``profile.json``.
+        """
         output_dir = Path(output_dir)
         export = export if export is not None else run_record.find_sidecar(output_dir)
+        validation = validation if validation is not None else run_record.read_json(output_dir, "validation.json")
+        profile = profile if profile is not None else run_record.read_json(output_dir, "profile.json")
         params, metrics = run_record.params_and_metrics(export, validation, profile, tolerances,
                                                         key=metric_key, top=TOP_MODULES)
         if export_seconds is not None:
