@@ -1,0 +1,13 @@
+"""Prefect tasks: one per pipeline stage, each a thin call into ``modelexport``.
+
+Tasks take and return paths, ids and small values (never an ``nn.Module``). Their cache keys are content
+(see ``policy``), their results are persisted so a later process hits the cache, and only transient faults
+are retried.
+"""
+
+from .export import export_onnx
+from .inputs import derive_inputs
+from .policy import Produced
+from .resolve import resolve_model
+
+__all__ = ["Produced", "derive_inputs", "export_onnx", "resolve_model"]
