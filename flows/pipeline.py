@@ -71,7 +71,7 @@ class ModelOutcome:
             "coverage": f"{stats['coverage']:.0%}" if "coverage" in stats else "-",
             "parity": "-" if parity is None else ("pass" if parity else "FAIL"),
             "p50 ms": f"{latency:.2f}" if latency is not None else "-",
-            "status": self.status if self.status == "ok" else f"failed at {self.failed_stage}: {self.reason}",
+            "status": self.status if self.status == "ok" else f"failed at {self.failed_stage}",
             "cached": "yes" if self.cached else "no",
         }
 

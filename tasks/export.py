@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from dataclasses import asdict
 from pathlib import Path
 
@@ -10,10 +9,7 @@ from prefect import task
 
 from modelexport.source import ModelSource
 
-from .policy import CONTENT, Produced, produced
-
-# torch.onnx keeps exporter state in globals (opset, tracing): exports in one process run one at a time.
-EXPORT_LOCK = threading.Lock()
+from .policy import CONTENT, TORCH_LOCK, Produced, produced
 
 
 @task(name="export", cache_policy=CONTENT, persist_result=True)
@@ -25,7 +21,7 @@ def export_onnx(source: ModelSource, output: str, input_spec: dict, strategy: st
     from modelexport.inputs import parse_input_spec
 
     Path(output).parent.mkdir(parents=True, exist_ok=True)
-    with EXPORT_LOCK:
+    with TORCH_LOCK:
         r = export_model(source, output, strategy=strategy, opset=opset, clean=clean, torch_modules=torch_modules,
                          input_spec=parse_input_spec(input_spec), task=task_name,
                          trust_remote_code=trust_remote_code)

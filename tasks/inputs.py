@@ -6,21 +6,21 @@ from prefect import task
 
 from modelexport.source import ModelSource
 
-from .policy import CONTENT
+from .policy import CONTENT, TORCH_LOCK
 
 
 @task(name="inputs", cache_policy=CONTENT, persist_result=True)
 def derive_inputs(source: ModelSource, task_name: str | None = None, input_spec: dict | None = None,
                   trust_remote_code: bool = False) -> dict:
     """The user's spec if given, else the one the model's config and forward signature call for."""
+    from modelexport.errors import BadInputError
     from modelexport.inputs import parse_input_spec, spec_from_config
     from modelexport.loading import load
 
     if input_spec is not None:
         return parse_input_spec(input_spec).model_dump(mode="json")
-    loaded = load(source, task=task_name, trust_remote_code=trust_remote_code)
+    with TORCH_LOCK:
+        loaded = load(source, task=task_name, trust_remote_code=trust_remote_code)
     if loaded.config is None:
-        from modelexport.errors import BadInputError
-
         raise BadInputError(f"{source.ref} is a plain torch module: give its input_spec")
     return spec_from_config(loaded.model, loaded.config).model_dump(mode="json")
