@@ -13,7 +13,7 @@ from prefect.futures import PrefectFuture
 
 from modelexport.fleet import ModelPlan
 from modelexport.source import ModelSource
-from tasks import Produced, derive_inputs, export_onnx, resolve_model
+from tasks import Produced, derive_inputs, export_onnx, profile_onnx, resolve_model, validate_onnx
 
 STAGES = ("resolve", "inputs", "export", "validate", "profile", "report")
 ONNX_NAME = "model.onnx"
@@ -30,10 +30,14 @@ def submit_pipeline(plans: list[ModelPlan], output_dir: Path) -> dict[str, dict[
         r = runs[p.name]
         r["export"] = export_onnx.submit(r["resolve"], str(output_dir / p.name / ONNX_NAME), r["inputs"],
                                          p.strategy, p.opset, p.clean, p.torch_modules, p.task)
-    # INTEGRATION POINT (issue 5): validate, profile and report tasks are submitted here, e.g.
-    #   r["validate"] = validate_onnx.submit(r["resolve"], r["export"], r["inputs"], p.validate) if p.validate.enabled
-    #   r["profile"] = profile_onnx.submit(r["export"], p.profile, str(output_dir / p.name))  if p.profile.enabled
-    #   r["report"] = report_onnx.submit(r["export"], str(output_dir / p.name))
+    for p in plans:
+        r, folder = runs[p.name], output_dir / p.name
+        if p.validate.enabled:
+            r["validate"] = validate_onnx.submit(r["resolve"], r["export"], r["inputs"], p.validate,
+                                                 str(folder / "validation.json"), p.task)
+        if p.profile.enabled:
+            r["profile"] = profile_onnx.submit(r["export"], p.profile, str(folder))
+    # INTEGRATION POINT (issue 5, report.py): r["report"] = report_onnx.submit(r["export"], str(folder))
     return runs
 
 
@@ -93,6 +97,10 @@ def collect(plan: ModelPlan, futures: dict[str, PrefectFuture]) -> ModelOutcome:
                 outcome.reason, outcome.exit_code = _reason(future)
         else:  # an upstream stage failed: this one never ran
             outcome.stages[stage] = "skipped"
+    validation = outcome.results.get("validate", {})
+    if outcome.status == "ok" and validation.get("passed") is False:
+        outcome.status, outcome.failed_stage, outcome.exit_code = "failed", "validate", 1
+        outcome.reason = f"validation failed: {validation.get('summary')}"
     return outcome
 
 

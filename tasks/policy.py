@@ -33,10 +33,11 @@ RETRIES = int(os.environ.get("MODELEXPORT_RETRIES", "3"))
 RETRY_DELAYS = exponential_backoff(float(os.environ.get("MODELEXPORT_RETRY_DELAY", "2")))(RETRIES)
 RETRY_JITTER = 0.5
 MAX_GENERATIONS = 1000
-# Loading a transformers model patches torch globally for a moment (weight init, default dtype) and torch.onnx
-# keeps exporter state in globals: stages that load, run or export a PyTorch model hold this lock, so a fleet's
-# concurrency overlaps downloads and ONNX Runtime work with them, never two of them with each other.
-TORCH_LOCK = threading.Lock()
+# Stages that compute (load, run, export, validate, profile) hold this lock; downloads do not. Loading a
+# transformers model patches torch globally for a moment (weight init, default dtype), torch.onnx keeps exporter
+# state in globals, and a latency measured beside another model's export is noise. So a fleet's concurrency
+# overlaps downloads with computing, never two computations with each other.
+COMPUTE_LOCK = threading.Lock()
 
 
 def is_transient(task, task_run, state) -> bool:
