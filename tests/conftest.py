@@ -17,6 +17,7 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 # Pipeline tasks retry transient faults with backoff; in tests the delays are a few milliseconds.
 os.environ.setdefault("MODELEXPORT_RETRY_DELAY", "0.01")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 
 
 def run_cli(*args: str, cwd: str | Path | None = None, env: dict | None = None, timeout: float = 300):
