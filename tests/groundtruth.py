@@ -80,11 +80,15 @@ def node_scope(name: str, paths: set[str]) -> str | None:
     if not parts or parts[0] != "model":
         return None
     path = ""
+
+    def below(level):
+        return [p for p in paths if (p == level or p.endswith("." + level)) and (not path or p.startswith(path + "."))]
+
     for level in parts[1:]:
-        options = [p for p in paths if (p == level or p.endswith("." + level)) and p.startswith(path)]
+        options = below(level)
         if not options and re.search(r"_\d+$", level):  # a repeated call: attention_1 is attention
             level = re.sub(r"_\d+$", "", level)
-            options = [p for p in paths if (p == level or p.endswith("." + level)) and p.startswith(path)]
+            options = below(level)
         if not options:
             break
         path = min(options, key=len)
