@@ -13,7 +13,7 @@ from prefect.futures import PrefectFuture
 
 from modelexport.fleet import ModelPlan
 from modelexport.source import ModelSource
-from tasks import Produced, derive_inputs, export_onnx, profile_onnx, resolve_model, validate_onnx
+from tasks import Produced, derive_inputs, export_onnx, profile_onnx, report_onnx, resolve_model, validate_onnx
 
 STAGES = ("resolve", "inputs", "export", "validate", "profile", "report")
 ONNX_NAME = "model.onnx"
@@ -37,7 +37,7 @@ def submit_pipeline(plans: list[ModelPlan], output_dir: Path) -> dict[str, dict[
                                                  str(folder / "validation.json"), p.task)
         if p.profile.enabled:
             r["profile"] = profile_onnx.submit(r["export"], p.profile, str(folder))
-    # INTEGRATION POINT (issue 5, report.py): r["report"] = report_onnx.submit(r["export"], str(folder))
+        r["report"] = report_onnx.submit(r["export"], str(folder))
     return runs
 
 

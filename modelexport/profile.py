@@ -205,8 +205,8 @@ def profile(
         latency_ms=latency_stats(seconds), throughput_per_s=batch * iterations / sum(seconds), batch_size=batch,
         peak_rss_mb=round(peak, 1), peak_rss_delta_mb=round(peak - rss_before, 1),
         kernel_ms=sum(times.values()) / per_run,
-        attributed_fraction=sum(by_how[h] for h in DIRECT) / total_us,
-        inferred_fraction=by_how["neighbours"] / total_us,
+        attributed_fraction=sum(by_how.get(h, 0.0) for h in DIRECT) / total_us,
+        inferred_fraction=by_how.get("neighbours", 0.0) / total_us,
         attribution={h: us / total_us for h, us in sorted(by_how.items())},
         modules=modules,
     )

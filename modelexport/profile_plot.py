@@ -48,7 +48,7 @@ def plot_modules(result, path: str | os.PathLike, top: int = 15) -> Path:
         colour[child] = palette[n % len(palette)]
 
     fig, (icicle, bars) = plt.subplots(2, 1, figsize=(13, 9), gridspec_kw={"height_ratios": [1.1, 1]})
-    depth_max = max((m["depth"] for m in modules), default=0)
+    depth_max = max((m["depth"] for m in modules if m["total_ms"] > 0), default=0)
 
     def draw(i: int, x: float, inherited) -> None:
         m = modules[i]

@@ -18,12 +18,15 @@ import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from . import atomic
 from .errors import BadInputError, ValidationFailedError
-from .inputs import InputSpec, parse_input_spec
+
+if TYPE_CHECKING:  # inputs imports torch: keep `modelexport validate --help` instant
+    from .inputs import InputSpec
 
 DEFAULT_ATOL = 1e-4
 DEFAULT_RTOL = 1e-3
@@ -84,7 +87,8 @@ class ValidationReport:
             return (f"{len(self.checks)} checks passed; largest difference {worst.max_abs_diff:.3g} on "
                     f"{worst.output} {where}")
         if worst.error is not None:
-            return f"output {worst.output} {where}: {worst.error}"
+            what = worst.output if worst.output.startswith("(") else f"output {worst.output}"
+            return f"{what} {where}: {worst.error}"
         return (f"output {worst.output} {where} is off by {worst.max_abs_diff:.3g} absolute, "
                 f"{worst.max_rel_diff:.3g} relative (atol {self.atol:g}, rtol {self.rtol:g})")
 
@@ -106,6 +110,8 @@ def _shapes_text(shapes: dict[str, list[int]]) -> str:
 
 def resized_spec(spec: InputSpec) -> InputSpec | None:
     """The same inputs with every dynamic axis at another size (consistent per axis name); None if none is dynamic."""
+    from .inputs import parse_input_spec
+
     sizes: dict[str, int] = {}
     data = {}
     for name, ts in spec.root.items():
@@ -121,7 +127,7 @@ def resized_spec(spec: InputSpec) -> InputSpec | None:
 def spec_for(onnx_path: str | os.PathLike, loaded, input_spec: InputSpec | None) -> InputSpec:
     """The inputs to validate with: the user's spec, else the model's config, else what the sidecar recorded."""
     from .export import read_sidecar
-    from .inputs import spec_from_config
+    from .inputs import parse_input_spec, spec_from_config
 
     if input_spec is not None:
         return input_spec

@@ -9,7 +9,8 @@ from .export import export_onnx
 from .inputs import derive_inputs
 from .policy import Produced
 from .profile import profile_onnx
+from .report import report_onnx
 from .resolve import resolve_model
 from .validate import validate_onnx
 
-__all__ = ["Produced", "derive_inputs", "export_onnx", "profile_onnx", "resolve_model", "validate_onnx"]
+__all__ = ["Produced", "derive_inputs", "export_onnx", "profile_onnx", "report_onnx", "resolve_model", "validate_onnx"]

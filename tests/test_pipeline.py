@@ -65,10 +65,11 @@ def test_fleet_caches_by_content_and_reruns_only_what_changed(prefect_harness, f
         m = first[name]
         assert m.status == "ok", m.reason
         assert m.stages == {"resolve": "done", "inputs": "done", "export": "done", "validate": "done",
-                            "profile": "done"}
+                            "profile": "done", "report": "done"}
         assert m.results["validate"]["passed"] is True
         assert m.results["profile"]["latency_ms"]["p50"] > 0
-        for file in ("model.onnx", "model.hierarchy.json", "validation.json", "profile.json"):
+        for file in ("model.onnx", "model.hierarchy.json", "validation.json", "profile.json", "report.md",
+                     "model.graphml"):
             assert (out / name / file).is_file()
     broken = first["broken"]
     assert (broken.status, broken.failed_stage, broken.exit_code) == ("failed", "inputs", 2)
@@ -83,8 +84,8 @@ def test_fleet_caches_by_content_and_reruns_only_what_changed(prefect_harness, f
     assert third["resnet"].stages["export"] == "done"  # a new opset: exported again, and checked again
     assert third["resnet"].stages["validate"] == "done" and third["resnet"].stages["profile"] == "done"
     bert = third["bert"].stages  # only the profile settings changed: only profiling re-runs
-    assert {s: bert[s] for s in ("inputs", "export", "validate")} == dict.fromkeys(("inputs", "export", "validate"),
-                                                                                  "cached")
+    unchanged = ("inputs", "export", "validate", "report")
+    assert {s: bert[s] for s in unchanged} == dict.fromkeys(unchanged, "cached")
     assert bert["profile"] == "done" and third["bert"].results["profile"]["iterations"] == 3
     assert json.loads((out / "resnet" / "model.hierarchy.json").read_text())["opset"] == 17
 
@@ -114,7 +115,7 @@ def test_run_one_model_flow(prefect_harness, model_dirs, tmp_path):
     outcome = run_model(str(model_dirs["tiny-resnet"]), str(tmp_path), name="r", opset=17,
                         profiling={"enabled": False})
     assert outcome.status == "ok", outcome.reason
-    assert set(outcome.stages) == {"resolve", "inputs", "export", "validate"}
+    assert set(outcome.stages) == {"resolve", "inputs", "export", "validate", "report"}
     assert outcome.source["kind"] == "local" and outcome.source["fingerprint"].startswith("sha256:")
     assert (tmp_path / "r" / "model.onnx").is_file() and outcome.results["validate"]["passed"]
 
