@@ -8,6 +8,7 @@ torch.export), exact where the tracer saw the op; fails on data-dependent contro
 
 from __future__ import annotations
 
+import re
 import tempfile
 from pathlib import Path
 
@@ -18,14 +19,43 @@ from ..wrapping import WRAPPED_ATTRIBUTE, KeywordWrapper
 from .base import Capture, Strategy, quiet_exporter, register
 
 
-def scope_of(node_name: str) -> str | None:
-    """Attribute path in a TorchScript node name (``/model/a/b.0/Op_3`` -> ``a.b.0``); None if unscoped."""
+def scope_of(node_name: str, module_paths: set[str]) -> str | None:
+    """Attribute path in a TorchScript node name (``/model/a/b.0/Op_3`` -> ``a.b.0``); None if unscoped.
+
+    Each level of the name is a module's path relative to an enclosing scope, usually its parent, but the
+    children of a called ``Sequential`` are named relative to the Sequential's holder (``layer/layer.0``), so
+    each level is resolved against the current scope first and then against its ancestors. A module called
+    again is named with a call suffix (``attention_1``); all its calls belong to the one module.
+    """
     if not node_name.startswith("/"):
         return None
     parts = node_name.split("/")[1:-1]
     if not parts or parts[0] != WRAPPED_ATTRIBUTE:
         return None  # ops of our wrapper, not of the model
-    return ".".join(parts[1:])
+    current = ""
+    for level in parts[1:]:
+        found = _descend(current, level, module_paths)
+        if found is None and CALL_SUFFIX.search(level):
+            found = _descend(current, CALL_SUFFIX.sub("", level), module_paths)
+        if found is None:
+            return current  # an unknown level: keep the deepest module found
+        current = found
+    return current
+
+
+CALL_SUFFIX = re.compile(r"_\d+$")
+
+
+def _descend(current: str, level: str, module_paths: set[str]) -> str | None:
+    """The module path below `current` named `level` relative to `current` or to one of its ancestors."""
+    base = current
+    while True:
+        candidate = f"{base}.{level}" if base else level
+        if candidate in module_paths and candidate.startswith(current):
+            return candidate
+        if not base:
+            return None
+        base = base.rsplit(".", 1)[0] if "." in base else ""
 
 
 @register
@@ -50,5 +80,6 @@ class HTPStrategy(Strategy):
                     dynamo=False,
                 )
             proto = onnx.load(str(path))
-        scopes = [scope_of(node.name) for node in proto.graph.node]
+        paths = {name for name, _ in model.named_modules(remove_duplicate=False)}
+        scopes = [scope_of(node.name, paths) for node in proto.graph.node]
         return Capture(proto, scopes, exporter=f"torch.onnx {torch.__version__} (TorchScript)")
