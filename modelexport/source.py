@@ -67,6 +67,7 @@ def resolve(ref: str, revision: str | None = None, cache_dir: str | None = None,
 
 def download(repo_id: str, revision: str | None = None, cache_dir: str | None = None, token: str | None = None) -> ModelSource:
     """Download a hub snapshot with huggingface_hub; the snapshot folder's name is the resolved commit."""
+    import httpx2
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (
         GatedRepoError,
@@ -76,6 +77,7 @@ def download(repo_id: str, revision: str | None = None, cache_dir: str | None = 
         RevisionNotFoundError,
     )
 
+    _bound_hub_requests()
     try:
         folder = snapshot_download(
             repo_id, revision=revision, cache_dir=cache_dir, token=token, ignore_patterns=IGNORE_ON_DOWNLOAD
@@ -98,12 +100,35 @@ def download(repo_id: str, revision: str | None = None, cache_dir: str | None = 
         if status is not None and status < 500 and status != 429:
             raise BadInputError(f"the hub refused {repo_id} (HTTP {status}): check the id and HF_TOKEN") from None
         raise TransientError(f"the hub failed while fetching {repo_id} (HTTP {status}); try again") from None
-    except (OSError, ConnectionError, TimeoutError) as exc:
+    except (OSError, ConnectionError, TimeoutError, httpx2.TransportError) as exc:  # dropped, reset, timed out
         raise TransientError(f"network error while fetching {repo_id} ({type(exc).__name__}); try again") from None
     folder = Path(folder)
     if not (folder / "config.json").is_file():
         raise BadInputError(f"hub repo {repo_id} has no config.json: it is not a transformers model")
     return ModelSource("hub", repo_id, str(folder), folder.name, f"git:{folder.name}")
+
+
+def _bound_hub_requests() -> None:
+    """Bound every wait of huggingface_hub's shared HTTP client: its API calls (model info, file tree) pass
+    ``timeout=None``, so a hub that stalls would hang the run forever. A request hook gives each request without
+    a read timeout HF_HUB_ETAG_TIMEOUT seconds (default 10); file downloads keep their HF_HUB_DOWNLOAD_TIMEOUT."""
+    from huggingface_hub import get_session
+
+    session = get_session()
+    hooks = session.event_hooks
+    if _bounded_timeout not in hooks["request"]:
+        hooks["request"].append(_bounded_timeout)
+        session.event_hooks = hooks
+
+
+def _bounded_timeout(request) -> None:
+    from huggingface_hub import constants
+
+    timeout = request.extensions.get("timeout") or {}
+    if timeout.get("read") is None:
+        seconds = float(constants.HF_HUB_ETAG_TIMEOUT)
+        request.extensions = {**request.extensions, "timeout": dict.fromkeys(("connect", "read", "write", "pool"),
+                                                                              seconds)}
 
 
 def hash_directory(path: Path) -> str:
