@@ -7,7 +7,9 @@ It serves what ``snapshot_download`` (huggingface_hub 2.x) asks for:
 - ``HEAD|GET /{repo}/resolve/{rev}/{file}``: the file, with ``X-Repo-Commit``, ``ETag`` and ``Content-Length``.
 
 Each repo has revisions (branch or tag names) pointing at commits; each commit is a folder of files. ``fail_next``
-makes the next N requests answer 503, like a hub having a bad minute.
+makes the next N requests misbehave like a hub having a bad minute: answer 503, drop the connection without a
+response, or stall (send nothing until the client gives up or the server closes). ``token`` makes every request
+without ``Authorization: Bearer <token>`` get 401, like a private repo.
 """
 
 from __future__ import annotations
@@ -38,8 +40,12 @@ class HubServer:
     def __init__(self) -> None:
         self.repos: dict[str, Repo] = {}
         self.requests: list[tuple[str, str, int]] = []  # (method, path, status) of every request
+        self.token: str | None = None  # when set, requests must carry "Authorization: Bearer <token>"
+        self.authorizations: list[str | None] = []  # the Authorization header of every request
         self._fail = 0
+        self._fault = "503"
         self._lock = threading.Lock()
+        self._closing = threading.Event()  # releases stalled requests when the server stops
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -60,23 +66,26 @@ class HubServer:
             repo.refs[revision] = sha
         return sha
 
-    def fail_next(self, count: int) -> None:
-        """The next `count` requests get HTTP 503."""
+    def fail_next(self, count: int, fault: str = "503") -> None:
+        """The next `count` requests fail: ``503`` (HTTP 503), ``drop`` (connection closed without a response)
+        or ``stall`` (no response until the client times out)."""
+        assert fault in ("503", "drop", "stall"), fault
         with self._lock:
-            self._fail = count
+            self._fail, self._fault = count, fault
 
-    def _take_failure(self) -> bool:
+    def _take_failure(self) -> str | None:
         with self._lock:
             if self._fail > 0:
                 self._fail -= 1
-                return True
-            return False
+                return self._fault
+            return None
 
     def __enter__(self) -> HubServer:
         self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
+        self._closing.set()
         self._server.shutdown()
         self._server.server_close()
 
@@ -121,16 +130,26 @@ def _handler(hub: HubServer):
             self._json(status, {"error": message}, {"X-Error-Code": code, "X-Error-Message": message})
 
         def _serve(self, body: bool) -> None:
-            if hub._take_failure():
-                return self._send(503, b"service unavailable", body=body)
             path = unquote(urlsplit(self.path).path)
+            if not path.startswith("/api/models/") and "/resolve/" not in path:  # e.g. the client's own lookups
+                return self._error(404, "EntryNotFound", f"no route {path}")
+            hub.authorizations.append(self.headers.get("Authorization"))
+            fault = hub._take_failure()
+            if fault == "503":
+                return self._send(503, b"service unavailable", body=body)
+            if fault is not None:  # drop or stall: no response at all
+                hub.requests.append((self.command, self.path, 0))
+                if fault == "stall":  # bounded: the client's timeout ends it, or the server's shutdown
+                    hub._closing.wait(timeout=30)
+                self.close_connection = True
+                return None
+            if hub.token and self.headers.get("Authorization") != f"Bearer {hub.token}":
+                return self._error(401, "RepoNotFound", "Invalid credentials in Authorization header")
             if path.startswith("/api/models/"):
                 return self._api(path[len("/api/models/"):])
-            if "/resolve/" in path:
-                repo_id, rest = path.lstrip("/").split("/resolve/", 1)
-                revision, _, filename = rest.partition("/")
-                return self._file(repo_id, revision, filename, body)
-            self._error(404, "EntryNotFound", f"no route {path}")
+            repo_id, rest = path.lstrip("/").split("/resolve/", 1)
+            revision, _, filename = rest.partition("/")
+            return self._file(repo_id, revision, filename, body)
 
         def _repo(self, repo_id: str) -> Repo | None:
             repo = hub.repos.get(repo_id)
@@ -175,3 +194,13 @@ def _handler(hub: HubServer):
                                    "Content-Type": "application/octet-stream"}, body=body)
 
     return Handler
+
+
+def point_hub_client_at(monkeypatch, url: str, cache_dir) -> None:
+    """Make huggingface_hub talk to `url` with an empty cache in `cache_dir` (it reads HF_ENDPOINT at import)."""
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_ENDPOINT", url)
+    monkeypatch.setattr(constants, "ENDPOINT", url)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", url + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache_dir))
