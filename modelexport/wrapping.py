@@ -16,7 +16,10 @@ WRAPPED_ATTRIBUTE = "model"
 
 
 def flatten_outputs(outputs) -> list[tuple[str, torch.Tensor]]:
-    """(name, tensor) pairs of a model's outputs: ModelOutput fields, dict keys, tuple positions."""
+    """(name, tensor) pairs of a model's outputs: ModelOutput fields, dict keys, tuple positions; a lone tensor
+    is ``output`` (an empty name would leave the ONNX output unnamed and unmatched by validation)."""
+    if isinstance(outputs, torch.Tensor):
+        return [("output", outputs)]
     flat: list[tuple[str, torch.Tensor]] = []
 
     def visit(name: str, value) -> None:
