@@ -5,7 +5,8 @@ A cache key is what determines a stage's output: the model's content (hub commit
 never its path), every setting, the versions of the libraries that shape the result and our own version, and
 where the files go. A stage's result names the files it wrote with their size and mtime; a cached result whose
 files were deleted or rewritten since does not count, and the stage runs again (its new result is stored under
-the next *generation* of the key, so no record is ever deleted or overwritten).
+the next *generation* of the key, so no record is ever deleted or overwritten). Prefect writes a record in place,
+not atomically: one left unreadable by a process killed mid-write is skipped the same way.
 """
 
 from __future__ import annotations
@@ -117,7 +118,10 @@ class ContentCache(CachePolicy):
             key = f"{task_ctx.task.name}-{base}-{generation}"
             if not store.exists(key):
                 return key
-            result = store.read(key).result
+            try:
+                result = store.read(key).result
+            except Exception:  # a record cut short (the process was killed while writing it): skip it
+                continue
             if not isinstance(result, Produced) or result.intact():
                 return key
         return None
