@@ -12,6 +12,10 @@ runs may be logged from Prefect worker threads. A block that raises, or a model 
 run FAILED with the reason in the ``modelexport.error`` tag and param; only a passing model is registered as a
 new version of ``modelexport.<fleet>.<model>`` and given the alias ``validated``.
 
+A run whose process died (SIGKILL, power loss) would stay RUNNING forever; so each run records its host, pid and
+the pid's start time, and every new run first ends FAILED (``interrupted: ...``) the RUNNING runs of its experiment
+whose process on this host is gone (:func:`reap_interrupted`). Runs started on other hosts are left alone.
+
 No secret reaches MLflow: environment variables are never logged, and every param, tag and text artifact goes
 through :func:`scrub` (URL credentials, ``token=`` query values, Hugging Face tokens, and the values of any
 environment variable whose name says it is a secret are replaced by ``***``).
@@ -26,6 +30,7 @@ import os
 import re
 import resource
 import shutil
+import socket
 import tempfile
 import time
 from collections.abc import Iterator
@@ -151,6 +156,40 @@ def _short(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:500]
 
 
+# --- interrupted runs -------------------------------------------------------------------------------------------
+
+def _process_started(pid: int) -> str | None:
+    """When process `pid` started (with the pid, this names one process: pids are reused), or None if gone."""
+    import psutil
+
+    try:
+        return f"{psutil.Process(pid).create_time():.2f}"
+    except (psutil.Error, ValueError):
+        return None
+
+
+def _start_run(client, experiment: str, name: str):
+    """Create a run owned by this process, after reaping the experiment's runs whose process is gone."""
+    exp = experiment_id(client, experiment)
+    reap_interrupted(client, [exp])
+    owner = {TAG + "host": socket.gethostname(), TAG + "pid": str(os.getpid()),
+             TAG + "pid_started": _process_started(os.getpid())}
+    return client.create_run(exp, run_name=name, tags=owner)
+
+
+def reap_interrupted(client, experiment_ids: list[str]) -> list[str]:
+    """End FAILED every RUNNING run of ours on this host whose process is gone; returns their ids."""
+    query = f"attributes.status = 'RUNNING' and tags.`{TAG}host` = '{socket.gethostname()}'"
+    reaped = []
+    for run in client.search_runs(experiment_ids, query, max_results=5000):
+        pid, started = run.data.tags.get(TAG + "pid"), run.data.tags.get(TAG + "pid_started")
+        if not (pid or "").isdigit() or (started is not None and _process_started(int(pid)) == started):
+            continue  # not ours, or its process still runs
+        _end(client, run.info.run_id, failed=f"interrupted: its process {pid} ended while the run was RUNNING")
+        reaped.append(run.info.run_id)
+    return reaped
+
+
 # --- the fleet run ----------------------------------------------------------------------------------------------
 
 @dataclass
@@ -169,7 +208,7 @@ def fleet_run(fleet: str, *, tracking_uri: str | None = None, experiment: str = 
     """A parent run for one fleet run; FAILED if the block raises or any of its model runs failed."""
     client = connect(tracking_uri)
     tags = {TAG + "kind": "fleet", TAG + "fleet": fleet, TAG + "prefect_flow_run_id": prefect_flow_run_id()}
-    run = client.create_run(experiment_id(client, experiment), run_name=fleet, tags={})
+    run = _start_run(client, experiment, fleet)
     handle = FleetRun(run.info.run_id, fleet, resolve_tracking_uri(tracking_uri), run.info.experiment_id)
     _log_batch(client, handle.run_id, params={"fleet": fleet, **(params or {})}, tags=tags)
     try:
@@ -259,7 +298,7 @@ def model_run(name: str, *, fleet: str | None = None, parent_run_id: str | None 
     client = connect(tracking_uri)
     tags = {TAG + "kind": "model", TAG + "model": name, TAG + "fleet": fleet,
             TAG + "prefect_flow_run_id": prefect_flow_run_id(), "mlflow.parentRunId": parent_run_id}
-    run = client.create_run(experiment_id(client, experiment), run_name=name, tags={})
+    run = _start_run(client, experiment, name)
     handle = ModelRun(client, run.info.run_id, run.info.experiment_id, name, fleet)
     _log_batch(client, handle.run_id, params={"model.name": name, "model.ref": model_ref}, tags=tags)
     try:
