@@ -1,0 +1,143 @@
+"""A fleet run killed with SIGKILL in the middle of an export leaves nothing that looks complete: no file under
+its final name, no cache record for the unfinished stage, no MLflow run RUNNING forever; running the fleet again
+finishes it, taking the finished work from the cache."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+SPEC = '{x: {shape: [2, 4], dynamic_axes: {"0": batch}}}'
+FLEET = f"""
+name: killed
+defaults:
+  profile: {{enabled: false}}
+models:
+  - {{id: "tests.reliability.blocking_model:plain", name: first, input_spec: {SPEC}}}
+  - {{id: "tests.reliability.blocking_model:blocking", name: second, input_spec: {SPEC}}}
+"""
+
+
+def _env(**extra) -> dict:
+    return {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200", **extra}
+
+
+def wait_for(path: Path, proc: subprocess.Popen, deadline_s: float = 180) -> None:
+    """Poll until `path` exists; fail at once if `proc` ended, or at the deadline."""
+    deadline = time.monotonic() + deadline_s
+    while not path.exists():
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            pytest.fail(f"the process ended (rc {proc.returncode}) before {path.name} appeared:\n{out}\n{err}")
+        if time.monotonic() > deadline:
+            os.killpg(proc.pid, signal.SIGKILL)
+            pytest.fail(f"{path.name} did not appear within {deadline_s} s")
+        time.sleep(0.05)
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL the process and everything it started (Prefect's ephemeral API server), as a crash would."""
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+
+
+def _records(cache: Path) -> dict[str, dict]:
+    """Every cache record by file name; each must be a complete JSON record."""
+    return {p.name: json.loads(p.read_text()) for p in cache.iterdir() if p.is_file()}
+
+
+def test_sigkill_mid_export_leaves_nothing_complete_and_a_rerun_finishes(prefect_harness, tmp_path, monkeypatch):
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text(FLEET)
+    out, marker = tmp_path / "out", tmp_path / "second-is-exporting"
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "modelexport", "run-fleet", str(fleet), "--output-dir", str(out), "--concurrency", "1"],
+        cwd=tmp_path, env=_env(MODELEXPORT_TEST_BLOCK=str(marker), PREFECT_HOME=str(tmp_path / "prefect")),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    wait_for(marker, proc)
+    killed_pid = proc.pid
+    kill_group(proc)
+
+    # Nothing under a final name for the model being exported; the finished one is complete.
+    assert [p.name for p in (out / "second").iterdir() if not p.name.startswith(".")] == []
+    import onnx
+
+    onnx.checker.check_model(onnx.load(str(out / "first" / "model.onnx")), full_check=True)
+    records = _records(out / ".cache")  # every record readable: none cut short
+    assert sorted(k.split("-")[0] for k in records) == ["export", "inputs", "inputs"]  # second's export: none
+
+    # A record cut short by a kill while Prefect wrote it (it writes in place) must not block caching.
+    inputs_record = sorted(k for k in records if k.startswith("inputs"))[0]
+    (out / ".cache" / inputs_record).write_text('{"metadata": {"storage_key": ')
+
+    from flows import run_fleet
+
+    again = {m.name: m for m in run_fleet(str(fleet), str(out), concurrency=1).models}
+    assert all(m.status == "ok" for m in again.values()), {n: m.reason for n, m in again.items()}
+    assert again["first"].stages["export"] == "cached"  # the finished work is reused...
+    assert again["second"].stages["export"] == "done"  # ...the interrupted one done again
+    assert {again["first"].stages["inputs"], again["second"].stages["inputs"]} >= {"done"}  # the cut record
+
+    third = {m.name: m for m in run_fleet(str(fleet), str(out), concurrency=1).models}
+    assert all(m.cached for m in third.values()), {n: m.stages for n, m in third.items()}
+    for name in ("first", "second"):
+        assert json.loads((out / name / "validation.json").read_text())["passed"] is True
+
+    # MLflow: no run left RUNNING; the killed process's runs (when the pipeline tracks) end FAILED "interrupted".
+    if (tmp_path / "mlflow.db").exists():
+        from flows import tracking
+
+        client = tracking.connect(uri)
+        runs = client.search_runs([e.experiment_id for e in client.search_experiments()], max_results=1000)
+        assert [r.info.run_name for r in runs if r.info.status == "RUNNING"] == []
+        for r in runs:
+            if r.data.tags.get(tracking.TAG + "pid") == str(killed_pid):
+                assert r.info.status == "FAILED"
+                assert r.data.tags[tracking.TAG + "error"].startswith("interrupted")
+
+
+REAPED_SCRIPT = """
+import sys, threading
+from pathlib import Path
+from flows import tracking
+with tracking.fleet_run("reap") as fleet:
+    with tracking.model_run("m", fleet="reap", parent_run_id=fleet.run_id):
+        Path(sys.argv[1]).write_text("running")
+        threading.Event().wait()
+"""
+
+
+def test_runs_of_a_killed_process_are_ended_interrupted_and_live_ones_are_not(tmp_path):
+    from flows import tracking
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    marker = tmp_path / "running"
+    proc = subprocess.Popen([sys.executable, "-c", REAPED_SCRIPT, str(marker)], cwd=tmp_path,
+                            env=_env(MLFLOW_TRACKING_URI=uri), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    wait_for(marker, proc)
+    kill_group(proc)
+    client = tracking.connect(uri)
+    experiment = tracking.experiment_id(client)
+    killed = client.search_runs([experiment])
+    assert sorted(r.info.status for r in killed) == ["RUNNING", "RUNNING"]  # what a SIGKILL leaves
+
+    with tracking.fleet_run("next", tracking_uri=uri) as live:  # the next start reaps them
+        assert tracking.reap_interrupted(client, [experiment]) == []  # a live process's run is never reaped
+        assert client.get_run(live.run_id).info.status == "RUNNING"
+    for run in killed:
+        after = client.get_run(run.info.run_id)
+        assert after.info.status == "FAILED", run.info.run_name
+        assert after.data.tags[tracking.TAG + "error"] == (
+            f"interrupted: its process {proc.pid} ended while the run was RUNNING")
