@@ -114,7 +114,8 @@ def capture_and_tag(loaded, inputs, names, strategies, opset, hierarchy: Hierarc
         return capture, mapping, stats, attempts
     first = next(a for a in attempts)
     raise ExportFailedError(
-        f"every strategy failed ({', '.join(a.strategy for a in attempts)}); {first.strategy}: {first.reason}"
+        f"every strategy failed ({', '.join(a.strategy for a in attempts)}); {first.strategy}: {first.reason}; "
+        "try another --opset or --strategy, or change the part of the model it names"
     )
 
 

@@ -50,7 +50,7 @@ def quiet_exporter():
     """Silence torch.onnx's deprecation, tracer and registration chatter: our report says what matters."""
     loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._export", "torch.fx")]
     levels = [lg.level for lg in loggers]
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _no_torchscript_ir_dump():
         warnings.simplefilter("ignore")
         for lg in loggers:
             lg.setLevel(logging.ERROR)
@@ -59,3 +59,21 @@ def quiet_exporter():
         finally:
             for lg, level in zip(loggers, levels):
                 lg.setLevel(level)
+
+
+@contextlib.contextmanager
+def _no_torchscript_ir_dump():
+    """torch's TorchScript exporter switches its C++ log on for every export (its ``setup_onnx_logging`` tests a
+    function, not its result, for truth), so an op it cannot export dumps the whole Torch IR graph on stderr.
+    Our one-line error names the op; keep the log off."""
+    try:
+        from torch.onnx._internal.torchscript_exporter import utils
+    except ImportError:  # another torch layout: nothing to silence
+        yield
+        return
+    original = utils.setup_onnx_logging
+    utils.setup_onnx_logging = lambda verbose: contextlib.nullcontext()
+    try:
+        yield
+    finally:
+        utils.setup_onnx_logging = original
