@@ -11,7 +11,7 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from modelexport.fleet import load_fleet
+from modelexport.fleet import check_output_folders, load_fleet
 
 from .artifacts import artifact_key, report_fleet, report_model
 from .pipeline import ModelOutcome, collect, submit_pipeline
@@ -39,6 +39,7 @@ def export_fleet(fleet_file: str, output_dir: str | None = None,
     """
     fleet = load_fleet(fleet_file)
     out = Path(output_dir or f"out/{fleet.name}")
+    check_output_folders(fleet, out)
     progress = create_progress_artifact(0.0, key=artifact_key("fleet", fleet.name, "progress"),
                                         description=f"models of fleet {fleet.name} finished")
     runs = submit_pipeline(fleet.models, out)

@@ -160,7 +160,7 @@ def parse_fleet(data: object, base: Path = Path("."), source: str = "fleet", pat
         fleet = FleetFile.model_validate(data)
     except ValidationError as exc:
         problems = [f"{_location(err['loc'])}: {err['msg'].removeprefix('Value error, ')}" for err in exc.errors()]
-        raise BadInputError(f"{source} is invalid: {'; '.join(problems)}") from None
+        raise BadInputError(f"{source} is invalid: {_one_line(problems)}") from None
     plans, seen = [], {}
     defaults = fleet.defaults.model_dump(exclude_unset=True, by_alias=False)
     for index, entry in enumerate(fleet.models):
@@ -179,8 +179,24 @@ def parse_fleet(data: object, base: Path = Path("."), source: str = "fleet", pat
                                merged.opset, spec, merged.clean, merged.torch_modules, merged.validation,
                                merged.profiling))
     if problems:
-        raise BadInputError(f"{source} is invalid: {'; '.join(problems)}")
+        raise BadInputError(f"{source} is invalid: {_one_line(problems)}")
     return Fleet(fleet.name, path, plans)
+
+
+def check_output_folders(fleet: Fleet, output_dir: str | Path) -> None:
+    """Refuse a fleet whose model folder would lie outside OUTPUT_DIR: names cannot hold ``/`` or ``..``, but
+    ``OUTPUT_DIR/<name>`` may already exist as a symlink to elsewhere, which the export would write through."""
+    root = Path(output_dir).resolve()
+    for index, plan in enumerate(fleet.models):
+        folder = Path(output_dir) / plan.name
+        if not folder.resolve().is_relative_to(root):
+            raise BadInputError(f"models[{index}].name: {folder} leads outside the output directory "
+                                f"(to {folder.resolve()}): remove that link or choose another name")
+
+
+def _one_line(problems: list[str]) -> str:
+    """Problems joined on one line: keys and values quoted from the file may hold line breaks."""
+    return "; ".join(problems).replace("\r", "\\r").replace("\n", "\\n")
 
 
 def _location(loc: tuple) -> str:

@@ -21,13 +21,14 @@ def run(args) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ..errors import BadInputError
-    from ..fleet import load_fleet
+    from ..fleet import check_output_folders, load_fleet
     from .pipeline_view import model_line, quiet_prefect, summary_table
 
     if args.concurrency < 1:
         raise BadInputError(f"--concurrency must be at least 1, got {args.concurrency}")
     fleet = load_fleet(args.fleet)  # every mistake in the file, before Prefect starts
     output_dir = args.output_dir or f"out/{fleet.name}"
+    check_output_folders(fleet, output_dir)
     quiet_prefect(args.debug)
     from flows import run_fleet
 
