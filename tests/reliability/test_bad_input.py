@@ -1,0 +1,148 @@
+"""Bad input at the pipeline level, as a new user would give it: each is one line on stderr saying what and what
+to do, exit 2 (the fleet file or options are wrong) or a failed model with its reason (exit 1), no traceback,
+nothing written. The fleet-file parser is fuzzed."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from modelexport.cli import main
+from modelexport.errors import BadInputError
+from modelexport.fleet import load_fleet, parse_fleet
+
+
+def _run_fleet(tmp_path, text: str | None, capsys, *extra: str, fleet: Path | None = None) -> tuple[int, str]:
+    if fleet is None:
+        fleet = tmp_path / "fleet.yaml"
+        fleet.write_text(textwrap.dedent(text), encoding="utf-8")
+    code = main(["run-fleet", str(fleet), "--output-dir", str(tmp_path / "out"), *extra])
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("models: [id: x\n", "is not valid YAML at line 2: fix the file"),
+    ("", "is invalid: (top level): Input should be a valid dictionary"),
+    ("- id: org/a\n", "is invalid: (top level): Input should be a valid dictionary"),
+    ("models: [{id: org/a}]\ncolour: red\n", "colour: Extra inputs are not permitted"),
+    ("models: [{id: org/a, opset_version: 17}]\n", "models[0].opset_version: Extra inputs are not permitted"),
+    ("models: [{id: org/a, validate: yes}]\n", "models[0].validate"),
+    ("models: [{id: org/a, opset: [18]}]\n", "models[0].opset: Input should be a valid integer"),
+    ("models: {id: org/a}\n", "models: Input should be a valid list"),
+    ("models: [{id: org/a}, {id: other/a}]\n", "models[1].name: 'a' is also the name of models[0]: names must be"),
+    ("models: [{id: org/a, name: ../escape}]\n", "models[0].name: name '../escape' must be letters, digits"),
+    ("models: [{id: org/a, name: /tmp/abs}]\n", "models[0].name: name '/tmp/abs' must be letters, digits"),
+    ("models: [{id: org/a, name: ..}]\n", "models[0].name: name '..' must be letters"),
+    ("models: [{id: org/a, input_spec: nowhere.json}]\n", "models[0].input_spec: input spec"),
+    ("models: [{id: org/a, task: dancing}]\n", "models[0].task: unknown task 'dancing'"),
+])
+def test_an_invalid_fleet_file_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, text, expected):
+    code, err = _run_fleet(tmp_path, text, capsys)
+    assert code == 2, err
+    assert expected in err, err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_fleet_file_that_is_a_folder_or_missing(tmp_path, capsys):
+    code, err = _run_fleet(tmp_path, None, capsys, fleet=tmp_path)
+    assert code == 2 and "cannot read fleet file" in err and err.count("\n") == 1
+    code, err = _run_fleet(tmp_path, None, capsys, fleet=tmp_path / "nope.yaml")
+    assert code == 2 and "does not exist: pass the path of a YAML file" in err
+
+
+def test_a_model_folder_that_is_a_symlink_out_of_the_output_dir_is_refused(tmp_path, capsys):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "bert").symlink_to(outside)
+    code, err = _run_fleet(tmp_path, "models: [{id: org/bert}]\n", capsys)
+    assert code == 2, err
+    assert "models[0].name: " in err and "leads outside the output directory" in err and err.count("\n") == 1
+    assert list(outside.iterdir()) == []
+
+
+def test_hub_ids_cannot_name_a_path_outside(tmp_path):
+    from modelexport.source import resolve
+
+    fleet = parse_fleet({"models": [{"id": "org/../../escape"}, {"id": "a/.."}]}, base=tmp_path)
+    assert [p.name for p in fleet.models] == ["escape", "model"]  # folder names never carry a path
+    for ref in ("org/../../escape", "org/..", "org//x", "org\\..\\x"):
+        with pytest.raises(BadInputError, match="does not exist: pass an existing model directory, a hub id"):
+            resolve(ref)
+
+
+def test_bad_options_exit_2(tmp_path, capsys):
+    code, err = _run_fleet(tmp_path, "models: [{id: org/a}]\n", capsys, "--concurrency", "0")
+    assert code == 2 and "--concurrency must be at least 1" in err
+
+
+def test_an_op_no_exporter_supports_fails_the_model_with_one_line_and_no_file(prefect_harness, tmp_path):
+    from flows import run_fleet
+
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text('models: [{id: "tests.reliability.unexportable:eigen", name: eigen,'
+                     ' input_spec: {x: {shape: [4, 4]}}}]\n')
+    (outcome,) = run_fleet(str(fleet), str(tmp_path / "out")).models
+    assert (outcome.status, outcome.failed_stage, outcome.exit_code) == ("failed", "export", 1)
+    assert "aten::linalg_eigvals" in outcome.reason and "is not supported" in outcome.reason
+    assert "try another --opset or --strategy" in outcome.reason and "\n" not in outcome.reason
+    assert [p.name for p in (tmp_path / "out" / "eigen").iterdir()] == []
+
+
+# --- fuzzing --------------------------------------------------------------------------------------------------
+
+scalars = st.none() | st.booleans() | st.integers(-3, 30) | st.floats(allow_nan=False) | st.text(max_size=10)
+values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3)
+                      | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=12)
+settings_like = st.fixed_dictionaries({}, optional={
+    "revision": values, "task": st.sampled_from(["text-classification", "dancing"]) | values,
+    "strategy": st.sampled_from(["auto", "htp", "x"]) | values, "opset": st.integers(0, 30) | values,
+    "input_spec": values, "clean": values, "torch_modules": values,
+    "validate": st.fixed_dictionaries({}, optional={"enabled": values, "atol": values, "rtol": values}) | values,
+    "profile": st.fixed_dictionaries({}, optional={"iterations": values, "threads": values}) | values,
+    "colour": values,
+})
+model_like = st.fixed_dictionaries(
+    {"id": st.sampled_from(["org/a", "./m", "/abs", "..", "org/../x", "pkg.mod:fn", ""]) | st.text(max_size=12)},
+    optional={"name": st.sampled_from(["a", "a", "../x", "/x", ".", "é", "a b"]) | values},
+).map(lambda base: base)
+fleet_like = st.fixed_dictionaries({}, optional={
+    "name": st.text(max_size=10) | values, "defaults": settings_like | values,
+    "models": st.lists(st.one_of(model_like, values), max_size=4) | values,
+}) | values
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(fleet_like)
+def test_fleet_parser_accepts_or_explains_anything(tmp_path_factory, data):
+    """Any YAML value either parses into a fleet whose model folders stay inside the output dir, or raises
+    BadInputError with a one-line message."""
+    base = tmp_path_factory.getbasetemp()
+    try:
+        fleet = parse_fleet(data, base=base, source="fleet file f.yaml")
+    except BadInputError as exc:
+        assert "\n" not in str(exc) and str(exc).startswith("fleet file f.yaml is invalid: ")
+        return
+    names = [p.name for p in fleet.models]
+    assert len(set(names)) == len(names) and fleet.models
+    for name in names:
+        assert name not in ("", ".", "..") and "/" not in name and "\\" not in name and not os.path.isabs(name)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                   HealthCheck.function_scoped_fixture])
+@given(st.text(max_size=60) | fleet_like.map(lambda d: yaml.safe_dump(d, allow_unicode=True)))
+def test_fleet_file_text_is_parsed_or_explained(tmp_path, text):
+    path = tmp_path / "fleet.yaml"
+    path.write_text(text, encoding="utf-8", errors="surrogatepass")
+    try:
+        load_fleet(path)
+    except BadInputError as exc:
+        assert "\n" not in str(exc) and str(exc).startswith(f"fleet file {path}")
