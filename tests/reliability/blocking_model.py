@@ -1,4 +1,4 @@
-"""Tiny plain torch models for kill-and-resume tests: ``blocking`` stops in the middle of its export (while the
+"""Plain torch models for the reliability tests (`wide` for the memory test). For kill-and-resume tests: ``blocking`` stops in the middle of its export (while the
 exporter traces it) when MODELEXPORT_TEST_BLOCK names a marker file, writes its pid there and waits to be killed.
 A deterministic "middle of an export" without sleeps."""
 
@@ -33,3 +33,20 @@ def plain() -> nn.Module:
 
 def blocking() -> nn.Module:
     return Small(block=True)
+
+
+class Wide(nn.Module):
+    """~32 MB of weights: a model, proto or session kept alive per export shows in RSS."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.up = nn.Linear(64, 2048 * 2)
+        self.down = nn.Linear(2048 * 2, 2048)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(self.up(x).relu())
+
+
+def wide() -> nn.Module:
+    return Wide()

@@ -1,0 +1,106 @@
+"""Secrets stay secret and downloaded code never runs: a fleet exported through a hub that requires a planted
+HF_TOKEN leaves no trace of it in logs, Prefect artifacts, MLflow or the files written; a model folder that
+ships its own code is refused by the pipeline without importing it."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from tests.hubserver import HubServer, point_hub_client_at
+
+TOKEN = "hf_PlantedSecretToken0123456789abcdef"
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+@pytest.fixture
+def every_log():
+    """Every log record of every logger at DEBUG, formatted with its arguments and tracebacks."""
+    handler = _Records()
+    loggers = [logging.getLogger(), *(logging.getLogger(n) for n in ("prefect", "huggingface_hub", "httpx2", "mlflow"))]
+    saved = [(lg, lg.level) for lg in loggers]
+    for lg in loggers:
+        lg.addHandler(handler)
+        lg.setLevel(logging.DEBUG)
+    yield handler.lines
+    for lg, level in saved:
+        lg.removeHandler(handler)
+        lg.setLevel(level)
+
+
+def _texts_under(folder: Path) -> dict[str, str]:
+    return {str(p): p.read_bytes().decode("utf-8", "replace") for p in folder.rglob("*") if p.is_file()}
+
+
+def test_a_planted_hub_token_never_leaves_the_request(prefect_harness, model_dirs, tmp_path, monkeypatch, every_log,
+                                                      capfd):
+    from flows import run_fleet, tracking
+
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text("name: secret\ndefaults: {profile: {enabled: false}}\n"
+                     "models: [{id: org/private-bert}, {id: org/missing}]\n")
+    out = tmp_path / "out"
+    with HubServer() as hub:
+        hub.token = TOKEN  # a private repo: 401 without the token
+        hub.add("org/private-bert", model_dirs["tiny-bert"])
+        point_hub_client_at(monkeypatch, hub.url, tmp_path / "hf-cache")
+        hub.fail_next(1, "503")  # a retried fault logs its error too
+        summary = run_fleet(str(fleet), str(out))
+    models = {m.name: m for m in summary.models}
+    assert models["private-bert"].status == "ok", models["private-bert"].reason
+    assert models["missing"].failed_stage == "resolve" and "no model 'org/missing'" in models["missing"].reason
+    assert f"Bearer {TOKEN}" in hub.authorizations  # the token was used: it is really there to leak
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    for m in summary.models:  # what the fleet flow logs per model (flows.tracking)
+        tracking.log_model_export(m.name, out / m.name, fleet="secret", tracking_uri=uri, model_ref=m.ref,
+                                  error=m.reason)
+
+    places: dict[str, str] = {"logs": "\n".join(every_log)}
+    captured = capfd.readouterr()
+    places["stdout/stderr"] = captured.out + captured.err
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        for artifact in client.read_artifacts():
+            places[f"artifact {artifact.key}"] = json.dumps(artifact.model_dump(mode="json"))
+    client = tracking.connect(uri)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    for run in client.search_runs(experiments):
+        places[f"mlflow run {run.info.run_name}"] = json.dumps({"params": run.data.params, "tags": run.data.tags})
+        local = client.download_artifacts(run.info.run_id, "", str(tmp_path / "dl" / run.info.run_id))
+        places.update(_texts_under(Path(local)))
+    places.update(_texts_under(out))  # outputs, sidecars and the cache records
+    assert len(every_log) > 10 and any(k.startswith("artifact model-secret") for k in places) and any("mlflow run" in k for k in places)
+    leaks = [where for where, text in places.items() if TOKEN in text or TOKEN[3:20] in text]
+    assert leaks == []
+
+
+def test_a_model_with_its_own_code_is_refused_by_the_pipeline(prefect_harness, model_dirs, tmp_path):
+    from flows import run_fleet
+
+    model = tmp_path / "custom"
+    model.mkdir()
+    config = json.loads((model_dirs["tiny-bert"] / "config.json").read_text())
+    config["auto_map"] = {"AutoConfig": "evil.EvilConfig", "AutoModel": "evil.EvilModel"}
+    (model / "config.json").write_text(json.dumps(config))
+    marker = tmp_path / "PWNED"
+    (model / "evil.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text("models: [{id: ./custom}]\n")
+    (outcome,) = run_fleet(str(fleet), str(tmp_path / "out")).models
+    assert (outcome.status, outcome.failed_stage, outcome.exit_code) == ("failed", "inputs", 2)
+    assert "trust-remote-code" in outcome.reason and "\n" not in outcome.reason
+    assert not marker.exists(), "the model's own code ran"
