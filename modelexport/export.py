@@ -17,6 +17,7 @@ from .inputs import ExampleInputs, InputSpec, inputs_from_spec, spec_from_config
 from .loading import LoadedModel, load
 from .source import ModelSource, resolve
 from .strategies import STRATEGIES
+from .strategies.base import root_reason
 from .versions import library_versions
 
 DEFAULT_OPSET = 18
@@ -103,7 +104,7 @@ def capture_and_tag(loaded, inputs, names, strategies, opset, hierarchy: Hierarc
             stats = tagging.stats_for(mapping, hierarchy.root, projected)
             check_tags(stats, has_submodules=len(hierarchy.modules) > 1)
         except Exception as exc:  # a strategy failing is data: record why and try the next
-            reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+            reason = root_reason(exc)
             attempts.append(Attempt(name, False, round(time.perf_counter() - start, 3), reason))
             continue
         attempts.append(Attempt(name, True, round(time.perf_counter() - start, 3)))

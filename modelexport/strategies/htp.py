@@ -18,14 +18,32 @@ from ..wrapping import WRAPPED_ATTRIBUTE, KeywordWrapper
 from .base import Capture, Strategy, quiet_exporter, register
 
 
-def scope_of(node_name: str) -> str | None:
-    """Attribute path in a TorchScript node name (``/model/a/b.0/Op_3`` -> ``a.b.0``); None if unscoped."""
+def scope_of(node_name: str, module_paths: set[str] | None = None) -> str | None:
+    """Attribute path in a TorchScript node name (``/model/a/b.0/Op_3`` -> ``a.b.0``); None if unscoped.
+
+    The exporter writes each scope relative to an enclosing one, not always its parent: the children of a called
+    ``Sequential`` appear as ``layer/layer.0`` for ``layer.0``. Given the model's `module_paths`, each segment is
+    joined to the deepest resolved path (or, failing that, one of its ancestors) that makes a real module path.
+    """
     if not node_name.startswith("/"):
         return None
     parts = node_name.split("/")[1:-1]
     if not parts or parts[0] != WRAPPED_ATTRIBUTE:
         return None  # ops of our wrapper, not of the model
-    return ".".join(parts[1:])
+    if module_paths is None:
+        return ".".join(parts[1:])
+    path = ""
+    for segment in parts[1:]:
+        base = path
+        while True:
+            candidate = f"{base}.{segment}" if base else segment
+            if candidate in module_paths:
+                path = candidate
+                break
+            if not base:
+                return path  # not a module scope (should not happen): keep what resolved
+            base = base.rsplit(".", 1)[0] if "." in base else ""
+    return path
 
 
 @register
@@ -50,5 +68,6 @@ class HTPStrategy(Strategy):
                     dynamo=False,
                 )
             proto = onnx.load(str(path))
-        scopes = [scope_of(node.name) for node in proto.graph.node]
+        paths = {path for path, _ in model.named_modules(remove_duplicate=False)}
+        scopes = [scope_of(node.name, paths) for node in proto.graph.node]
         return Capture(proto, scopes, exporter=f"torch.onnx {torch.__version__} (TorchScript)")
