@@ -8,6 +8,7 @@ torch.export), exact where the tracer saw the op; fails on data-dependent contro
 
 from __future__ import annotations
 
+import re
 import tempfile
 from pathlib import Path
 
@@ -22,7 +23,7 @@ def scope_of(node_name: str, module_paths: set[str] | None = None) -> str | None
     """Attribute path in a TorchScript node name (``/model/a/b.0/Op_3`` -> ``a.b.0``); None if unscoped.
 
     The exporter writes each scope relative to an enclosing one, not always its parent: the children of a called
-    ``Sequential`` appear as ``layer/layer.0`` for ``layer.0``. Given the model's `module_paths`, each segment is
+    ``Sequential`` appear as ``layer/layer.0`` for ``layer.0``, and a module's later calls as ``name_1``. Given the model's `module_paths`, each segment is
     joined to the deepest resolved path (or, failing that, one of its ancestors) that makes a real module path.
     """
     if not node_name.startswith("/"):
@@ -39,6 +40,10 @@ def scope_of(node_name: str, module_paths: set[str] | None = None) -> str | None
             candidate = f"{base}.{segment}" if base else segment
             if candidate in module_paths:
                 path = candidate
+                break
+            repeated = re.sub(r"_\d+$", "", candidate)  # a module's second call: ``layer.0_1``
+            if repeated in module_paths:
+                path = repeated
                 break
             if not base:
                 return path  # not a module scope (should not happen): keep what resolved

@@ -69,42 +69,61 @@ def scopes_from_markers(graph: onnx.GraphProto, paths: list[str]) -> list[str | 
     stack: list[str] = []
     scopes: list[str | None] = []
     kept: list[onnx.NodeProto] = []
-    rename: dict[str, str] = {}
-    outputs = {o.name for o in graph.output}
+    alias: dict[str, str] = {}  # marker output -> marked tensor
     constant = {i.name for i in graph.initializer}  # values computed from weights and constants only
 
-    def is_ancestor(a: str, b: str) -> bool:
-        return b.startswith(a + ".")
+    def original(name: str) -> str:
+        while name in alias:
+            name = alias[name]
+        return name
 
     for node in graph.node:
-        for i, name in enumerate(node.input):
-            if name in rename:
-                node.input[i] = rename[name]
         if node.domain == DOMAIN and node.op_type == "Mark":
             attrs = {a.name: a.i for a in node.attribute}
             path = paths[attrs["module"]]
             if attrs["kind"] == ENTER:
-                while stack and not is_ancestor(stack[-1], path) and stack[-1] != path:
+                while stack and not path.startswith(stack[-1] + ".") and stack[-1] != path:
                     stack.pop()
                 if not stack or stack[-1] != path:
                     stack.append(path)
             elif path in stack:
                 while stack.pop() != path:
                     pass
-            if node.output[0] not in outputs:
-                rename[node.output[0]] = node.input[0]
-                continue
-            node.op_type, node.domain = "Identity", ""  # a graph output keeps its name
-            del node.attribute[:]
+            alias[node.output[0]] = node.input[0]
+            continue
+        for i, name in enumerate(node.input):
+            node.input[i] = original(name)
         kept.append(node)
         if all(name in constant for name in node.input):
             constant.update(node.output)
             scopes.append(None)  # a constant belongs to its consumers: tagging projects it
         else:
             scopes.append(stack[-1] if stack else "")
+    _keep_output_names(graph, kept, scopes, original)
     del graph.node[:]
     graph.node.extend(kept)
     return scopes
+
+
+def _keep_output_names(graph, kept, scopes, original) -> None:
+    """Graph outputs that were marker outputs: rename the producing tensor back to the output's name."""
+    producer = {out: (node, i) for node in kept for i, out in enumerate(node.output)}
+    taken = {i.name for i in graph.input} | {o.name for o in graph.output}
+    for output in graph.output:
+        source = original(output.name)
+        if source == output.name:
+            continue
+        if source in producer and source not in taken:
+            node, i = producer.pop(source)
+            node.output[i] = output.name
+            for other in kept:
+                for j, name in enumerate(other.input):
+                    if name == source:
+                        other.input[j] = output.name
+            taken.add(output.name)
+        else:  # a graph input or another output passed straight through: keep a copy under the output's name
+            kept.append(onnx.helper.make_node("Identity", [source], [output.name], name=f"{output.name}_Identity"))
+            scopes.append(None)
 
 
 @register
