@@ -112,9 +112,11 @@ def capture_and_tag(loaded, inputs, names, strategies, opset, hierarchy: Hierarc
         attempts.append(Attempt(name, True, round(time.perf_counter() - start, 3)))
         return capture, mapping, stats, attempts
     first = next(a for a in attempts)
-    raise ExportFailedError(
+    error = ExportFailedError(
         f"every strategy failed ({', '.join(a.strategy for a in attempts)}); {first.strategy}: {first.reason}"
     )
+    error.attempts = attempts  # for callers that report every attempt (export --strategy all)
+    raise error
 
 
 def check_tags(stats: tagging.TagStats, has_submodules: bool) -> None:

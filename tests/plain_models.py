@@ -87,3 +87,19 @@ class Branchy(nn.Module):
 
 def branchy() -> nn.Module:
     return Branchy()
+
+
+class CondOnly(nn.Module):
+    """Every op of its submodules sits inside torch.cond branches: the top-level graph holds no module's node."""
+
+    def __init__(self):
+        super().__init__()
+        self.pos = Act(torch.sin)
+        self.neg = Act(torch.cos)
+
+    def forward(self, x):
+        return torch.cond(x.sum() > 0, self.pos, self.neg, (x,))
+
+
+def cond_only() -> nn.Module:
+    return CondOnly()
