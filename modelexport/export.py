@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import onnx
 
 from . import atomic, onnx_io, tagging
-from .errors import BadInputError, ExportFailedError
+from .errors import BadInputError, ExportFailedError, ModelExportError
 from .hierarchy import Hierarchy, build_hierarchy
 from .inputs import ExampleInputs, InputSpec, inputs_from_spec, spec_from_config
 from .loading import LoadedModel, load
@@ -61,8 +62,11 @@ def check_output(output: str | os.PathLike) -> Path:
     parent = output.parent
     if not parent.is_dir():
         raise BadInputError(f"output directory {parent} does not exist: create it first")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise BadInputError(f"output directory {parent} is not writable: choose another location")
+    try:
+        with tempfile.NamedTemporaryFile(dir=parent, prefix=".modelexport-probe-"):
+            pass
+    except OSError:
+        raise BadInputError(f"output directory {parent} is not writable: choose another location") from None
     return output
 
 
@@ -185,8 +189,12 @@ def export_model(
         "node_tags": mapping,
     }
     sidecar_path = sidecar_path_for(output)
-    onnx_io.save_atomic(proto, output)
-    atomic.write_text(sidecar_path, json.dumps(sidecar, indent=1))
+    try:
+        onnx_io.save_atomic(proto, output)
+        atomic.write_text(sidecar_path, json.dumps(sidecar, indent=1))
+    except OSError as exc:
+        output.unlink(missing_ok=True)  # never an ONNX without its sidecar
+        raise ModelExportError(f"cannot write {output}: {exc.strerror or exc}; free space or choose another location") from None
     return ExportResult(output, sidecar_path, attempts[-1].strategy, stats, attempts,
                         round(time.perf_counter() - start, 3), sidecar)
 

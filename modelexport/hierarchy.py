@@ -93,14 +93,16 @@ def build_hierarchy(model: nn.Module, torch_modules: bool = False) -> Hierarchy:
 
     def visit(owner: nn.Module, owner_path: str, owner_tag: str) -> None:
         candidates = []  # (segment, relative path, module, full path)
+        aliases = []  # further paths to an instance already met: they share its tag
+        seen: set[int] = set()
 
         def collect(module: nn.Module, prefix: str, key: str | None) -> None:
             for name, child in module._modules.items():
                 if child is None:
                     continue
                 full = f"{prefix}.{name}" if prefix else name
-                if id(child) in tag_by_id:  # a shared instance keeps the tag of its first path
-                    _map_subtree(child, full, tag_by_id[id(child)])
+                if id(child) in tag_by_id or id(child) in seen:  # a shared instance: tag of its first path
+                    aliases.append((child, full))
                     continue
                 child_key = name if key is None else (f"{key}.{name}" if key else name)
                 if isinstance(child, CONTAINERS):
@@ -112,6 +114,7 @@ def build_hierarchy(model: nn.Module, torch_modules: bool = False) -> Hierarchy:
                     segment = type(child).__name__ + (f".{child_key}" if key is not None else "")
                     relative = full[len(owner_path) + 1 :] if owner_path else full
                     candidates.append([segment, relative, child, full])
+                    seen.add(id(child))
 
         collect(owner, owner_path, None)
         by_segment = defaultdict(list)
@@ -122,15 +125,14 @@ def build_hierarchy(model: nn.Module, torch_modules: bool = False) -> Hierarchy:
                 for candidate in group:
                     candidate[0] = f"{type(candidate[2]).__name__}.{candidate[1]}"
         for segment, _, child, full in candidates:
-            if id(child) in tag_by_id:  # the same instance twice under one owner
-                _map_subtree(child, full, tag_by_id[id(child)])
-                continue
             tag = f"{owner_tag}/{segment}"
             tag_by_id[id(child)] = tag
             tag_by_path[full] = tag
             modules[tag] = ModuleInfo(tag, full, qualified_name(child), _count_parameters(child), owner_tag)
             modules[owner_tag].children.append(tag)
             visit(child, full, tag)
+        for child, full in aliases:
+            _map_subtree(child, full, tag_by_id.get(id(child), owner_tag))
 
     def _map_subtree(module: nn.Module, path: str, tag: str) -> None:
         for sub, sub_module in module.named_modules(prefix=path, remove_duplicate=False):

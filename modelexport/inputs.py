@@ -187,6 +187,7 @@ def _audio(config, name: str) -> TensorSpec | None:
 
 GENERATORS = (_text, _vision, _audio)
 # Optional forward parameters that a model's users normally pass; others with defaults are left out.
+TEXT_ONLY = {"attention_mask", "token_type_ids"}
 USUAL_OPTIONAL = {"attention_mask", "token_type_ids", "decoder_input_ids", "decoder_attention_mask"}
 
 
@@ -203,6 +204,8 @@ def spec_from_config(model: torch.nn.Module, config) -> InputSpec:
         if name == "token_type_ids" and not getattr(config, "type_vocab_size", None):
             continue
         spec = next((s for g in GENERATORS if (s := g(config, name)) is not None), None)
+        if name in TEXT_ONLY and "input_ids" not in specs:
+            spec = None  # a vision model's attention_mask is not a text mask
         if spec is not None and (required or name in USUAL_OPTIONAL or not specs_have_primary(specs)):
             specs[name] = spec
         elif required:

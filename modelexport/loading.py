@@ -13,7 +13,7 @@ from torch import nn
 from .errors import BadInputError
 from .source import ModelSource
 
-# --task values and the transformers auto class each loads; without a task the base model (features) is used.
+# --task values and the transformers auto class each loads; without a task, the class the model was saved as.
 TASKS = {
     "feature-extraction": "AutoModel",
     "text-classification": "AutoModelForSequenceClassification",
@@ -88,26 +88,28 @@ def _load_transformers(path: Path, task: str | None, trust_remote_code: bool) ->
         raise BadInputError(f"{path / 'config.json'} is not a usable transformers config: {_first_line(exc)}") from None
     if hasattr(config, "use_cache"):
         config.use_cache = False  # decoders' cache outputs (DynamicCache) do not export
-    auto_class = getattr(transformers, TASKS[task or "feature-extraction"])
+    model_class = _model_class(transformers, config, task)
     kwargs = dict(config=config, trust_remote_code=trust_remote_code)
     if any(path.glob("*.safetensors")):
         kwargs["use_safetensors"] = True
     try:
-        try:
-            model = auto_class.from_pretrained(path, **kwargs)
-        except ValueError as exc:
-            if task is not None or not getattr(config, "architectures", None):
-                raise
-            # No base-model mapping for this config: fall back to the class it was saved as.
-            cls = getattr(transformers, config.architectures[0], None)
-            if cls is None:
-                raise BadInputError(f"transformers has no class for {path}: {_first_line(exc)}") from None
-            model = cls.from_pretrained(path, **kwargs)
-    except BadInputError:
-        raise
+        model = model_class.from_pretrained(path, **kwargs)
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
         raise BadInputError(f"cannot load the model in {path}: {_first_line(exc)}") from None
     return LoadedModel(model.eval(), config, positional=False)
+
+
+def _model_class(transformers, config, task: str | None):
+    """The class to load: the task's auto class if given, else the class the model was saved as, else AutoModel."""
+    if task is not None:
+        return getattr(transformers, TASKS[task])
+    for name in getattr(config, "architectures", None) or []:
+        cls = getattr(transformers, name, None)
+        if cls is not None:
+            return cls
+    if getattr(config, "auto_map", None):
+        return transformers.AutoModel  # remote code (allowed by the caller): let the auto class find it
+    return transformers.AutoModel
 
 
 def _first_line(exc: BaseException) -> str:

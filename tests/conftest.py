@@ -13,6 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 # Tests never reach the Hugging Face Hub; HF_HUB_OFFLINE keeps stray lookups from hanging.
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ["COLUMNS"] = "200"  # rich wraps captured output at 80 columns otherwise
 
 
 def run_cli(*args: str, cwd: str | Path | None = None, env: dict | None = None, timeout: float = 300):

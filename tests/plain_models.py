@@ -1,105 +1,87 @@
-"""Plain torch models for the strategy tests, importable as ``plain_models:FACTORY`` from the CLI.
+"""Plain torch models for tests (importable as ``tests.plain_models:factory`` by the CLI).
 
-`distinct` gives every module op types no other module uses, so the true tag of each ONNX node follows from its
-op type alone (`DISTINCT_TRUTH`), independently of any exporter's scope bookkeeping. `branchy` takes a
-data-dependent branch with ``torch.cond``, which TorchScript tracing cannot capture.
+`OpSignatureNet` is built so that every module uses op types no other module uses: the module that produced
+each ONNX node is known by construction, independently of any exporter's scope records.
 """
-
-from __future__ import annotations
 
 import torch
 from torch import nn
 
-FEATURES = 8
-INPUT_SPEC = {"x": {"shape": [2, FEATURES], "dtype": "float32", "dynamic_axes": {"0": "batch"}}}
 
-
-class Act(nn.Module):
-    """A parameter-free module applying one elementwise function: one ONNX op type per instance."""
-
-    def __init__(self, fn):
+class LayerA(nn.Module):
+    def __init__(self):
         super().__init__()
-        self.fn = fn
+        self.proj = nn.Linear(8, 8)
 
     def forward(self, x):
-        return self.fn(x)
+        return torch.relu(self.proj(x))
+
+
+class LayerB(nn.Module):
+    def forward(self, x):
+        return torch.sigmoid(x).pow(2.0)
 
 
 class Encoder(nn.Module):
     def __init__(self):
         super().__init__()
-        self.proj = nn.Linear(FEATURES, FEATURES)  # built-in: its Gemm belongs to Encoder
-        self.acts = nn.ModuleList([Act(torch.sin), Act(torch.cos)])
+        self.layers = nn.ModuleList([LayerA(), LayerB()])
 
     def forward(self, x):
-        x = torch.tanh(self.proj(x))
-        return self.acts[1](self.acts[0](x))
+        x = torch.neg(x)
+        for layer in self.layers:
+            x = layer(x)
+        return x
 
 
 class Head(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.act = Act(torch.abs)
-
     def forward(self, x):
-        return torch.exp(self.act(torch.sigmoid(x)))
+        return torch.tanh(x).sum(dim=-1, keepdim=True)
 
 
-class Distinct(nn.Module):
+class OpSignatureNet(nn.Module):
     def __init__(self):
         super().__init__()
         self.encoder = Encoder()
         self.head = Head()
 
     def forward(self, x):
-        y = self.encoder(torch.neg(x))
-        return self.head(y), torch.relu(y)
+        return self.head(self.encoder(x * 3.0))
 
 
-# op type -> tag, by construction of Distinct (Gemm may come out as MatMul + Add, both inside Encoder).
-DISTINCT_TRUTH = {
-    "Neg": "/Distinct", "Relu": "/Distinct",
-    "Gemm": "/Distinct/Encoder", "MatMul": "/Distinct/Encoder", "Add": "/Distinct/Encoder",
-    "Transpose": "/Distinct/Encoder", "Tanh": "/Distinct/Encoder",
-    "Sin": "/Distinct/Encoder/Act.0", "Cos": "/Distinct/Encoder/Act.1",
-    "Sigmoid": "/Distinct/Head", "Exp": "/Distinct/Head", "Abs": "/Distinct/Head/Act",
+# Op type -> the tag of the only module that emits it.
+OP_SIGNATURE_TRUTH = {
+    "Mul": "/OpSignatureNet",
+    "Neg": "/OpSignatureNet/Encoder",
+    "Gemm": "/OpSignatureNet/Encoder/LayerA.0",
+    "MatMul": "/OpSignatureNet/Encoder/LayerA.0",
+    "Relu": "/OpSignatureNet/Encoder/LayerA.0",
+    "Sigmoid": "/OpSignatureNet/Encoder/LayerB.1",
+    "Pow": "/OpSignatureNet/Encoder/LayerB.1",
+    "Tanh": "/OpSignatureNet/Head",
+    "ReduceSum": "/OpSignatureNet/Head",
 }
 
 
-def distinct() -> nn.Module:
+class Twins(nn.Module):
+    """Two sibling modules of one class outside a container, and one shared instance used twice."""
+
+    def __init__(self):
+        super().__init__()
+        self.left = LayerA()
+        self.right = LayerA()
+        self.shared = Head()
+        self.again = self.shared
+
+    def forward(self, x):
+        return self.again(self.shared(self.left(x) + self.right(x)))
+
+
+def factory():
     torch.manual_seed(0)
-    return Distinct()
+    return OpSignatureNet()
 
 
-class Branchy(nn.Module):
-    """Chooses a branch from the data: TorchScript tracing cannot follow ``torch.cond``; torch.export can."""
-
-    def __init__(self):
-        super().__init__()
-        self.pre = Act(torch.tanh)
-        self.pos = Act(torch.sin)
-        self.neg = Act(torch.cos)
-
-    def forward(self, x):
-        h = self.pre(x)
-        return torch.cond(h.sum() > 0, self.pos, self.neg, (h,))
-
-
-def branchy() -> nn.Module:
-    return Branchy()
-
-
-class CondOnly(nn.Module):
-    """Every op of its submodules sits inside torch.cond branches: the top-level graph holds no module's node."""
-
-    def __init__(self):
-        super().__init__()
-        self.pos = Act(torch.sin)
-        self.neg = Act(torch.cos)
-
-    def forward(self, x):
-        return torch.cond(x.sum() > 0, self.pos, self.neg, (x,))
-
-
-def cond_only() -> nn.Module:
-    return CondOnly()
+def twins():
+    torch.manual_seed(0)
+    return Twins()

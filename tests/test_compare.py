@@ -3,31 +3,26 @@
 from __future__ import annotations
 
 import json
-import sys
 from collections import Counter
-from pathlib import Path
 
 import onnx
 import pytest
 
-from conftest import run_cli
+from modelexport.compare import compare_files, distribution_agreement
+from modelexport.export import export_model
+from modelexport.inputs import parse_input_spec
+from tests import strategy_models
+from tests.conftest import run_cli
 
-sys.path.insert(0, str(Path(__file__).parent))
-import plain_models  # noqa: E402
-
-from modelexport.compare import compare_files, distribution_agreement  # noqa: E402
-from modelexport.export import export_model  # noqa: E402
-from modelexport.inputs import parse_input_spec  # noqa: E402
-
-SPEC = parse_input_spec(plain_models.INPUT_SPEC)
+SPEC = parse_input_spec(strategy_models.INPUT_SPEC)
 
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory):
     """The Distinct model exported with htp and with usage, plus a copy of the htp file with one tag moved."""
     out = tmp_path_factory.mktemp("compare")
-    a = export_model("plain_models:distinct", out / "a.onnx", strategy="htp", input_spec=SPEC).onnx_path
-    b = export_model("plain_models:distinct", out / "b.onnx", strategy="usage", input_spec=SPEC).onnx_path
+    a = export_model("tests.strategy_models:distinct", out / "a.onnx", strategy="htp", input_spec=SPEC).onnx_path
+    b = export_model("tests.strategy_models:distinct", out / "b.onnx", strategy="usage", input_spec=SPEC).onnx_path
     model = onnx.load(str(a))
     sin = next(n for n in model.graph.node if n.op_type == "Sin")
     for prop in sin.metadata_props:

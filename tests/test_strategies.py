@@ -12,30 +12,23 @@ from __future__ import annotations
 
 import ast
 import json
-import os
-import sys
-from pathlib import Path
 
 import onnx
 import pytest
 
-from conftest import REPO, run_cli
-
-sys.path.insert(0, str(Path(__file__).parent))
-import plain_models  # noqa: E402
-
-from modelexport.errors import ExportFailedError  # noqa: E402
-from modelexport.export import AUTO_ORDER, export_model  # noqa: E402
-from modelexport.hierarchy import build_hierarchy  # noqa: E402
-from modelexport.inputs import parse_input_spec  # noqa: E402
-from modelexport.loading import load  # noqa: E402
-from modelexport.source import resolve  # noqa: E402
-from modelexport.strategies import STRATEGIES  # noqa: E402
+from modelexport.errors import ExportFailedError
+from modelexport.export import AUTO_ORDER, export_model
+from modelexport.hierarchy import build_hierarchy
+from modelexport.inputs import parse_input_spec
+from modelexport.loading import load
+from modelexport.source import resolve
+from modelexport.strategies import STRATEGIES
+from tests import strategy_models
+from tests.conftest import run_cli
 
 HF_MODELS = ["tiny-bert", "tiny-gpt2", "tiny-vit", "tiny-resnet"]
 TESTED = {"htp", "dynamo", "usage", "fx"}
-SPEC = parse_input_spec(plain_models.INPUT_SPEC)
-PLAIN_ENV = {"PYTHONPATH": f"{REPO}{os.pathsep}{Path(__file__).parent}"}  # this checkout + plain_models
+SPEC = parse_input_spec(strategy_models.INPUT_SPEC)
 
 
 def test_every_registered_strategy_is_tested():
@@ -56,13 +49,13 @@ def agreement(pairs) -> tuple[float, int]:
 
 @pytest.mark.parametrize("strategy", sorted(TESTED))
 def test_plain_model_matches_truth_by_construction(strategy, out):
-    result = export_model("plain_models:distinct", out / f"distinct-{strategy}.onnx", strategy=strategy,
+    result = export_model("tests.strategy_models:distinct", out / f"distinct-{strategy}.onnx", strategy=strategy,
                           input_spec=SPEC)
     tags = result.sidecar["node_tags"]
     model = onnx.load(str(result.onnx_path))
-    unexpected = {n.op_type for n in model.graph.node} - plain_models.DISTINCT_TRUTH.keys()
+    unexpected = {n.op_type for n in model.graph.node} - strategy_models.DISTINCT_TRUTH.keys()
     assert not unexpected, f"{strategy} produced ops the truth table does not know: {unexpected}"
-    score, n = agreement((plain_models.DISTINCT_TRUTH[node.op_type], tags[node.name]) for node in model.graph.node)
+    score, n = agreement((strategy_models.DISTINCT_TRUTH[node.op_type], tags[node.name]) for node in model.graph.node)
     print(f"\n[distinct] {strategy}: coverage {result.stats.coverage:.0%}, agreement {score:.1%} of {n} nodes")
     assert result.stats.coverage == 1.0
     assert score == 1.0
@@ -147,7 +140,7 @@ def test_fx_fails_fast_with_reason_on_transformers_models(name, model_dirs, out)
 
 def test_auto_falls_back_when_tracing_cannot_follow_control_flow(out):
     """Branchy chooses a branch with torch.cond: TorchScript tracing (htp) fails, dynamo exports an If node."""
-    result = export_model("plain_models:branchy", out / "branchy.onnx", input_spec=SPEC)
+    result = export_model("tests.strategy_models:branchy", out / "branchy.onnx", input_spec=SPEC)
     attempts = result.sidecar["strategy"]["attempts"]
     assert [a["strategy"] for a in attempts] == ["htp", "dynamo"]
     assert attempts[0]["ok"] is False and "trace" in attempts[0]["reason"]
@@ -162,7 +155,7 @@ def test_a_strategy_failing_the_coverage_check_counts_as_failed(out):
     """CondOnly: dynamo exports it, but every top-level node lands on the root (the branches' ops live in If
     subgraphs), which our check rejects; the others cannot trace it. Every attempt is recorded, nothing written."""
     with pytest.raises(ExportFailedError) as info:
-        export_model("plain_models:cond_only", out / "cond.onnx", input_spec=SPEC)
+        export_model("tests.strategy_models:cond_only", out / "cond.onnx", input_spec=SPEC)
     attempts = {a.strategy: a for a in info.value.attempts}
     assert list(attempts) == list(AUTO_ORDER) and not any(a.ok for a in attempts.values())
     assert "fell back to the root tag" in attempts["dynamo"].reason
@@ -172,10 +165,11 @@ def test_a_strategy_failing_the_coverage_check_counts_as_failed(out):
 
 def test_cli_strategy_all_prints_a_table(tmp_path):
     spec = tmp_path / "spec.json"
-    spec.write_text(json.dumps(plain_models.INPUT_SPEC))
+    spec.write_text(json.dumps(strategy_models.INPUT_SPEC))
     outdir = tmp_path / "all"
-    proc = run_cli("export", "plain_models:distinct", str(outdir), "--strategy", "all", "--input-spec", str(spec),
-                   env={**PLAIN_ENV, "COLUMNS": "200"}, cwd=tmp_path)
+    proc = run_cli("export", "tests.strategy_models:distinct", str(outdir), "--strategy", "all",
+                   "--input-spec", str(spec),
+                   env={"COLUMNS": "200"}, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     for strategy in TESTED:
         assert (outdir / f"{strategy}.onnx").is_file()
@@ -187,11 +181,11 @@ def test_cli_strategy_all_prints_a_table(tmp_path):
 
 def test_cli_strategy_all_reports_failures_and_auto_prints_attempts(tmp_path):
     spec = tmp_path / "spec.json"
-    spec.write_text(json.dumps(plain_models.INPUT_SPEC))
-    proc = run_cli("export", "plain_models:branchy", str(tmp_path / "b.onnx"), "--input-spec", str(spec),
-                   env={**PLAIN_ENV, "COLUMNS": "200"}, cwd=tmp_path)
+    spec.write_text(json.dumps(strategy_models.INPUT_SPEC))
+    proc = run_cli("export", "tests.strategy_models:branchy", str(tmp_path / "b.onnx"), "--input-spec", str(spec),
+                   env={"COLUMNS": "200"}, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "strategy htp: failed" in proc.stdout and "strategy dynamo: ok" in proc.stdout
-    bad = run_cli("export", "plain_models:branchy", str(tmp_path / "c.onnx"), "--strategy", "nope",
-                  "--input-spec", str(spec), env=PLAIN_ENV, cwd=tmp_path)
+    bad = run_cli("export", "tests.strategy_models:branchy", str(tmp_path / "c.onnx"), "--strategy", "nope",
+                  "--input-spec", str(spec), cwd=tmp_path)
     assert bad.returncode == 2 and "unknown strategy 'nope'" in bad.stderr

@@ -19,36 +19,43 @@ from ..wrapping import WRAPPED_ATTRIBUTE, KeywordWrapper
 from .base import Capture, Strategy, quiet_exporter, register
 
 
-def scope_of(node_name: str, module_paths: set[str] | None = None) -> str | None:
+def scope_of(node_name: str, module_paths: set[str]) -> str | None:
     """Attribute path in a TorchScript node name (``/model/a/b.0/Op_3`` -> ``a.b.0``); None if unscoped.
 
-    The exporter writes each scope relative to an enclosing one, not always its parent: the children of a called
-    ``Sequential`` appear as ``layer/layer.0`` for ``layer.0``, and a module's later calls as ``name_1``. Given the model's `module_paths`, each segment is
-    joined to the deepest resolved path (or, failing that, one of its ancestors) that makes a real module path.
+    Each level of the name is a module's path relative to an enclosing scope, usually its parent, but the
+    children of a called ``Sequential`` are named relative to the Sequential's holder (``layer/layer.0``), so
+    each level is resolved against the current scope first and then against its ancestors. A module called
+    again is named with a call suffix (``attention_1``); all its calls belong to the one module.
     """
     if not node_name.startswith("/"):
         return None
     parts = node_name.split("/")[1:-1]
     if not parts or parts[0] != WRAPPED_ATTRIBUTE:
         return None  # ops of our wrapper, not of the model
-    if module_paths is None:
-        return ".".join(parts[1:])
-    path = ""
-    for segment in parts[1:]:
-        base = path
-        while True:
-            candidate = f"{base}.{segment}" if base else segment
-            if candidate in module_paths:
-                path = candidate
-                break
-            repeated = re.sub(r"_\d+$", "", candidate)  # a module's second call: ``layer.0_1``
-            if repeated in module_paths:
-                path = repeated
-                break
-            if not base:
-                return path  # not a module scope (should not happen): keep what resolved
-            base = base.rsplit(".", 1)[0] if "." in base else ""
-    return path
+    current = ""
+    for level in parts[1:]:
+        found = _descend(current, level, module_paths)
+        if found is None and CALL_SUFFIX.search(level):
+            found = _descend(current, CALL_SUFFIX.sub("", level), module_paths)
+        if found is None:
+            return current  # an unknown level: keep the deepest module found
+        current = found
+    return current
+
+
+CALL_SUFFIX = re.compile(r"_\d+$")
+
+
+def _descend(current: str, level: str, module_paths: set[str]) -> str | None:
+    """The module path below `current` named `level` relative to `current` or to one of its ancestors."""
+    base = current
+    while True:
+        candidate = f"{base}.{level}" if base else level
+        if candidate in module_paths and candidate.startswith(current):
+            return candidate
+        if not base:
+            return None
+        base = base.rsplit(".", 1)[0] if "." in base else ""
 
 
 @register
@@ -73,6 +80,6 @@ class HTPStrategy(Strategy):
                     dynamo=False,
                 )
             proto = onnx.load(str(path))
-        paths = {path for path, _ in model.named_modules(remove_duplicate=False)}
+        paths = {name for name, _ in model.named_modules(remove_duplicate=False)}
         scopes = [scope_of(node.name, paths) for node in proto.graph.node]
         return Capture(proto, scopes, exporter=f"torch.onnx {torch.__version__} (TorchScript)")

@@ -1,0 +1,285 @@
+"""Check that an exported ONNX file computes what the PyTorch model computes, as ONNX Runtime runs it.
+
+Both run on the same random inputs for several seeds and at two shapes: the export-time shape and one where every
+dynamic axis has another size (half, or one more when small), so a graph that froze a dynamic size fails here and
+not in production. Every output is compared element-wise like ``numpy.allclose``: ``|ort - torch| <= atol +
+rtol * |torch|``. :func:`validate` returns data (one record per seed, shape case and output); the caller decides
+what a failure means (the CLI exits 1, see :func:`raise_for_failure`).
+
+Defaults: ``atol=1e-4``, ``rtol=1e-3``. float32 exports of the tiny test models differ from PyTorch by ~1e-6
+(see tests/test_validate.py, which prints the figures); real models accumulate more over depth, which the relative
+term absorbs. Integer and boolean outputs must match exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from . import atomic
+from .errors import BadInputError, ValidationFailedError
+
+if TYPE_CHECKING:  # inputs imports torch: keep `modelexport validate --help` instant
+    from .inputs import InputSpec
+
+DEFAULT_ATOL = 1e-4
+DEFAULT_RTOL = 1e-3
+DEFAULT_SEEDS = (0, 1)
+
+
+@dataclass
+class OutputCheck:
+    """One output of one run: how far ORT is from PyTorch, or why it could not be compared."""
+
+    seed: int
+    case: str  # "export" or "resized"
+    shapes: dict[str, list[int]]  # input shapes of this case
+    output: str
+    passed: bool
+    max_abs_diff: float | None = None
+    max_rel_diff: float | None = None
+    torch_shape: list[int] | None = None
+    onnx_shape: list[int] | None = None
+    error: str | None = None  # missing output, shape mismatch, ORT failure
+
+    @property
+    def excess(self) -> float:
+        """How badly this check failed, to pick the worst one: errors first, then by relative miss."""
+        if self.error is not None:
+            return math.inf
+        return self.max_abs_diff if self.max_abs_diff is not None else 0.0
+
+
+@dataclass
+class ValidationReport:
+    """Every check of one ONNX file against its PyTorch model, and the tolerances used."""
+
+    onnx_path: str
+    model: str
+    atol: float
+    rtol: float
+    seeds: list[int]
+    checks: list[OutputCheck] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.checks) and all(c.passed for c in self.checks)
+
+    @property
+    def worst(self) -> OutputCheck | None:
+        """The failed check furthest off (or, if all passed, the largest difference)."""
+        pool = [c for c in self.checks if not c.passed] or self.checks
+        return max(pool, key=lambda c: c.excess, default=None)
+
+    def summary(self) -> str:
+        """One line: passed, or which output was how far off."""
+        worst = self.worst
+        if worst is None:
+            return "no outputs were compared"
+        where = f"(seed {worst.seed}, inputs {_shapes_text(worst.shapes)})"
+        if self.passed:
+            return (f"{len(self.checks)} checks passed; largest difference {worst.max_abs_diff:.3g} on "
+                    f"{worst.output} {where}")
+        if worst.error is not None:
+            what = worst.output if worst.output.startswith("(") else f"output {worst.output}"
+            return f"{what} {where}: {worst.error}"
+        return (f"output {worst.output} {where} is off by {worst.max_abs_diff:.3g} absolute, "
+                f"{worst.max_rel_diff:.3g} relative (atol {self.atol:g}, rtol {self.rtol:g})")
+
+    def to_dict(self) -> dict:
+        return {
+            "onnx": self.onnx_path,
+            "model": self.model,
+            "passed": self.passed,
+            "tolerances": {"atol": self.atol, "rtol": self.rtol},
+            "seeds": self.seeds,
+            "summary": self.summary(),
+            "checks": [asdict(c) for c in self.checks],
+        }
+
+
+def _shapes_text(shapes: dict[str, list[int]]) -> str:
+    return ", ".join(f"{name} {'x'.join(map(str, shape))}" for name, shape in shapes.items())
+
+
+def resized_spec(spec: InputSpec) -> InputSpec | None:
+    """The same inputs with every dynamic axis at another size (consistent per axis name); None if none is dynamic."""
+    from .inputs import parse_input_spec
+
+    sizes: dict[str, int] = {}
+    data = {}
+    for name, ts in spec.root.items():
+        shape = list(ts.shape)
+        for axis, axis_name in ts.dynamic_axes.items():
+            if axis_name not in sizes:
+                sizes[axis_name] = shape[axis] // 2 if shape[axis] >= 4 else shape[axis] + 1
+            shape[axis] = sizes[axis_name]
+        data[name] = ts.model_dump() | {"shape": shape}
+    return parse_input_spec(data) if sizes else None
+
+
+def spec_for(onnx_path: str | os.PathLike, loaded, input_spec: InputSpec | None) -> InputSpec:
+    """The inputs to validate with: the user's spec, else the model's config, else what the sidecar recorded."""
+    from .export import read_sidecar
+    from .inputs import parse_input_spec, spec_from_config
+
+    if input_spec is not None:
+        return input_spec
+    if loaded.config is not None:
+        return spec_from_config(loaded.model, loaded.config)
+    sidecar = read_sidecar(onnx_path)
+    if sidecar and sidecar.get("inputs"):
+        return parse_input_spec(sidecar["inputs"], source="the sidecar's inputs")
+    raise BadInputError(f"no input spec for {onnx_path}: pass --input-spec FILE")
+
+
+def load_reference(onnx_path: str | os.PathLike, model=None, task: str | None = None, revision: str | None = None,
+                   trust_remote_code: bool = False):
+    """The PyTorch model to compare with: a LoadedModel, a model reference, or the one the sidecar recorded."""
+    from .export import read_sidecar
+    from .loading import LoadedModel, load
+    from .source import ModelSource, resolve
+
+    if isinstance(model, LoadedModel):
+        return model, type(model.model).__name__
+    if model is None:
+        sidecar = read_sidecar(onnx_path) or {}
+        recorded = sidecar.get("model")
+        if not recorded:
+            raise BadInputError(f"{onnx_path} has no sidecar recording its model: pass --model MODEL")
+        source = ModelSource(**recorded)
+        if source.kind != "factory" and not (source.path and Path(source.path, "config.json").is_file()):
+            source = resolve(source.ref, revision=revision or source.revision)
+        task = task or (sidecar.get("options") or {}).get("task")
+    else:
+        source = model if isinstance(model, ModelSource) else resolve(str(model), revision=revision)
+    return load(source, task=task, trust_remote_code=trust_remote_code), source.ref
+
+
+def ort_session(onnx_path: str | os.PathLike, threads: int | None = None):
+    """A CPU ORT session, or a one-line error if ORT cannot load the file."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+    try:
+        return ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # ORT raises its own exception types for invalid and unsupported models
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BadInputError(f"ONNX Runtime cannot load {onnx_path}: {first}") from None
+
+
+def compare(expected: np.ndarray, actual: np.ndarray, atol: float, rtol: float) -> tuple[float, float, bool]:
+    """max |a-b|, max |a-b|/|b| and whether every element is within atol + rtol*|b| (NaNs must coincide)."""
+    if expected.dtype.kind in "biu" and actual.dtype.kind in "biu":
+        diff = np.abs(expected.astype(np.int64) - actual.astype(np.int64)).astype(np.float64)
+        top = float(diff.max(initial=0.0))
+        return top, top, top == 0.0
+    expected = expected.astype(np.float64)
+    actual = actual.astype(np.float64)
+    both_nan = np.isnan(expected) & np.isnan(actual)
+    diff = np.where(both_nan, 0.0, np.abs(expected - actual))
+    diff = np.where(np.isnan(diff), np.inf, diff)
+    rel = diff / np.maximum(np.abs(expected), np.finfo(np.float32).tiny)
+    ok = bool(np.all(diff <= atol + rtol * np.abs(np.nan_to_num(expected))))
+    return float(diff.max(initial=0.0)), float(np.nan_to_num(rel, nan=np.inf).max(initial=0.0)), ok
+
+
+def check_case(session, loaded, spec: InputSpec, seed: int, case: str, atol: float, rtol: float) -> list[OutputCheck]:
+    """Run both on one set of inputs and compare every output."""
+    from .inputs import inputs_from_spec
+    from .wrapping import run_model
+
+    inputs = inputs_from_spec(spec, seed=seed)
+    shapes = {name: list(t.shape) for name, t in inputs.tensors.items()}
+    expected = dict(run_model(loaded.model, inputs.tensors, positional=loaded.positional))
+    onnx_inputs = [i.name for i in session.get_inputs()]
+    unknown = [n for n in onnx_inputs if n not in inputs.tensors]
+    if unknown:
+        raise BadInputError(f"the ONNX file takes input '{unknown[0]}' that the model's inputs do not have: "
+                            "pass a matching --input-spec FILE")
+    onnx_outputs = [o.name for o in session.get_outputs()]
+    feeds = {n: inputs.tensors[n].numpy() for n in onnx_inputs}
+    try:
+        actual = dict(zip(onnx_outputs, session.run(None, feeds)))
+    except Exception as exc:  # ORT refusing these shapes is the failure we are looking for
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return [OutputCheck(seed, case, shapes, "(all outputs)", False, error=f"ONNX Runtime failed: {reason}")]
+    checks = []
+    for name in dict.fromkeys([*expected, *onnx_outputs]):
+        if name not in actual:
+            checks.append(OutputCheck(seed, case, shapes, name, False, error="missing from the ONNX outputs"))
+            continue
+        if name not in expected:
+            checks.append(OutputCheck(seed, case, shapes, name, False, onnx_shape=list(actual[name].shape),
+                                      error="the PyTorch model does not return it"))
+            continue
+        want = expected[name].detach().float().numpy() if expected[name].is_floating_point() else expected[name].numpy()
+        got = np.asarray(actual[name])
+        check = OutputCheck(seed, case, shapes, name, False, torch_shape=list(want.shape), onnx_shape=list(got.shape))
+        if want.shape != got.shape:
+            check.error = f"shape {list(got.shape)} instead of PyTorch's {list(want.shape)}"
+        else:
+            check.max_abs_diff, check.max_rel_diff, check.passed = compare(want, got, atol, rtol)
+        checks.append(check)
+    return checks
+
+
+def validate(
+    onnx_path: str | os.PathLike,
+    model=None,
+    *,
+    atol: float = DEFAULT_ATOL,
+    rtol: float = DEFAULT_RTOL,
+    seeds: tuple[int, ...] = DEFAULT_SEEDS,
+    input_spec: InputSpec | None = None,
+    task: str | None = None,
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+) -> ValidationReport:
+    """Compare `onnx_path` under ORT with the PyTorch `model` (a reference, a LoadedModel, or None: the sidecar's).
+
+    Runs every seed at the export shape and at a resized shape (when any axis is dynamic). Returns the report;
+    it raises only for bad input (missing files, unloadable models), never for a numerical mismatch.
+    """
+    import torch
+
+    onnx_path = Path(onnx_path)
+    if not onnx_path.is_file():
+        raise BadInputError(f"{onnx_path} does not exist: pass an ONNX file written by modelexport export")
+    if atol < 0 or rtol < 0:
+        raise BadInputError(f"tolerances must be >= 0 (atol {atol}, rtol {rtol})")
+    if not seeds:
+        raise BadInputError("give at least one seed")
+    loaded, ref = load_reference(onnx_path, model, task=task, revision=revision, trust_remote_code=trust_remote_code)
+    spec = spec_for(onnx_path, loaded, input_spec)
+    session = ort_session(onnx_path)
+    report = ValidationReport(str(onnx_path), ref, atol, rtol, list(seeds))
+    cases = [("export", spec)]
+    resized = resized_spec(spec)
+    if resized is not None:
+        cases.append(("resized", resized))
+    torch.manual_seed(0)
+    for case, case_spec in cases:
+        for seed in seeds:
+            report.checks.extend(check_case(session, loaded, case_spec, seed, case, atol, rtol))
+    return report
+
+
+def write_report(report: ValidationReport, path: str | os.PathLike) -> Path:
+    """Write the full report as JSON, atomically."""
+    return atomic.write_text(path, json.dumps(report.to_dict(), indent=1))
+
+
+def raise_for_failure(report: ValidationReport) -> None:
+    """Raise ValidationFailedError with the one-line summary when any check failed."""
+    if not report.passed:
+        raise ValidationFailedError(f"validation failed: {report.summary()}")

@@ -1,0 +1,144 @@
+"""Validation: honest exports pass, corrupted and wrong-shape ones fail with a reason; CLI exit codes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+
+from modelexport.errors import BadInputError, ValidationFailedError
+from modelexport.inputs import parse_input_spec
+from modelexport.loading import LoadedModel
+from modelexport.validate import raise_for_failure, validate
+from tests.conftest import run_cli
+
+
+@pytest.mark.parametrize("name", ["tiny-bert", "tiny-gpt2", "tiny-vit", "tiny-resnet"])
+def test_honest_exports_pass_at_two_seeds_and_two_shapes(exported, name):
+    result = exported(name)
+    report = validate(result.onnx_path)  # model taken from the sidecar
+    outputs = result.sidecar["outputs"]
+    print(f"{name}: {report.summary()}")
+    assert report.passed, report.summary()
+    assert {c.seed for c in report.checks} == {0, 1}
+    assert {c.case for c in report.checks} == {"export", "resized"}
+    assert len(report.checks) == 2 * 2 * len(outputs)
+    export_shapes = {tuple(s) for c in report.checks if c.case == "export" for s in c.shapes.values()}
+    resized_shapes = {tuple(s) for c in report.checks if c.case == "resized" for s in c.shapes.values()}
+    assert export_shapes.isdisjoint(resized_shapes)  # the dynamic axes really changed size
+    assert all(c.max_abs_diff < 1e-4 for c in report.checks)
+    data = report.to_dict()
+    assert data["passed"] is True and data["tolerances"] == {"atol": 1e-4, "rtol": 1e-3}
+
+
+def _corrupt(result, tmp_path):
+    """Copy an export and add noise to its largest float initializer."""
+    model = onnx.load(str(result.onnx_path))
+    target = max((t for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT),
+                 key=lambda t: np.prod(t.dims))
+    array = numpy_helper.to_array(target).copy()
+    array += np.random.default_rng(0).normal(0, 0.05, array.shape).astype(array.dtype)
+    target.CopyFrom(numpy_helper.from_array(array, target.name))
+    path = tmp_path / "corrupted.onnx"
+    onnx.save(model, str(path))
+    shutil.copy(result.sidecar_path, tmp_path / "corrupted.hierarchy.json")
+    return path, target.name
+
+
+def test_perturbed_initializer_fails(exported, tmp_path):
+    path, weight = _corrupt(exported("tiny-bert"), tmp_path)
+    report = validate(path)
+    print(f"corrupted {weight}: {report.summary()}")
+    assert not report.passed
+    worst = report.worst
+    assert worst.max_abs_diff > 1e-3 and worst.output in ("last_hidden_state", "pooler_output")
+    with pytest.raises(ValidationFailedError, match=f"output {worst.output} .* off by"):
+        raise_for_failure(report)
+
+
+def test_static_shape_export_fails_at_the_second_shape(model_dirs, tmp_path):
+    from modelexport.export import export_model
+
+    fixed = {n: {"shape": [2, 16], "dtype": "int64", "high": 2} for n in ("input_ids", "attention_mask", "token_type_ids")}
+    result = export_model(str(model_dirs["tiny-bert"]), tmp_path / "static.onnx", input_spec=parse_input_spec(fixed))
+    report = validate(result.onnx_path, str(model_dirs["tiny-bert"]))
+    print(report.summary())
+    assert not report.passed
+    assert all(c.passed for c in report.checks if c.case == "export")
+    failed = [c for c in report.checks if not c.passed]
+    assert failed and all(c.case == "resized" and c.error for c in failed)
+
+
+class _Pair(torch.nn.Module):
+    """Returns y = 2x and z = x + 1; `flat` makes y one-dimensional, `drop_z` leaves z out."""
+
+    def __init__(self, flat=False, drop_z=False):
+        super().__init__()
+        self.flat, self.drop_z = flat, drop_z
+
+    def forward(self, x):
+        y = (x * 2).reshape(-1) if self.flat else x * 2
+        return {"y": y} if self.drop_z else {"y": y, "z": x + 1}
+
+
+def _export(module, path, names):
+    x = torch.randn(2, 4)
+    torch.onnx.export(module, (x,), str(path), input_names=["x"], output_names=names,
+                      dynamic_axes={"x": {0: "batch"}}, dynamo=False)
+    return path
+
+
+SPEC = parse_input_spec({"x": {"shape": [2, 4], "dynamic_axes": {"0": "batch"}}})
+
+
+def test_output_shape_mismatch_and_missing_output_fail(tmp_path):
+    reference = LoadedModel(_Pair(), None, positional=True)
+    flat = _export(_Pair(flat=True), tmp_path / "flat.onnx", ["y", "z"])
+    report = validate(flat, reference, input_spec=SPEC)
+    assert not report.passed and report.worst.output == "y" and "shape [8]" in report.worst.error
+    assert all(c.passed for c in report.checks if c.output == "z")
+    missing = _export(_Pair(drop_z=True), tmp_path / "missing.onnx", ["y"])
+    report = validate(missing, reference, input_spec=SPEC)
+    assert not report.passed and report.worst.output == "z"
+    assert report.worst.error == "missing from the ONNX outputs"
+    same = _export(_Pair(), tmp_path / "same.onnx", ["y", "z"])
+    assert validate(same, reference, input_spec=SPEC).passed
+
+
+def test_bad_inputs_are_bad_input_errors(exported, tmp_path):
+    with pytest.raises(BadInputError, match="does not exist"):
+        validate(tmp_path / "nope.onnx")
+    lonely = tmp_path / "lonely.onnx"
+    shutil.copy(exported("tiny-bert").onnx_path, lonely)
+    with pytest.raises(BadInputError, match="--model"):
+        validate(lonely)
+    with pytest.raises(BadInputError, match="tolerances"):
+        validate(exported("tiny-bert").onnx_path, atol=-1)
+
+
+def test_cli_exit_codes_and_json(exported, model_dirs, tmp_path):
+    result = exported("tiny-gpt2")
+    out = tmp_path / "ok.json"
+    ok = run_cli("validate", str(result.onnx_path), "--model", str(model_dirs["tiny-gpt2"]), "--json", str(out))
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(out.read_text())["passed"] is True
+
+    path, _ = _corrupt(exported("tiny-bert"), tmp_path)
+    bad_json = tmp_path / "bad.json"
+    bad = run_cli("validate", str(path), "--json", str(bad_json))
+    assert bad.returncode == 1
+    lines = bad.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("modelexport: error: validation failed: output ")
+    assert "off by" in lines[0] and "Traceback" not in bad.stderr
+    data = json.loads(bad_json.read_text())
+    assert data["passed"] is False and any(not c["passed"] for c in data["checks"])
+
+    missing = run_cli("validate", str(tmp_path / "nope.onnx"))
+    assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
+    no_dir = run_cli("validate", str(result.onnx_path), "--json", str(tmp_path / "no" / "x.json"))
+    assert no_dir.returncode == 2 and "does not exist" in no_dir.stderr
