@@ -104,10 +104,19 @@ def parse_input_spec(data: object, source: str = "input spec") -> InputSpec:
     try:
         return InputSpec.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}" for err in exc.errors()
-        )
-        raise BadInputError(f"{source} is invalid: {problems}") from None
+        raise BadInputError(f"{source} is invalid: {describe_validation_errors(exc)}") from None
+
+
+def describe_validation_errors(exc: ValidationError) -> str:
+    """Every problem pydantic found, with its location (``models.2.opset: ...``), on one line."""
+    def part(p) -> str:
+        text = str(p)
+        return text if text.isprintable() and text.strip() == text and text else json.dumps(text)
+
+    return "; ".join(
+        f"{'.'.join(part(p) for p in err['loc']) or '(top level)'}: {' '.join(err['msg'].split())}"
+        for err in exc.errors()
+    )
 
 
 def load_input_spec(path: str | Path) -> InputSpec:
@@ -159,7 +168,7 @@ def _text(config, name: str) -> TensorSpec | None:
     axes = {0: "batch", 1: "decoder_sequence" if name.startswith("decoder_") else "sequence"}
     if name in ("input_ids", "decoder_input_ids") and vocab:
         return TensorSpec(shape=[BATCH, seq], dtype="int64", dynamic_axes=axes, low=0, high=vocab)
-    if name in ("attention_mask", "decoder_attention_mask"):
+    if name in ("attention_mask", "decoder_attention_mask") and vocab:  # text masks; a ViT takes none
         return TensorSpec(shape=[BATCH, seq], dtype="int64", dynamic_axes=axes, low=1, high=2)
     if name == "token_type_ids":
         return TensorSpec(shape=[BATCH, seq], dtype="int64", dynamic_axes=axes, low=0, high=1)

@@ -14,7 +14,7 @@ import sys
 from ..errors import ModelExportError
 
 # Sub-command modules, in the order `--help` lists them. Each defines NAME, HELP, add_arguments(p), run(args).
-COMMANDS = ["export", "inspect", "validate", "profile", "report", "import_graphml", "demo"]
+COMMANDS = ["export", "inspect", "compare", "validate", "profile", "report", "import_graphml", "demo"]
 
 
 class _Parser(argparse.ArgumentParser):

@@ -56,7 +56,7 @@ def quiet_exporter():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for lg in loggers:
-            lg.setLevel(logging.ERROR)
+            lg.setLevel(logging.CRITICAL)
         try:
             yield
         finally:
@@ -83,3 +83,11 @@ def torchscript_export(module: nn.Module, args: tuple, **kwargs) -> onnx.ModelPr
             path = f"{tmp}/model.onnx"
             torch.onnx.export(module, args, path, dynamo=False, **kwargs)
             return onnx.load(path)
+
+
+def root_reason(exc: BaseException) -> str:
+    """``Type: first line`` of the innermost cause: torch wraps the real reason in pages of advice."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[0].strip() if lines else ''}"
