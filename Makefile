@@ -13,8 +13,10 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# The demo fleet end to end: build the tiny models offline, then export, validate and profile them all.
 run: $(STAMP)
-	$(PY) -m modelexport demo
+	$(PY) -m modelexport demo-models out/demo-models
+	$(PY) -m modelexport run-fleet deployments/fleets/demo.yaml --output-dir out/fleet
 
 test: $(STAMP)
 	$(PY) -m pytest

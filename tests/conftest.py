@@ -13,6 +13,11 @@ REPO = Path(__file__).resolve().parents[1]
 # Tests never reach the Hugging Face Hub; HF_HUB_OFFLINE keeps stray lookups from hanging.
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+# Pipeline tasks retry transient faults with backoff; in tests the delays are a few milliseconds.
+os.environ.setdefault("MODELEXPORT_RETRY_DELAY", "0.01")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 os.environ["COLUMNS"] = "200"  # rich wraps captured output at 80 columns otherwise
 
 
@@ -48,3 +53,12 @@ def exported(model_dirs, tmp_path_factory):
         return cache[name]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """One temporary Prefect API (SQLite) for every in-process flow run of the session: starting one costs seconds."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness():
+        yield

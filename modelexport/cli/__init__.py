@@ -14,7 +14,8 @@ import sys
 from ..errors import ModelExportError
 
 # Sub-command modules, in the order `--help` lists them. Each defines NAME, HELP, add_arguments(p), run(args).
-COMMANDS = ["export", "inspect", "compare", "validate", "profile", "report", "import_graphml", "demo"]
+COMMANDS = ["export", "inspect", "compare", "validate", "profile", "report", "import_graphml", "demo", "demo_models",
+            "run", "run_fleet"]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -34,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in COMMANDS:
-        module = importlib.import_module(f"{__name__}.{name}_cmd")
+        module = importlib.import_module(f"{__name__}.{name.replace('-', '_')}_cmd")
         p = sub.add_parser(module.NAME, help=module.HELP, description=module.__doc__)
         module.add_arguments(p)
         p.set_defaults(_run=module.run)

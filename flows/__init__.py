@@ -1,0 +1,39 @@
+"""Prefect flows: one model (``export_model``) and a fleet of them (``export_fleet``).
+
+``run_model`` / ``run_fleet`` call them with the result storage (the cache) on disk under CACHE_DIR and the
+fleet's concurrency; the CLI's ``run`` and ``run-fleet`` use them. Prefect's ephemeral API is used unless
+PREFECT_API_URL points at a server.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .fleet import DEFAULT_CONCURRENCY, FleetSummary, export_fleet
+from .model import export_model
+from .pipeline import ModelOutcome
+
+__all__ = ["DEFAULT_CONCURRENCY", "FleetSummary", "ModelOutcome", "export_fleet", "export_model", "run_fleet",
+           "run_model"]
+
+
+def _storage(cache_dir: str | Path) -> Path:
+    """Prefect takes a Path as local result storage (a block would have to be saved server-side first)."""
+    Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    return Path(cache_dir).resolve()
+
+
+def run_fleet(fleet_file: str, output_dir: str, concurrency: int = DEFAULT_CONCURRENCY,
+              cache_dir: str | None = None, on_model_done=None) -> FleetSummary:
+    """Run the fleet flow with N models at a time; cached results live in CACHE_DIR (default OUTPUT_DIR/.cache)."""
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    configured = export_fleet.with_options(task_runner=ThreadPoolTaskRunner(max_workers=concurrency),
+                                           result_storage=_storage(cache_dir or Path(output_dir) / ".cache"))
+    return configured(fleet_file, output_dir, on_model_done)
+
+
+def run_model(model: str, output_dir: str, cache_dir: str | None = None, **settings) -> ModelOutcome:
+    """Run the one-model flow; `settings` are export_model's keyword arguments."""
+    configured = export_model.with_options(result_storage=_storage(cache_dir or Path(output_dir) / ".cache"))
+    return configured(model, output_dir, **settings)

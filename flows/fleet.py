@@ -1,0 +1,58 @@
+"""The fleet flow: every model of a fleet file through the pipeline, concurrently; failures are recorded."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from prefect import flow
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.futures import as_completed
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from modelexport.fleet import load_fleet
+
+from .artifacts import artifact_key, report_fleet, report_model
+from .pipeline import ModelOutcome, collect, submit_pipeline
+
+DEFAULT_CONCURRENCY = 2
+
+
+@dataclass
+class FleetSummary:
+    name: str
+    output_dir: str
+    models: list[ModelOutcome]
+
+    @property
+    def failed(self) -> list[ModelOutcome]:
+        return [m for m in self.models if m.status != "ok"]
+
+
+@flow(name="export-fleet", persist_result=False, task_runner=ThreadPoolTaskRunner(max_workers=DEFAULT_CONCURRENCY))
+def export_fleet(fleet_file: str, output_dir: str | None = None,
+                 on_model_done: Callable[[ModelOutcome], None] | None = None) -> FleetSummary:
+    """Export every model of FLEET_FILE into OUTPUT_DIR/<name>/ and end with a summary table.
+
+    Concurrency is the task runner's: ``export_fleet.with_options(task_runner=ThreadPoolTaskRunner(N))``.
+    """
+    fleet = load_fleet(fleet_file)
+    out = Path(output_dir or f"out/{fleet.name}")
+    progress = create_progress_artifact(0.0, key=artifact_key("fleet", fleet.name, "progress"),
+                                        description=f"models of fleet {fleet.name} finished")
+    runs = submit_pipeline(fleet.models, out)
+    plans = {p.name: p for p in fleet.models}
+    last = {list(stages.values())[-1]: name for name, stages in runs.items()}
+    outcomes: dict[str, ModelOutcome] = {}
+    for future in as_completed(list(last)):
+        name = last[future]
+        outcome = outcomes[name] = collect(plans[name], runs[name])
+        # Issue 7 (MLflow): log `outcome` here, one run per model nested under the fleet's run.
+        report_model(outcome, fleet.name)
+        update_progress_artifact(progress, 100 * len(outcomes) / len(plans))
+        if on_model_done is not None:
+            on_model_done(outcome)
+    summary = FleetSummary(fleet.name, str(out), [outcomes[p.name] for p in fleet.models])
+    report_fleet(fleet.name, summary.models)
+    return summary

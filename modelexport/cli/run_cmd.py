@@ -1,0 +1,62 @@
+"""Export one model through the Prefect pipeline (resolve, inputs, export, validate, profile, report) into
+OUTPUT_DIR/<name>/, with the same caching and retries as run-fleet. MODEL is a directory, a hub id or
+module.path:factory.
+"""
+
+from __future__ import annotations
+
+NAME = "run"
+HELP = "export one model through the cached, retrying pipeline"
+
+
+def add_arguments(p) -> None:
+    from .export_cmd import add_model_arguments
+
+    p.add_argument("model", metavar="MODEL", help="model directory, hub id, or module.path:factory")
+    p.add_argument("--output-dir", default="out/run", help="where the model's folder goes (default out/run)")
+    p.add_argument("--name", help="the model's folder name (default: the model's last path part)")
+    p.add_argument("--strategy", default="auto", help="capture strategy: auto (default) or a name")
+    p.add_argument("--opset", type=int, help="ONNX opset (default 18)")
+    p.add_argument("--atol", type=float, help="validation absolute tolerance")
+    p.add_argument("--rtol", type=float, help="validation relative tolerance")
+    p.add_argument("--no-validate", action="store_true", help="skip the parity check")
+    p.add_argument("--no-profile", action="store_true", help="skip latency profiling")
+    p.add_argument("--iterations", type=int, help="profiling runs")
+    p.add_argument("--cache-dir", help="where task results are cached (default: OUTPUT_DIR/.cache)")
+    add_model_arguments(p)
+
+
+def _settings(args) -> dict:
+    validation = {k: v for k, v in {"atol": args.atol, "rtol": args.rtol}.items() if v is not None}
+    if args.no_validate:
+        validation["enabled"] = False
+    profiling = {"iterations": args.iterations} if args.iterations is not None else {}
+    if args.no_profile:
+        profiling["enabled"] = False
+    settings = {"name": args.name, "revision": args.revision, "task": args.task, "strategy": args.strategy,
+                "opset": args.opset, "input_spec": args.input_spec, "validation": validation or None,
+                "profiling": profiling or None}
+    return {k: v for k, v in settings.items() if v is not None}
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from ..fleet import parse_fleet
+    from .pipeline_view import model_line, quiet_prefect, summary_table
+
+    settings = _settings(args)
+    entry = {"id": args.model, **{("validate" if k == "validation" else "profile" if k == "profiling" else k): v
+                                   for k, v in settings.items()}}
+    parse_fleet({"models": [entry]}, base=Path.cwd(), source="options")  # bad options fail before Prefect starts
+    quiet_prefect(args.debug)
+    from flows import run_model
+
+    console = Console(stderr=True)
+    with console.status(f"exporting {args.model}"):
+        outcome = run_model(args.model, args.output_dir, args.cache_dir, **settings)
+    console.print(model_line(outcome))
+    Console().print(summary_table([outcome], f"{outcome.name} → {Path(args.output_dir) / outcome.name}"))
+    return outcome.exit_code

@@ -1,0 +1,51 @@
+"""Export every model of a fleet file (YAML) through the Prefect pipeline: resolve, inputs, export, validate,
+profile, report. Outputs land in OUTPUT_DIR/<name>/; unchanged work is taken from the cache (OUTPUT_DIR/.cache).
+Exit 1 if any model failed (the others still run), 2 if the fleet file is invalid.
+"""
+
+from __future__ import annotations
+
+NAME = "run-fleet"
+HELP = "export a fleet of models (YAML file) with caching, retries and a summary"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("fleet", metavar="FLEET.yaml", help="fleet file: defaults plus a list of models")
+    p.add_argument("--output-dir", help="where each model's folder goes (default: out/<fleet name>)")
+    p.add_argument("--concurrency", type=int, default=2, help="models worked on at once (default 2)")
+    p.add_argument("--cache-dir", help="where task results are cached (default: OUTPUT_DIR/.cache)")
+
+
+def run(args) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ..errors import BadInputError
+    from ..fleet import load_fleet
+    from .pipeline_view import model_line, quiet_prefect, summary_table
+
+    if args.concurrency < 1:
+        raise BadInputError(f"--concurrency must be at least 1, got {args.concurrency}")
+    fleet = load_fleet(args.fleet)  # every mistake in the file, before Prefect starts
+    output_dir = args.output_dir or f"out/{fleet.name}"
+    quiet_prefect(args.debug)
+    from flows import run_fleet
+
+    console = Console(stderr=True)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console) as progress:
+        bar = progress.add_task(f"fleet {fleet.name}", total=len(fleet.models))
+
+        def done(outcome) -> None:
+            progress.console.print(model_line(outcome))
+            progress.advance(bar)
+
+        summary = run_fleet(args.fleet, output_dir, args.concurrency, args.cache_dir, on_model_done=done)
+    Console().print(summary_table(summary.models, f"fleet {fleet.name} → {output_dir}"))
+    failed = summary.failed
+    if failed:
+        console.print(f"[red]{len(failed)} of {len(summary.models)} models failed[/]:")
+        for m in failed:
+            console.print(f"  {m.name} at {m.failed_stage}: {m.reason}", markup=False, highlight=False)
+        return 1
+    return 0

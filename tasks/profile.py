@@ -1,0 +1,22 @@
+"""Measure ONNX Runtime latency and roll kernel time up the module tree; writes profile.json/.md, modules.png."""
+
+from __future__ import annotations
+
+from prefect import task
+
+from modelexport.fleet import ProfileSettings
+
+from .policy import COMPUTE_LOCK, CONTENT, Produced, produced
+
+
+@task(name="profile", cache_policy=CONTENT, persist_result=True)
+def profile_onnx(export: Produced, settings: ProfileSettings, output_dir: str) -> Produced:
+    """Keyed on the export and the profile settings only: changing them re-runs this stage alone."""
+    from modelexport.profile import profile
+
+    with COMPUTE_LOCK:
+        result = profile(export.data["onnx_path"], warmup=settings.warmup, iterations=settings.iterations,
+                         threads=settings.threads or 1, output_dir=output_dir)
+    keep = ("latency_ms", "throughput_per_s", "kernel_ms", "attributed_fraction", "optimization", "threads",
+            "iterations", "peak_rss_mb")
+    return produced({k: result.to_dict()[k] for k in keep}, *result.files.values())

@@ -1,0 +1,27 @@
+"""Check the ONNX file against PyTorch under ONNX Runtime (several seeds, a second shape) and write the report."""
+
+from __future__ import annotations
+
+from prefect import task
+
+from modelexport.fleet import ValidateSettings
+from modelexport.source import ModelSource
+
+from .policy import COMPUTE_LOCK, CONTENT, Produced, produced
+
+
+@task(name="validate", cache_policy=CONTENT, persist_result=True)
+def validate_onnx(source: ModelSource, export: Produced, input_spec: dict, settings: ValidateSettings,
+                  output: str, task_name: str | None = None) -> Produced:
+    """A numerical mismatch is data (``passed`` false), not an exception: the flow marks the model failed."""
+    from modelexport.inputs import parse_input_spec
+    from modelexport.validate import validate, write_report
+
+    with COMPUTE_LOCK:
+        report = validate(export.data["onnx_path"], source, atol=settings.atol, rtol=settings.rtol,
+                          input_spec=parse_input_spec(input_spec), task=task_name)
+    write_report(report, output)
+    worst = report.worst
+    return produced({"passed": report.passed, "summary": report.summary(), "atol": settings.atol,
+                     "rtol": settings.rtol, "checks": len(report.checks),
+                     "max_abs_diff": worst.max_abs_diff if worst else None}, output)

@@ -1,0 +1,153 @@
+"""The Prefect pipeline on the tiny models: content caching across runs and processes, only what changed re-runs,
+a broken model is reported while the others export, and the CLI's table and exit code say so.
+
+Few flow runs on purpose: each costs about a second (see MEASURED.md).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import textwrap
+
+import pytest
+
+from tests.conftest import run_cli
+
+FLEET = """
+name: test-fleet
+defaults:
+  validate: {{atol: 1.0e-4}}
+  profile: {{warmup: 0, iterations: 2}}
+models:
+  - id: models/tiny-bert
+    name: bert
+    profile: {{iterations: {bert_iterations}}}
+  - id: models/tiny-resnet
+    name: resnet
+    opset: {resnet_opset}
+  - id: models/broken
+    name: broken
+"""
+
+
+@pytest.fixture(scope="module")
+def fleet_dir(tmp_path_factory, model_dirs):
+    """A folder with the models (one with a corrupt config.json) and a function writing the fleet file."""
+    root = tmp_path_factory.mktemp("fleet")
+    for name in ("tiny-bert", "tiny-resnet"):
+        shutil.copytree(model_dirs[name], root / "models" / name)
+    (root / "models" / "broken").mkdir()
+    (root / "models" / "broken" / "config.json").write_text("{ not json", encoding="utf-8")
+
+    def write(resnet_opset: int = 18, bert_iterations: int = 2):
+        path = root / "fleet.yaml"
+        path.write_text(FLEET.format(resnet_opset=resnet_opset, bert_iterations=bert_iterations), encoding="utf-8")
+        return str(path)
+
+    write.root = root
+    return write
+
+
+def run(fleet_file: str, out):
+    from flows import run_fleet
+
+    done = []
+    summary = run_fleet(fleet_file, str(out), concurrency=2, on_model_done=done.append)
+    assert sorted(o.name for o in done) == ["bert", "broken", "resnet"]  # progress reported every model
+    return {m.name: m for m in summary.models}
+
+
+def test_fleet_caches_by_content_and_reruns_only_what_changed(prefect_harness, fleet_dir):
+    out = fleet_dir.root / "out"
+    first = run(fleet_dir(), out)
+    for name in ("bert", "resnet"):
+        m = first[name]
+        assert m.status == "ok", m.reason
+        assert m.stages == {"resolve": "done", "inputs": "done", "export": "done", "validate": "done",
+                            "profile": "done", "report": "done"}
+        assert m.results["validate"]["passed"] is True
+        assert m.results["profile"]["latency_ms"]["p50"] > 0
+        for file in ("model.onnx", "model.hierarchy.json", "validation.json", "profile.json", "report.md",
+                     "model.graphml"):
+            assert (out / name / file).is_file()
+    broken = first["broken"]
+    assert (broken.status, broken.failed_stage, broken.exit_code) == ("failed", "inputs", 2)
+    assert "config.json is not valid JSON" in broken.reason
+    assert broken.stages["export"] == "skipped" and not (out / "broken" / "model.onnx").exists()
+
+    second = run(fleet_dir(), out)
+    assert all(second[n].cached for n in ("bert", "resnet")), {n: second[n].stages for n in second}
+    assert second["bert"].results == first["bert"].results  # the cached results, not new measurements
+
+    third = run(fleet_dir(resnet_opset=17, bert_iterations=3), out)
+    assert third["resnet"].stages["export"] == "done"  # a new opset: exported again, and checked again
+    assert third["resnet"].stages["validate"] == "done" and third["resnet"].stages["profile"] == "done"
+    bert = third["bert"].stages  # only the profile settings changed: only profiling re-runs
+    unchanged = ("inputs", "export", "validate", "report")
+    assert {s: bert[s] for s in unchanged} == dict.fromkeys(unchanged, "cached")
+    assert bert["profile"] == "done" and third["bert"].results["profile"]["iterations"] == 3
+    assert json.loads((out / "resnet" / "model.hierarchy.json").read_text())["opset"] == 17
+
+    (out / "bert" / "model.onnx").unlink()  # a cache hit must not hand back a file that is gone
+    fourth = run(fleet_dir(resnet_opset=17, bert_iterations=3), out)
+    assert fourth["bert"].stages["export"] == "done" and (out / "bert" / "model.onnx").is_file()
+    assert fourth["resnet"].cached
+
+
+def test_cli_run_fleet_hits_the_cache_of_an_earlier_process_and_exits_1_for_a_broken_model(fleet_dir):
+    """Runs after the test above: a new process (its own Prefect API) finds the results cached on disk."""
+    out = fleet_dir.root / "out"
+    result = run_cli("run-fleet", fleet_dir(resnet_opset=17, bert_iterations=3), "--output-dir", str(out),
+                     env={"COLUMNS": "200", "PREFECT_HOME": str(fleet_dir.root / "prefect-home")})
+    assert result.returncode == 1, result.stderr
+    rows = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if line.count("│") > 5}
+    assert set(rows) >= {"bert", "resnet", "broken"}, result.stdout
+    assert rows["bert"].split("│")[-2].strip() == "yes" and rows["resnet"].split("│")[-2].strip() == "yes"
+    assert "pass" in rows["bert"] and "failed at inputs" in rows["broken"]
+    assert "broken at inputs:" in result.stderr and "config.json is not valid JSON" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_run_one_model_flow(prefect_harness, model_dirs, tmp_path):
+    from flows import run_model
+
+    outcome = run_model(str(model_dirs["tiny-resnet"]), str(tmp_path), name="r", opset=17,
+                        profiling={"enabled": False})
+    assert outcome.status == "ok", outcome.reason
+    assert set(outcome.stages) == {"resolve", "inputs", "export", "validate", "report"}
+    assert outcome.source["kind"] == "local" and outcome.source["fingerprint"].startswith("sha256:")
+    assert (tmp_path / "r" / "model.onnx").is_file() and outcome.results["validate"]["passed"]
+
+
+def test_only_transient_faults_are_retried(prefect_harness, tmp_path):
+    """A deterministic failure fails at once; a transient one is retried until it heals."""
+    from prefect import task
+
+    from modelexport.errors import BadInputError, TransientError
+    from tasks.policy import RETRY
+
+    calls = {"bad": 0, "flaky": 0}
+
+    @task(**RETRY)
+    def bad():
+        calls["bad"] += 1
+        raise BadInputError("no such model")
+
+    @task(**RETRY)
+    def flaky():
+        calls["flaky"] += 1
+        if calls["flaky"] < 3:
+            raise TransientError("hub said 503")
+        return "ok"
+
+    with pytest.raises(BadInputError):
+        bad()
+    assert calls["bad"] == 1
+    assert flaky() == "ok" and calls["flaky"] == 3
+
+
+def test_bad_run_options_fail_before_prefect_starts(tmp_path):
+    result = run_cli("run", str(tmp_path), "--opset", "99", timeout=60)
+    assert result.returncode == 2 and "opset" in result.stderr and "Traceback" not in result.stderr
+    assert textwrap.dedent(result.stderr).count("\n") == 1
