@@ -104,10 +104,19 @@ def parse_input_spec(data: object, source: str = "input spec") -> InputSpec:
     try:
         return InputSpec.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}" for err in exc.errors()
-        )
-        raise BadInputError(f"{source} is invalid: {problems}") from None
+        raise BadInputError(f"{source} is invalid: {describe_validation_errors(exc)}") from None
+
+
+def describe_validation_errors(exc: ValidationError) -> str:
+    """Every problem pydantic found, with its location (``models.2.opset: ...``), on one line."""
+    def part(p) -> str:
+        text = str(p)
+        return text if text.isprintable() and text.strip() == text and text else json.dumps(text)
+
+    return "; ".join(
+        f"{'.'.join(part(p) for p in err['loc']) or '(top level)'}: {' '.join(err['msg'].split())}"
+        for err in exc.errors()
+    )
 
 
 def load_input_spec(path: str | Path) -> InputSpec:

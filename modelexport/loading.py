@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import pickle
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,9 +94,25 @@ def _load_transformers(path: Path, task: str | None, trust_remote_code: bool) ->
     if any(path.glob("*.safetensors")):
         kwargs["use_safetensors"] = True
     try:
-        model = model_class.from_pretrained(path, **kwargs)
+        model, info = model_class.from_pretrained(path, output_loading_info=True, **kwargs)
+    except pickle.UnpicklingError:
+        raise BadInputError(
+            f"the weights in {path} are a pickle that does not load safely (weights_only=True refused it): "
+            "use safetensors weights from a trusted source"
+        ) from None
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        if "mismatch" in str(exc):
+            raise BadInputError(
+                f"the weights in {path} do not match its config.json (tensor shapes differ): re-save the model or "
+                "fix the config"
+            ) from None
         raise BadInputError(f"cannot load the model in {path}: {_first_line(exc)}") from None
+    missing = info.get("missing_keys") or []
+    if missing:
+        raise BadInputError(
+            f"the weights in {path} lack {len(missing)} tensors its config.json needs (e.g. {sorted(missing)[0]}): "
+            "re-save the model or fix the config"
+        )
     return LoadedModel(model.eval(), config, positional=False)
 
 

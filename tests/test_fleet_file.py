@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from conftest import run_cli
+from tests.conftest import run_cli
 from modelexport.errors import BadInputError
 from modelexport.fleet import load_fleet
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from hubserver import HubServer
+from tests.hubserver import HubServer
 
 
 @pytest.fixture(scope="module")

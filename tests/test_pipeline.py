@@ -12,7 +12,7 @@ import textwrap
 
 import pytest
 
-from conftest import run_cli
+from tests.conftest import run_cli
 
 FLEET = """
 name: test-fleet

@@ -26,7 +26,7 @@ def summary_table(outcomes, title: str):
 
     table = Table(title=title)
     for column in COLUMNS:
-        table.add_column(column, overflow="fold")
+        table.add_column(column, overflow="fold", no_wrap=column in ("model", "cached", "p50 ms"))
     for outcome in outcomes:
         row = outcome.row()
         style = None if outcome.status == "ok" else "red"
