@@ -8,6 +8,7 @@ from prefect import flow
 
 from modelexport.fleet import parse_fleet
 
+from . import tracking
 from .artifacts import report_model
 from .pipeline import ModelOutcome, collect, submit_pipeline
 
@@ -16,14 +17,18 @@ from .pipeline import ModelOutcome, collect, submit_pipeline
 def export_model(model: str, output_dir: str = "out/run", name: str | None = None, revision: str | None = None,
                  task: str | None = None, strategy: str = "auto", opset: int | None = None,
                  input_spec: dict | str | None = None, validation: dict | None = None,
-                 profiling: dict | None = None) -> ModelOutcome:
-    """Export one model into OUTPUT_DIR/<name>/; settings are those of a fleet file's model entry."""
+                 profiling: dict | None = None, tracking_uri: str | None = None, track: bool = True) -> ModelOutcome:
+    """Export one model into OUTPUT_DIR/<name>/; settings are those of a fleet file's model entry.
+
+    With `track`, the model's run is logged to MLflow (flows.tracking) at `tracking_uri`.
+    """
     entry = {"id": model, "name": name, "revision": revision, "task": task, "strategy": strategy, "opset": opset,
              "input_spec": input_spec, "validate": validation, "profile": profiling}
     plan = parse_fleet({"models": [{k: v for k, v in entry.items() if v is not None}]}, base=Path.cwd(),
                        source="model settings").models[0]
     runs = submit_pipeline([plan], Path(output_dir))
     outcome = collect(plan, runs[plan.name])
-    # Issue 7 (MLflow): log `outcome` (params, metrics from outcome.results; files from outcome.files) here.
+    if track:
+        tracking.log_outcome(outcome, Path(output_dir) / plan.name, tracking_uri=tracking_uri)
     report_model(outcome)
     return outcome

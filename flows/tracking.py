@@ -115,14 +115,23 @@ def connect(uri: str | None = None):
 
 
 def experiment_id(client, name: str = DEFAULT_EXPERIMENT) -> str:
-    """The id of experiment `name`, created on first use (artifacts where the store puts them)."""
+    """The id of experiment `name`, created on first use.
+
+    A SQLite store keeps the new experiment's artifacts in ``mlruns/`` beside the database file (for the default
+    ``sqlite:///mlflow.db`` that is MLflow's own ``./mlruns``), so the store is one self-contained folder; a
+    server puts them where it is configured to.
+    """
     from mlflow.exceptions import MlflowException
 
     found = client.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
+    uri = client.tracking_uri
+    location = None
+    if uri.startswith("sqlite:///"):
+        location = Path(uri.removeprefix("sqlite:///")).parent.joinpath("mlruns").as_uri()
     try:
-        return client.create_experiment(name)
+        return client.create_experiment(name, artifact_location=location)
     except MlflowException:  # created meanwhile by a concurrent run
         return client.get_experiment_by_name(name).experiment_id
 
@@ -225,12 +234,12 @@ def fleet_run(fleet: str, *, tracking_uri: str | None = None, experiment: str = 
          if failed else None)
 
 
-def _end(client, run_id: str, failed: str | None) -> None:
-    """Close a run: FINISHED with outcome passed, or FAILED with the reason as tag and param."""
+def _end(client, run_id: str, failed: str | None, outcome: str | None = None) -> None:
+    """Close a run: FINISHED with outcome passed (or `outcome`), or FAILED with the reason as tag and param."""
     if failed:
         _log_batch(client, run_id, params={"error": failed}, tags={TAG + "outcome": "failed", TAG + "error": failed})
     else:
-        _log_batch(client, run_id, tags={TAG + "outcome": "passed"})
+        _log_batch(client, run_id, tags={TAG + "outcome": outcome or "passed"})
     client.set_terminated(run_id, status="FAILED" if failed else "FINISHED")
 
 
@@ -246,6 +255,7 @@ class ModelRun:
     name: str
     fleet: str | None
     failure: str | None = None
+    validated: bool | None = None  # None: no validation report (the run finishes "unvalidated", unregistered)
     model_uri: str | None = None
     registered_version: str | None = None
 
@@ -278,26 +288,31 @@ class ModelRun:
         if onnx_path is not None:
             self.model_uri = log_onnx(onnx_path, self.run_id, self.experiment_id, export)
             _log_batch(self.client, self.run_id, tags={TAG + "model_uri": self.model_uri})
-        if validation is None:
-            self.fail(self.failure or "not validated: no validation report")
-        elif not validation.get("passed"):
-            self.fail(self.failure or run_record.validation_reason(validation))
-        elif onnx_path is None:
+        if onnx_path is None:
             self.fail(self.failure or f"no ONNX file in {output_dir}")
+        elif validation is not None:
+            self.validated = bool(validation.get("passed"))
+            if not self.validated:
+                self.fail(self.failure or run_record.validation_reason(validation))
 
     @property
     def passed(self) -> bool:
-        return self.failure is None and self.model_uri is not None
+        return self.failure is None and self.model_uri is not None and bool(self.validated)
 
 
 @contextlib.contextmanager
 def model_run(name: str, *, fleet: str | None = None, parent_run_id: str | None = None,
               tracking_uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT,
-              model_ref: str | None = None) -> Iterator[ModelRun]:
-    """A run for one model (nested under `parent_run_id`); FAILED unless the block recorded a passing model."""
+              model_ref: str | None = None, tags: dict | None = None) -> Iterator[ModelRun]:
+    """A run for one model (nested under `parent_run_id`).
+
+    It ends FAILED when the block raises, called :meth:`ModelRun.fail` or recorded a failed validation or no
+    ONNX file; FINISHED and registered when validation passed; FINISHED "unvalidated" when there was no report.
+    """
     client = connect(tracking_uri)
     tags = {TAG + "kind": "model", TAG + "model": name, TAG + "fleet": fleet,
-            TAG + "prefect_flow_run_id": prefect_flow_run_id(), "mlflow.parentRunId": parent_run_id}
+            TAG + "prefect_flow_run_id": prefect_flow_run_id(), "mlflow.parentRunId": parent_run_id,
+            **(tags or {})}
     run = _start_run(client, experiment, name)
     handle = ModelRun(client, run.info.run_id, run.info.experiment_id, name, fleet)
     _log_batch(client, handle.run_id, params={"model.name": name, "model.ref": model_ref}, tags=tags)
@@ -305,25 +320,37 @@ def model_run(name: str, *, fleet: str | None = None, parent_run_id: str | None 
         yield handle
         if handle.failure is None and handle.model_uri is None:
             handle.fail("nothing recorded for this model")
-        if handle.failure is None:
+        if handle.failure is None and handle.validated:
             handle.registered_version = register(handle.model_uri, name, fleet, handle.run_id)
     except BaseException as exc:
         _end(client, handle.run_id, failed=_short(exc))
         raise
-    _end(client, handle.run_id, failed=handle.failure)
+    _end(client, handle.run_id, failed=handle.failure, outcome=None if handle.validated else "unvalidated")
 
 
 def log_model_export(name: str, output_dir: str | os.PathLike | None, *, fleet: str | None = None,
                      parent_run_id: str | None = None, tracking_uri: str | None = None,
-                     error: str | None = None, model_ref: str | None = None, **results) -> ModelRun:
+                     error: str | None = None, model_ref: str | None = None, tags: dict | None = None,
+                     **results) -> ModelRun:
     """One call for a flow that has all results: open, record (or fail with `error`), close the model's run."""
     with model_run(name, fleet=fleet, parent_run_id=parent_run_id, tracking_uri=tracking_uri,
-                   model_ref=model_ref) as run:
+                   model_ref=model_ref, tags=tags) as run:
         if output_dir is not None and Path(output_dir).is_dir():
             run.record(output_dir, **results)
         if error:
             run.fail(error)
     return run
+
+
+def log_outcome(outcome, output_dir: str | os.PathLike, *, fleet: str | None = None,
+                parent_run_id: str | None = None, tracking_uri: str | None = None) -> ModelRun:
+    """Log a pipeline ``ModelOutcome`` (flows.pipeline): its files in `output_dir`, its failure if it failed."""
+    error = None if outcome.status == "ok" else f"failed at {outcome.failed_stage}: {outcome.reason}"
+    stages = ",".join(f"{stage}={state}" for stage, state in outcome.stages.items())
+    return log_model_export(outcome.name, output_dir, fleet=fleet, parent_run_id=parent_run_id,
+                            tracking_uri=tracking_uri, error=error, model_ref=outcome.ref,
+                            tags={TAG + "stages": stages, TAG + "cached": outcome.cached},
+                            export_seconds=outcome.results.get("export", {}).get("seconds"))
 
 
 # --- artifacts and the registry ---------------------------------------------------------------------------------

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 
 import pytest
 
 from flows import review, tracking
 
-from conftest import run_cli
+from tests.conftest import run_cli
 
 FLEET = "review-fleet"
 
@@ -29,11 +28,8 @@ def validation(passed: bool, diff: float) -> dict:
 def store(exported, tmp_path_factory):
     """Runs of three models: `steady` (no change), `slower` (latest +50% p50), `worse` (coverage drop, then a
     failed run). Logged through flows.tracking exactly as the pipeline logs them."""
-    import mlflow
-
     tmp = tmp_path_factory.mktemp("review")
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    mlflow.MlflowClient(uri).create_experiment(tracking.DEFAULT_EXPERIMENT, artifact_location=str(tmp / "art"))
     result = exported("tiny-bert")
     out = tmp / "out"
     out.mkdir()

@@ -155,12 +155,8 @@ def log_fleet(uri: str, outputs: dict[str, Path]) -> dict:
 @pytest.fixture(scope="module")
 def sqlite_store(outputs, tmp_path_factory):
     """A fleet logged into a fresh SQLite store; returns (uri, run ids, seconds taken)."""
-    import mlflow
-
     tmp = tmp_path_factory.mktemp("sqlite")
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    # Artifacts beside the database, not in the tests' working directory.
-    mlflow.MlflowClient(uri).create_experiment(tracking.DEFAULT_EXPERIMENT, artifact_location=str(tmp / "artifacts"))
     start = time.perf_counter()
     ids = log_fleet(uri, outputs)
     print(f"\nlogging a 3-model fleet into SQLite took {time.perf_counter() - start:.2f}s")
@@ -193,6 +189,9 @@ def test_one_parent_run_and_one_nested_run_per_model(store):
     assert parent.data.tags["modelexport.fleet"] == FLEET
     children = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{ids['fleet']}'")
     assert sorted(r.info.run_name for r in children) == sorted([PASSING, FAILING, RAISING])
+    if uri.startswith("sqlite:///"):  # a SQLite store keeps its artifacts beside the database
+        db_dir = Path(uri.removeprefix("sqlite:///")).parent
+        assert parent.info.artifact_uri.startswith((db_dir / "mlruns").as_uri())
     assert {r.info.run_id for r in children} == {ids[PASSING], ids[FAILING], ids[RAISING]}
     # Two models failed, so the fleet run does not look complete either.
     assert parent.info.status == "FAILED"
@@ -346,3 +345,76 @@ def test_default_tracking_uri_is_sqlite_in_the_working_directory(monkeypatch, tm
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
     assert tracking.resolve_tracking_uri() == "http://127.0.0.1:5000"
     assert tracking.resolve_tracking_uri("sqlite:///x.db") == f"sqlite:///{tmp_path / 'x.db'}"
+
+
+E2E_FLEET = """
+name: e2e
+defaults:
+  validate: {atol: 1.0e-4}
+  profile: {warmup: 0, iterations: 2}
+models:
+  - id: models/tiny-bert
+    name: bert
+  - id: models/broken
+    name: broken
+"""
+
+
+@pytest.fixture(scope="module")
+def e2e_fleet(tmp_path_factory, model_dirs) -> Path:
+    """A fleet file with a good tiny BERT and a model whose config.json is corrupt."""
+    root = tmp_path_factory.mktemp("e2e")
+    shutil.copytree(model_dirs["tiny-bert"], root / "models" / "tiny-bert")
+    (root / "models" / "broken").mkdir(parents=True)
+    (root / "models" / "broken" / "config.json").write_text("{ not json", encoding="utf-8")
+    (root / "fleet.yaml").write_text(E2E_FLEET, encoding="utf-8")
+    return root / "fleet.yaml"
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "server"])
+def test_run_fleet_logs_a_parent_run_and_a_nested_run_per_model(backend, e2e_fleet, server, prefect_harness,
+                                                                 tmp_path):
+    import mlflow
+    import mlflow.onnx
+    import onnxruntime as ort
+
+    from flows import run_fleet
+
+    uri = server.wait() if backend == "server" else f"sqlite:///{tmp_path / 'mlflow.db'}"
+    summary = run_fleet(str(e2e_fleet), str(tmp_path / "out"), concurrency=2, tracking_uri=uri)
+    assert {m.name: m.status for m in summary.models} == {"bert": "ok", "broken": "failed"}
+
+    client = mlflow.MlflowClient(uri, registry_uri=uri)
+    experiment = client.get_experiment_by_name(tracking.DEFAULT_EXPERIMENT).experiment_id
+    parents = client.search_runs([experiment], "tags.`modelexport.kind` = 'fleet' and tags.`modelexport.fleet` = 'e2e'")
+    assert len(parents) == 1
+    parent = parents[0]
+    assert parent.data.tags["modelexport.prefect_flow_run_id"]  # the flow run that produced it
+    assert parent.info.status == "FAILED" and "broken" in parent.data.tags["modelexport.error"]
+    children = {r.info.run_name: r for r in client.search_runs(
+        [experiment], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")}
+    assert sorted(children) == ["bert", "broken"]
+
+    bert = children["bert"]
+    assert bert.info.status == "FINISHED" and bert.data.tags["modelexport.outcome"] == "passed"
+    assert bert.data.params["tolerance.atol"] == "0.0001" and bert.data.params["strategy"]
+    for key in ("export_seconds", "tag_coverage", "nodes_total", "latency_p50_ms", "latency_p99_ms",
+                "throughput_per_s", "peak_memory_mb", "parity/last_hidden_state/max_abs_diff", "validation_passed"):
+        assert key in bert.data.metrics, key
+    assert bert.data.metrics["validation_passed"] == 1.0
+    assert any(k.startswith("module_self_ms/") for k in bert.data.metrics)
+    files = {Path(a.path).name for a in client.list_artifacts(bert.info.run_id, "outputs")}
+    assert {"model.hierarchy.json", "validation.json", "profile.json", "profile.md", "modules.png"} <= files
+    mlflow.set_tracking_uri(uri)
+    proto = mlflow.onnx.load_model(bert.data.tags["modelexport.model_uri"])
+    feeds = {i.name: np.ones((1, 4), dtype=np.int64) for i in proto.graph.input}
+    assert ort.InferenceSession(proto.SerializeToString()).run(None, feeds)[0].shape == (1, 4, 32)
+    version = client.get_model_version_by_alias(tracking.registered_name("bert", "e2e"), tracking.ALIAS)
+    assert version.run_id == bert.info.run_id
+
+    broken = children["broken"]
+    assert broken.info.status == "FAILED"
+    assert broken.data.tags["modelexport.error"].startswith("failed at inputs: ")
+    assert "config.json is not valid JSON" in broken.data.params["error"]
+    names = {m.name for m in client.search_registered_models()}
+    assert tracking.registered_name("broken", "e2e") not in names

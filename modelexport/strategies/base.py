@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
+import tempfile
 import warnings
 from dataclasses import dataclass
 from typing import ClassVar
@@ -12,6 +14,7 @@ import onnx
 from torch import nn
 
 from ..inputs import ExampleInputs
+from ..onnx_io import PROTOBUF_LIMIT
 
 
 @dataclass
@@ -53,7 +56,7 @@ def quiet_exporter():
     with warnings.catch_warnings(), _no_torchscript_ir_dump():
         warnings.simplefilter("ignore")
         for lg in loggers:
-            lg.setLevel(logging.ERROR)
+            lg.setLevel(logging.CRITICAL)
         try:
             yield
         finally:
@@ -77,3 +80,32 @@ def _no_torchscript_ir_dump():
         yield
     finally:
         utils.setup_onnx_logging = original
+
+
+def torchscript_export(module: nn.Module, args: tuple, **kwargs) -> onnx.ModelProto:
+    """Run the TorchScript exporter (``dynamo=False``) and return its ModelProto.
+
+    The exporter writes into memory and we parse that: no temporary file written and read back, which cost as
+    much as a third of the export of a 440 MB model (see benchmarks/). Models past protobuf's 2 GB limit need a
+    path for their external weights, so they go through a temporary folder.
+    """
+    import torch
+
+    size = sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
+    with quiet_exporter(), torch.no_grad():
+        if size < PROTOBUF_LIMIT:
+            buffer = io.BytesIO()
+            torch.onnx.export(module, args, buffer, dynamo=False, **kwargs)
+            return onnx.ModelProto.FromString(buffer.getbuffer())
+        with tempfile.TemporaryDirectory(prefix="modelexport-export-") as tmp:
+            path = f"{tmp}/model.onnx"
+            torch.onnx.export(module, args, path, dynamo=False, **kwargs)
+            return onnx.load(path)
+
+
+def root_reason(exc: BaseException) -> str:
+    """``Type: first line`` of the innermost cause: torch wraps the real reason in pages of advice."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[0].strip() if lines else ''}"
