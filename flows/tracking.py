@@ -32,6 +32,7 @@ import resource
 import shutil
 import socket
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -111,7 +112,32 @@ def connect(uri: str | None = None):
     uri = resolve_tracking_uri(uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    if uri.startswith("sqlite:///"):
+        _open_sqlite_store(uri)
     return mlflow.MlflowClient(uri, registry_uri=uri)
+
+
+_OPENED: set[str] = set()  # SQLite stores this process has opened (their schema is in place)
+_OPENING = threading.Lock()
+
+
+def _open_sqlite_store(uri: str) -> None:
+    """Open (creating if new) a SQLite store once per process, under a lock file beside it: processes or threads
+    creating the same new store at once race in MLflow's schema migrations and fail (``alembic_version ...
+    0 found``, ``table _alembic_tmp_metrics already exists``)."""
+    import fcntl
+
+    import mlflow
+
+    with _OPENING:
+        if uri in _OPENED:
+            return
+        database = Path(uri.removeprefix("sqlite:///"))
+        database.parent.mkdir(parents=True, exist_ok=True)
+        with open(database.with_name(database.name + ".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            mlflow.MlflowClient(uri, registry_uri=uri).search_registered_models(max_results=1)  # the schema
+        _OPENED.add(uri)
 
 
 def experiment_id(client, name: str = DEFAULT_EXPERIMENT) -> str:
