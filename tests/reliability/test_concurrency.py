@@ -21,7 +21,7 @@ def test_two_processes_running_the_same_model_into_the_same_folder(model_dirs, t
     procs = [subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(2)]
     results = [p.communicate(timeout=300) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], results
+    assert [p.returncode for p in procs] == [0, 0], "\n\n".join(o + e for o, e in results)
 
     import onnx
 

@@ -101,10 +101,11 @@ def test_sigkill_mid_export_leaves_nothing_complete_and_a_rerun_finishes(prefect
         client = tracking.connect(uri)
         runs = client.search_runs([e.experiment_id for e in client.search_experiments()], max_results=1000)
         assert [r.info.run_name for r in runs if r.info.status == "RUNNING"] == []
-        for r in runs:
-            if r.data.tags.get(tracking.TAG + "pid") == str(killed_pid):
-                assert r.info.status == "FAILED"
-                assert r.data.tags[tracking.TAG + "error"].startswith("interrupted")
+        killed = [r for r in runs if r.data.tags.get(tracking.TAG + "pid") == str(killed_pid)]
+        assert killed, "the killed fleet run was not tracked"
+        for r in killed:
+            assert r.info.status == "FAILED"
+            assert r.data.tags[tracking.TAG + "error"].startswith("interrupted")
 
 
 REAPED_SCRIPT = """
