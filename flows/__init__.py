@@ -24,16 +24,29 @@ def _storage(cache_dir: str | Path) -> Path:
 
 
 def run_fleet(fleet_file: str, output_dir: str, concurrency: int = DEFAULT_CONCURRENCY,
-              cache_dir: str | None = None, on_model_done=None) -> FleetSummary:
-    """Run the fleet flow with N models at a time; cached results live in CACHE_DIR (default OUTPUT_DIR/.cache)."""
-    from prefect.task_runners import ThreadPoolTaskRunner
+              cache_dir: str | None = None, on_model_done=None, runner: str = "threads",
+              dask_address: str | None = None) -> FleetSummary:
+    """Run the fleet flow with N models at a time; cached results live in CACHE_DIR (default OUTPUT_DIR/.cache).
 
-    configured = export_fleet.with_options(task_runner=ThreadPoolTaskRunner(max_workers=concurrency),
+    ``runner="dask"`` runs the stages on a Dask cluster: the scheduler at DASK_ADDRESS, else a local one of
+    CONCURRENCY single-threaded worker processes.
+    """
+    from .runners import task_runner
+
+    configured = export_fleet.with_options(task_runner=task_runner(runner, concurrency, dask_address),
                                            result_storage=_storage(cache_dir or Path(output_dir) / ".cache"))
-    return configured(fleet_file, output_dir, on_model_done)
+    return _value(configured(fleet_file, output_dir, on_model_done, return_state=True))
 
 
 def run_model(model: str, output_dir: str, cache_dir: str | None = None, **settings) -> ModelOutcome:
     """Run the one-model flow; `settings` are export_model's keyword arguments."""
     configured = export_model.with_options(result_storage=_storage(cache_dir or Path(output_dir) / ".cache"))
-    return configured(model, output_dir, **settings)
+    return _value(configured(model, output_dir, **settings, return_state=True))
+
+
+def _value(state):
+    """The flow's outcome, also when the run ended Failed because a model failed; a crash is raised."""
+    value = state.result(raise_on_failure=False)
+    if isinstance(value, BaseException):
+        raise value
+    return value

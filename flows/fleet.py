@@ -14,7 +14,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from modelexport.fleet import load_fleet
 
 from .artifacts import artifact_key, report_fleet, report_model
-from .pipeline import ModelOutcome, collect, submit_pipeline
+from .pipeline import ModelOutcome, collect, ending, submit_pipeline
 
 DEFAULT_CONCURRENCY = 2
 
@@ -36,6 +36,7 @@ def export_fleet(fleet_file: str, output_dir: str | None = None,
     """Export every model of FLEET_FILE into OUTPUT_DIR/<name>/ and end with a summary table.
 
     Concurrency is the task runner's: ``export_fleet.with_options(task_runner=ThreadPoolTaskRunner(N))``.
+    The run ends Failed (still carrying the summary) when a model failed; the others still ran.
     """
     fleet = load_fleet(fleet_file)
     out = Path(output_dir or f"out/{fleet.name}")
@@ -55,4 +56,4 @@ def export_fleet(fleet_file: str, output_dir: str | None = None,
             on_model_done(outcome)
     summary = FleetSummary(fleet.name, str(out), [outcomes[p.name] for p in fleet.models])
     report_fleet(fleet.name, summary.models)
-    return summary
+    return ending(summary, summary.failed)

@@ -9,7 +9,7 @@ from prefect import flow
 from modelexport.fleet import parse_fleet
 
 from .artifacts import report_model
-from .pipeline import ModelOutcome, collect, submit_pipeline
+from .pipeline import ModelOutcome, collect, ending, submit_pipeline
 
 
 @flow(name="export-model", persist_result=False)
@@ -17,7 +17,10 @@ def export_model(model: str, output_dir: str = "out/run", name: str | None = Non
                  task: str | None = None, strategy: str = "auto", opset: int | None = None,
                  input_spec: dict | str | None = None, validation: dict | None = None,
                  profiling: dict | None = None) -> ModelOutcome:
-    """Export one model into OUTPUT_DIR/<name>/; settings are those of a fleet file's model entry."""
+    """Export one model into OUTPUT_DIR/<name>/; settings are those of a fleet file's model entry.
+
+    The run ends Failed (still carrying the outcome) when the model failed.
+    """
     entry = {"id": model, "name": name, "revision": revision, "task": task, "strategy": strategy, "opset": opset,
              "input_spec": input_spec, "validate": validation, "profile": profiling}
     plan = parse_fleet({"models": [{k: v for k, v in entry.items() if v is not None}]}, base=Path.cwd(),
@@ -26,4 +29,4 @@ def export_model(model: str, output_dir: str = "out/run", name: str | None = Non
     outcome = collect(plan, runs[plan.name])
     # Issue 7 (MLflow): log `outcome` (params, metrics from outcome.results; files from outcome.files) here.
     report_model(outcome)
-    return outcome
+    return ending(outcome, [outcome] if outcome.status != "ok" else [])
