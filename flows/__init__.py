@@ -7,14 +7,21 @@ PREFECT_API_URL points at a server.
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
-from .fleet import DEFAULT_CONCURRENCY, FleetSummary, export_fleet
-from .model import export_model
-from .pipeline import ModelOutcome
+# Imported on first use, so modules that need no Prefect (flows.tracking, flows.review) load without it.
+_LAZY = {"DEFAULT_CONCURRENCY": "fleet", "FleetSummary": "fleet", "export_fleet": "fleet", "export_model": "model",
+         "ModelOutcome": "pipeline"}
 
 __all__ = ["DEFAULT_CONCURRENCY", "FleetSummary", "ModelOutcome", "export_fleet", "export_model", "run_fleet",
            "run_model"]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _storage(cache_dir: str | Path) -> Path:
@@ -23,23 +30,27 @@ def _storage(cache_dir: str | Path) -> Path:
     return Path(cache_dir).resolve()
 
 
-def run_fleet(fleet_file: str, output_dir: str, concurrency: int = DEFAULT_CONCURRENCY,
-              cache_dir: str | None = None, on_model_done=None, runner: str = "threads",
-              dask_address: str | None = None) -> FleetSummary:
+def run_fleet(fleet_file: str, output_dir: str, concurrency: int | None = None,
+              cache_dir: str | None = None, on_model_done=None, tracking_uri: str | None = None,
+              track: bool = True, runner: str = "threads", dask_address: str | None = None) -> FleetSummary:
     """Run the fleet flow with N models at a time; cached results live in CACHE_DIR (default OUTPUT_DIR/.cache).
 
     ``runner="dask"`` runs the stages on a Dask cluster: the scheduler at DASK_ADDRESS, else a local one of
     CONCURRENCY single-threaded worker processes.
     """
+    from .fleet import DEFAULT_CONCURRENCY, export_fleet
     from .runners import task_runner
 
+    concurrency = concurrency or DEFAULT_CONCURRENCY
     configured = export_fleet.with_options(task_runner=task_runner(runner, concurrency, dask_address),
                                            result_storage=_storage(cache_dir or Path(output_dir) / ".cache"))
-    return _value(configured(fleet_file, output_dir, on_model_done, return_state=True))
+    return _value(configured(fleet_file, output_dir, on_model_done, tracking_uri, track, return_state=True))
 
 
 def run_model(model: str, output_dir: str, cache_dir: str | None = None, **settings) -> ModelOutcome:
     """Run the one-model flow; `settings` are export_model's keyword arguments."""
+    from .model import export_model
+
     configured = export_model.with_options(result_storage=_storage(cache_dir or Path(output_dir) / ".cache"))
     return _value(configured(model, output_dir, **settings, return_state=True))
 

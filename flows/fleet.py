@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from modelexport.fleet import load_fleet
 
+from . import tracking
 from .artifacts import artifact_key, report_fleet, report_model
 from .pipeline import ModelOutcome, collect, ending, submit_pipeline
 
@@ -32,13 +34,23 @@ class FleetSummary:
 
 @flow(name="export-fleet", persist_result=False, task_runner=ThreadPoolTaskRunner(max_workers=DEFAULT_CONCURRENCY))
 def export_fleet(fleet_file: str, output_dir: str | None = None,
-                 on_model_done: Callable[[ModelOutcome], None] | None = None) -> FleetSummary:
+                 on_model_done: Callable[[ModelOutcome], None] | None = None, tracking_uri: str | None = None,
+                 track: bool = True) -> FleetSummary:
     """Export every model of FLEET_FILE into OUTPUT_DIR/<name>/ and end with a summary table.
 
     Concurrency is the task runner's: ``export_fleet.with_options(task_runner=ThreadPoolTaskRunner(N))``.
+    With `track`, the fleet run is an MLflow run and each model a run nested under it (flows.tracking).
     The run ends Failed (still carrying the summary) when a model failed; the others still ran.
     """
     fleet = load_fleet(fleet_file)
+    params = {"fleet.file": fleet_file, "fleet.models": len(fleet.models)}
+    run = tracking.fleet_run(fleet.name, tracking_uri=tracking_uri, params=params) if track else nullcontext()
+    with run as parent:
+        summary = _export_fleet(fleet, output_dir, on_model_done, parent)
+    return ending(summary, summary.failed)
+
+
+def _export_fleet(fleet, output_dir, on_model_done, parent: tracking.FleetRun | None) -> FleetSummary:
     out = Path(output_dir or f"out/{fleet.name}")
     progress = create_progress_artifact(0.0, key=artifact_key("fleet", fleet.name, "progress"),
                                         description=f"models of fleet {fleet.name} finished")
@@ -49,11 +61,13 @@ def export_fleet(fleet_file: str, output_dir: str | None = None,
     for future in as_completed(list(last)):
         name = last[future]
         outcome = outcomes[name] = collect(plans[name], runs[name])
-        # Issue 7 (MLflow): log `outcome` here, one run per model nested under the fleet's run.
+        if parent is not None:
+            tracking.log_outcome(outcome, out / name, fleet=fleet.name, parent_run_id=parent.run_id,
+                                 tracking_uri=parent.tracking_uri)
         report_model(outcome, fleet.name)
         update_progress_artifact(progress, 100 * len(outcomes) / len(plans))
         if on_model_done is not None:
             on_model_done(outcome)
     summary = FleetSummary(fleet.name, str(out), [outcomes[p.name] for p in fleet.models])
     report_fleet(fleet.name, summary.models)
-    return ending(summary, summary.failed)
+    return summary

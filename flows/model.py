@@ -8,6 +8,7 @@ from prefect import flow
 
 from modelexport.fleet import parse_fleet
 
+from . import tracking
 from .artifacts import report_model
 from .pipeline import ModelOutcome, collect, ending, submit_pipeline
 
@@ -16,10 +17,11 @@ from .pipeline import ModelOutcome, collect, ending, submit_pipeline
 def export_model(model: str, output_dir: str = "out/run", name: str | None = None, revision: str | None = None,
                  task: str | None = None, strategy: str = "auto", opset: int | None = None,
                  input_spec: dict | str | None = None, validation: dict | None = None,
-                 profiling: dict | None = None) -> ModelOutcome:
+                 profiling: dict | None = None, tracking_uri: str | None = None, track: bool = True) -> ModelOutcome:
     """Export one model into OUTPUT_DIR/<name>/; settings are those of a fleet file's model entry.
 
-    The run ends Failed (still carrying the outcome) when the model failed.
+    With `track`, the model's run is logged to MLflow (flows.tracking) at `tracking_uri`. The run ends Failed
+    (still carrying the outcome) when the model failed.
     """
     entry = {"id": model, "name": name, "revision": revision, "task": task, "strategy": strategy, "opset": opset,
              "input_spec": input_spec, "validate": validation, "profile": profiling}
@@ -27,6 +29,7 @@ def export_model(model: str, output_dir: str = "out/run", name: str | None = Non
                        source="model settings").models[0]
     runs = submit_pipeline([plan], Path(output_dir))
     outcome = collect(plan, runs[plan.name])
-    # Issue 7 (MLflow): log `outcome` (params, metrics from outcome.results; files from outcome.files) here.
+    if track:
+        tracking.log_outcome(outcome, Path(output_dir) / plan.name, tracking_uri=tracking_uri)
     report_model(outcome)
     return ending(outcome, [outcome] if outcome.status != "ok" else [])

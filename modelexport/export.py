@@ -18,12 +18,15 @@ from .inputs import ExampleInputs, InputSpec, inputs_from_spec, spec_from_config
 from .loading import LoadedModel, load
 from .source import ModelSource, resolve
 from .strategies import STRATEGIES
+from .strategies.base import root_reason
 from .versions import library_versions
 
 DEFAULT_OPSET = 18
 SIDECAR_FORMAT = "modelexport.hierarchy/1"
-# Order tried by `--strategy auto`: the first that succeeds (and passes the coverage check) wins.
-AUTO_ORDER = ("htp",)
+# Order tried by `--strategy auto`: the first that succeeds (and passes the coverage check) wins. htp is fast and
+# exact; dynamo follows what tracing cannot (torch.cond, Python control flow torch.export handles) at ~2 s; usage
+# needs only forward hooks where the exporter's scope names are unusable; fx rarely traces what the others miss.
+AUTO_ORDER = ("htp", "dynamo", "usage", "fx")
 
 
 @dataclass
@@ -107,15 +110,17 @@ def capture_and_tag(loaded, inputs, names, strategies, opset, hierarchy: Hierarc
             stats = tagging.stats_for(mapping, hierarchy.root, projected)
             check_tags(stats, has_submodules=len(hierarchy.modules) > 1)
         except Exception as exc:  # a strategy failing is data: record why and try the next
-            reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+            reason = root_reason(exc)
             attempts.append(Attempt(name, False, round(time.perf_counter() - start, 3), reason))
             continue
         attempts.append(Attempt(name, True, round(time.perf_counter() - start, 3)))
         return capture, mapping, stats, attempts
     first = next(a for a in attempts)
-    raise ExportFailedError(
+    error = ExportFailedError(
         f"every strategy failed ({', '.join(a.strategy for a in attempts)}); {first.strategy}: {first.reason}"
     )
+    error.attempts = attempts  # for callers that report every attempt (export --strategy all)
+    raise error
 
 
 def check_tags(stats: tagging.TagStats, has_submodules: bool) -> None:

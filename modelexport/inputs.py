@@ -168,7 +168,7 @@ def _text(config, name: str) -> TensorSpec | None:
     axes = {0: "batch", 1: "decoder_sequence" if name.startswith("decoder_") else "sequence"}
     if name in ("input_ids", "decoder_input_ids") and vocab:
         return TensorSpec(shape=[BATCH, seq], dtype="int64", dynamic_axes=axes, low=0, high=vocab)
-    if name in ("attention_mask", "decoder_attention_mask"):
+    if name in ("attention_mask", "decoder_attention_mask") and vocab:  # text masks; a ViT takes none
         return TensorSpec(shape=[BATCH, seq], dtype="int64", dynamic_axes=axes, low=1, high=2)
     if name == "token_type_ids":
         return TensorSpec(shape=[BATCH, seq], dtype="int64", dynamic_axes=axes, low=0, high=1)

@@ -55,6 +55,20 @@ def exported(model_dirs, tmp_path_factory):
     return get
 
 
+@pytest.fixture(scope="session", autouse=True)
+def mlflow_tracking_uri(tmp_path_factory):
+    """Pipeline runs log to MLflow by default: point the session (and CLI subprocesses) at a throwaway SQLite
+    store rather than ./mlflow.db or whatever MLFLOW_TRACKING_URI the user has set."""
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    saved = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    yield uri
+    if saved is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = saved
+
+
 @pytest.fixture(scope="session")
 def prefect_harness():
     """One temporary Prefect API (SQLite) for every in-process flow run of the session: starting one costs seconds."""

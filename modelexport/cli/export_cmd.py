@@ -2,6 +2,7 @@
 
 MODEL is a directory saved with save_pretrained, a Hugging Face hub id (downloaded; --revision pins it), or
 module.path:factory returning a torch.nn.Module (with --input-spec). Writes OUTPUT and OUTPUT_STEM.hierarchy.json.
+With --strategy all, OUTPUT is a directory: every strategy writes OUTPUT/<strategy>.onnx and a table compares them.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ def add_model_arguments(p) -> None:
 
 def add_arguments(p) -> None:
     p.add_argument("model", metavar="MODEL", help="model directory, hub id, or module.path:factory")
-    p.add_argument("output", metavar="OUTPUT.onnx", help="ONNX file to write")
-    p.add_argument("--strategy", default="auto", help="capture strategy: auto (default) or a name, e.g. htp")
+    p.add_argument("output", metavar="OUTPUT.onnx", help="ONNX file to write (a directory with --strategy all)")
+    p.add_argument("--strategy", default="auto",
+                   help="capture strategy: auto (default: htp, dynamo, usage, fx in turn), one of htp, dynamo, usage, "
+                   "fx, or all (export with each into the OUTPUT directory and compare)")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 18)")
     p.add_argument("--clean", action="store_true", help="write no tag metadata into the ONNX; sidecar only")
     p.add_argument("--torch-modules", action="store_true", help="make built-in torch.nn modules tag segments too")
@@ -37,6 +40,8 @@ def run(args) -> int:
     from ..report_tree import render_tree
 
     spec = load_input_spec(args.input_spec) if args.input_spec else None
+    if args.strategy == "all":
+        return _run_all(args, spec)
     console = Console(stderr=True)
     with console.status(f"exporting {args.model}"):
         result = export_model(
@@ -62,3 +67,33 @@ def run(args) -> int:
     )
     out.print(render_tree(result.sidecar["tree"], depth=3))
     return 0
+
+
+def _run_all(args, spec) -> int:
+    """Export with every strategy into the OUTPUT directory; a table says how each did. Exit 0 if any worked."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..export import DEFAULT_OPSET
+    from ..export_all import export_all
+
+    with Console(stderr=True).status(f"exporting {args.model} with every strategy"):
+        runs = export_all(args.model, args.output, revision=args.revision, opset=args.opset or DEFAULT_OPSET,
+                          clean=args.clean, torch_modules=args.torch_modules, input_spec=spec, task=args.task,
+                          trust_remote_code=args.trust_remote_code)
+    table = Table(title=f"{args.model} → {args.output}/<strategy>.onnx")
+    for column in ("strategy", "result", "nodes", "coverage", "agreement with htp", "seconds"):
+        table.add_column(column, justify="left" if column in ("strategy", "result") else "right")
+    for run in runs:
+        table.add_row(
+            run.strategy,
+            "[green]ok[/]" if run.ok else f"[red]failed[/] ({run.reason})",
+            "" if run.nodes is None else str(run.nodes),
+            "" if run.coverage is None else f"{run.coverage:.0%}",
+            "" if run.agreement_with_htp is None else f"{run.agreement_with_htp:.1%}",
+            f"{run.seconds:.2f}",
+        )
+    Console().print(table)
+    Console().print("agreement with htp: overlap of the node-count distributions over modules (node names differ "
+                    "between exporters)")
+    return 0 if any(run.ok for run in runs) else 1

@@ -23,6 +23,9 @@ def add_arguments(p) -> None:
     p.add_argument("--no-profile", action="store_true", help="skip latency profiling")
     p.add_argument("--iterations", type=int, help="profiling runs")
     p.add_argument("--cache-dir", help="where task results are cached (default: OUTPUT_DIR/.cache)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else "
+                   "sqlite:///mlflow.db in the working directory)")
+    p.add_argument("--no-tracking", action="store_true", help="log nothing to MLflow")
     add_model_arguments(p)
     from .pipeline_view import add_json_argument
 
@@ -61,7 +64,8 @@ def run(args) -> int:
 
     console = Console(stderr=True)
     with console.status(f"exporting {args.model}"):
-        outcome = run_model(args.model, args.output_dir, args.cache_dir, **settings)
+        outcome = run_model(args.model, args.output_dir, args.cache_dir, **settings,
+                            tracking_uri=args.tracking_uri, track=not args.no_tracking)
     console.print(model_line(outcome))
     table_console(args.json).print(summary_table([outcome], f"{outcome.name} → {Path(args.output_dir) / outcome.name}"))
     write_json(args.json, summary_json([outcome], args.output_dir, outcome.exit_code))

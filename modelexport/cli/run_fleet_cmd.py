@@ -16,6 +16,9 @@ def add_arguments(p) -> None:
     p.add_argument("--output-dir", help="where each model's folder goes (default: out/<fleet name>)")
     p.add_argument("--concurrency", type=int, default=2, help="models worked on at once (default 2)")
     p.add_argument("--cache-dir", help="where task results are cached (default: OUTPUT_DIR/.cache)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else "
+                   "sqlite:///mlflow.db in the working directory)")
+    p.add_argument("--no-tracking", action="store_true", help="log nothing to MLflow")
     p.add_argument("--runner", choices=("threads", "dask"), default="threads",
                    help="threads in this process (default) or a Dask cluster (prefect-dask)")
     p.add_argument("--dask-address", metavar="tcp://HOST:PORT",
@@ -54,7 +57,8 @@ def run(args) -> int:
             progress.advance(bar)
 
         summary = run_fleet(args.fleet, output_dir, args.concurrency, args.cache_dir, on_model_done=done,
-                            runner=args.runner, dask_address=args.dask_address)
+                            tracking_uri=args.tracking_uri, track=not args.no_tracking, runner=args.runner,
+                            dask_address=args.dask_address)
     table_console(args.json).print(summary_table(summary.models, f"fleet {fleet.name} → {output_dir}"))
     failed = summary.failed
     if failed:

@@ -53,9 +53,17 @@ def quiet_exporter():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for lg in loggers:
-            lg.setLevel(logging.ERROR)
+            lg.setLevel(logging.CRITICAL)
         try:
             yield
         finally:
             for lg, level in zip(loggers, levels):
                 lg.setLevel(level)
+
+
+def root_reason(exc: BaseException) -> str:
+    """``Type: first line`` of the innermost cause: torch wraps the real reason in pages of advice."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[0].strip() if lines else ''}"

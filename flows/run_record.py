@@ -1,0 +1,162 @@
+"""What an MLflow model run records, computed from plain dicts: the sidecar, the validation report, the profile.
+
+Kept apart from :mod:`flows.tracking` (which talks to MLflow) so the choice of names and numbers reads in one
+place and is testable without a store. Metric names are listed in the README's MLflow section.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+SIDECAR_SUFFIX = ".hierarchy.json"
+VERSIONED = ("modelexport", "torch", "onnx", "onnxruntime", "onnxscript", "transformers")
+LATENCY_KEYS = ("mean", "p50", "p90", "p99", "stdev")
+
+
+def find_sidecar(output_dir: Path) -> dict | None:
+    """The export's sidecar in `output_dir` (the only ``*.hierarchy.json``), or None."""
+    found = sorted(output_dir.glob(f"*{SIDECAR_SUFFIX}"))
+    return json.loads(found[0].read_text(encoding="utf-8")) if found else None
+
+
+def read_json(output_dir: Path, name: str) -> dict | None:
+    """`name` (validation.json, profile.json) from the model's output dir, as the pipeline writes it; or None."""
+    path = output_dir / name
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def find_onnx(output_dir: Path, export: dict | None) -> Path | None:
+    """The exported ONNX file: the one the sidecar names, else the only ``*.onnx`` in `output_dir`."""
+    if export and export.get("onnx") and (output_dir / export["onnx"]).is_file():
+        return output_dir / export["onnx"]
+    found = sorted(output_dir.glob("*.onnx"))
+    return found[0] if len(found) == 1 else None
+
+
+def attempts_text(strategy: dict) -> str:
+    """``htp: ok; dynamo: failed (ExportFailedError: ...)`` — the short form of the strategy attempts."""
+    parts = []
+    for a in strategy.get("attempts", []):
+        parts.append(f"{a.get('strategy')}: ok" if a.get("ok") else f"{a.get('strategy')}: failed ({a.get('reason')})")
+    return "; ".join(parts)[:500]
+
+
+def inputs_text(inputs: dict) -> str:
+    """``input_ids:int64[batch,sequence]`` per input: shape with dynamic axes named."""
+    parts = []
+    for name, spec in inputs.items():
+        axes = spec.get("dynamic_axes", {})
+        dims = [axes.get(str(i), str(d)) for i, d in enumerate(spec.get("shape", []))]
+        parts.append(f"{name}:{spec.get('dtype')}[{','.join(dims)}]")
+    return " ".join(parts)
+
+
+def export_params(export: dict) -> dict:
+    model = export.get("model") or {}
+    options = export.get("options") or {}
+    versions = export.get("versions") or {}
+    params = {
+        "model.id": model.get("ref"),
+        "model.kind": model.get("kind"),
+        "model.revision": model.get("revision") or model.get("fingerprint"),
+        "model.fingerprint": model.get("fingerprint"),
+        "task": options.get("task") or "auto",
+        "strategy": (export.get("strategy") or {}).get("name"),
+        "strategy.attempts": attempts_text(export.get("strategy") or {}),
+        "exporter": export.get("exporter"),
+        "opset": export.get("opset"),
+        "inputs": inputs_text(export.get("inputs") or {}),
+        "outputs": ",".join(export.get("outputs") or []),
+        "clean": options.get("clean"),
+        "torch_modules": options.get("torch_modules"),
+    }
+    params |= {f"version.{name}": versions[name] for name in VERSIONED if name in versions}
+    return params
+
+
+def export_metrics(export: dict) -> dict:
+    stats = export.get("stats") or {}
+    return {
+        "nodes_total": stats.get("total_nodes"),
+        "nodes_tagged": stats.get("tagged_nodes"),
+        "nodes_root_tagged": stats.get("root_tagged_nodes"),
+        "tag_coverage": stats.get("coverage"),
+        "modules": len(export.get("tags") or {}),
+    }
+
+
+def per_output(validation: dict) -> dict[str, dict]:
+    """Worst max abs/rel difference of each output over every seed and shape case; None where it errored."""
+    outputs: dict[str, dict] = {}
+    for check in validation.get("checks", []):
+        entry = outputs.setdefault(check["output"], {"max_abs_diff": 0.0, "max_rel_diff": 0.0, "passed": True})
+        entry["passed"] = entry["passed"] and bool(check.get("passed"))
+        for key in ("max_abs_diff", "max_rel_diff"):
+            value = check.get(key)
+            entry[key] = float("inf") if value is None else max(entry[key], float(value))
+    return outputs
+
+
+def validation_metrics(validation: dict, key) -> dict:
+    outputs = per_output(validation)
+    metrics = {"validation_passed": 1.0 if validation.get("passed") else 0.0}
+    for name, entry in outputs.items():
+        metrics[key("parity", name, "max_abs_diff")] = entry["max_abs_diff"]
+        metrics[key("parity", name, "max_rel_diff")] = entry["max_rel_diff"]
+    if outputs:
+        metrics["parity_max_abs_diff"] = max(e["max_abs_diff"] for e in outputs.values())
+        metrics["parity_max_rel_diff"] = max(e["max_rel_diff"] for e in outputs.values())
+    return metrics
+
+
+def validation_reason(validation: dict) -> str:
+    return f"validation failed: {validation.get('summary') or 'an output is over tolerance'}"
+
+
+def profile_metrics(profile: dict, key, top: int) -> dict:
+    latency = profile.get("latency_ms") or {}
+    metrics = {f"latency_{k}_ms": latency.get(k) for k in LATENCY_KEYS}
+    metrics |= {"throughput_per_s": profile.get("throughput_per_s"),
+                "attributed_fraction": profile.get("attributed_fraction"),
+                "kernel_ms": profile.get("kernel_ms"),
+                "peak_memory_mb": profile.get("peak_rss_mb"),  # the ORT session's process peak while profiling
+                "peak_memory_delta_mb": profile.get("peak_rss_delta_mb")}
+    modules = sorted(profile.get("modules") or [], key=lambda m: m.get("self_ms") or 0, reverse=True)
+    for module in modules[:top]:
+        metrics[key("module_self_ms", module.get("tag") or "root")] = module.get("self_ms")
+    return metrics
+
+
+def params_and_metrics(export: dict | None, validation: dict | None, profile: dict | None,
+                       tolerances: dict | None, key, top: int) -> tuple[dict, dict]:
+    """Every param and metric of one model run; missing parts are simply absent."""
+    params: dict = {}
+    metrics: dict = {}
+    if export:
+        params |= export_params(export)
+        metrics |= export_metrics(export)
+    tolerances = tolerances or (validation or {}).get("tolerances") or {}
+    params |= {f"tolerance.{k}": v for k, v in tolerances.items()}
+    if validation:
+        metrics |= validation_metrics(validation, key)
+    if profile:
+        metrics |= profile_metrics(profile, key, top)
+    return params, {k: v for k, v in metrics.items() if v is not None}
+
+
+def input_example(export: dict | None) -> dict[str, np.ndarray] | None:
+    """Inputs of the export's recorded shapes: integers zero (masks one), floats seeded normal noise."""
+    if not export or not export.get("inputs"):
+        return None
+    rng = np.random.default_rng(0)
+    example = {}
+    for name, spec in export["inputs"].items():
+        shape, dtype = spec["shape"], np.dtype(spec.get("dtype", "float32").replace("bfloat16", "float32"))
+        if dtype.kind == "f":
+            example[name] = rng.standard_normal(shape).astype(dtype)
+        else:
+            example[name] = (np.ones if "mask" in name else np.zeros)(shape, dtype=dtype)
+    return example

@@ -1,0 +1,393 @@
+"""MLflow tracking of exports: a parent run per fleet run, a nested run per model, the registry on pass.
+
+All of modelexport's MLflow code lives here; the core never imports mlflow. Functions take plain values (paths,
+the sidecar / validation / profile dicts) so any flow can call them with what it has::
+
+    with tracking.fleet_run("nightly") as fleet:
+        with tracking.model_run("tiny-bert", fleet="nightly", parent_run_id=fleet.run_id) as run:
+            run.record(output_dir, export=sidecar, validation=report, profile=profile, export_seconds=4.2)
+
+Runs are driven through ``MlflowClient`` with explicit run ids (not the thread-local "active run"), so model
+runs may be logged from Prefect worker threads. A block that raises, or a model that fails validation, ends its
+run FAILED with the reason in the ``modelexport.error`` tag and param; only a passing model is registered as a
+new version of ``modelexport.<fleet>.<model>`` and given the alias ``validated``.
+
+No secret reaches MLflow: environment variables are never logged, and every param, tag and text artifact goes
+through :func:`scrub` (URL credentials, ``token=`` query values, Hugging Face tokens, and the values of any
+environment variable whose name says it is a secret are replaced by ``***``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import resource
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import run_record
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # MLflow 3's own default: a database in the working directory
+DEFAULT_EXPERIMENT = "modelexport"
+ALIAS = "validated"
+TOP_MODULES = 5  # modules whose self time becomes a metric
+TAG = "modelexport."  # prefix of our run tags
+TEXT_SUFFIXES = {".json", ".md", ".graphml", ".txt", ".yaml", ".yml", ".csv", ".html", ".xml", ".log"}
+SKIP_SUFFIXES = {".onnx", ".data", ".part", ".onnx_data"}  # the ONNX model goes through mlflow.onnx instead
+
+
+# --- secrets ----------------------------------------------------------------------------------------------------
+
+SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY|ACCESS_?KEY|CREDENTIAL|AUTH", re.I)
+SECRET_PATTERNS = [
+    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s'\"]+@"), r"\1***@"),  # https://user:token@host
+    (re.compile(r"(?i)\b(token|access_token|api_key|apikey|password|secret|sig)=[^&\s'\"]+"), r"\1=***"),
+    (re.compile(r"\bhf_[A-Za-z0-9]{8,}"), "hf_***"),
+    (re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/-]{8,}=*"), r"\1 ***"),
+]
+
+
+def _secret_values() -> list[str]:
+    """Values of environment variables whose names say they hold a secret (long enough to be one)."""
+    values = {v for k, v in os.environ.items() if SECRET_NAME.search(k) and len(v) >= 8}
+    return sorted(values, key=len, reverse=True)
+
+
+def scrub(text: str) -> str:
+    """`text` with credentials and secret environment values replaced by ``***``."""
+    for value in _secret_values():
+        text = text.replace(value, "***")
+    for pattern, replacement in SECRET_PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+# --- names ------------------------------------------------------------------------------------------------------
+
+def metric_key(*parts: str) -> str:
+    """A valid MLflow metric name from free text (module tags, output names): ``/A/B.0`` -> ``A.B.0``."""
+    cleaned = []
+    for part in parts:
+        part = re.sub(r"[^\w\-. ]", ".", str(part).strip("/")).strip(". ") or "_"
+        cleaned.append(re.sub(r"\.{2,}", ".", part))
+    key = "/".join(cleaned)
+    if len(key) > 240:  # MLflow's key limit is 250: keep the end (the innermost module) and a hash
+        key = key[:20] + "-" + hashlib.sha1(key.encode()).hexdigest()[:8] + key[-200:]
+    return key
+
+
+def registered_name(model: str, fleet: str | None = None) -> str:
+    """The registry name of a model: ``modelexport.<fleet>.<model>`` (``modelexport.<model>`` outside a fleet)."""
+    safe = [re.sub(r"[^\w\-.]", "-", p).strip(".") or "_" for p in ([fleet] if fleet else []) + [model]]
+    return ".".join(["modelexport", *safe])
+
+
+# --- backend ----------------------------------------------------------------------------------------------------
+
+def resolve_tracking_uri(uri: str | None = None) -> str:
+    """`uri`, else ``MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db`` in the working directory (absolute)."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        uri = "sqlite:///" + os.path.abspath(uri[len("sqlite:///"):])
+    return uri
+
+
+def connect(uri: str | None = None):
+    """An ``MlflowClient`` on the resolved URI; also made the process default (``mlflow.onnx`` logs through it)."""
+    import mlflow
+
+    uri = resolve_tracking_uri(uri)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return mlflow.MlflowClient(uri, registry_uri=uri)
+
+
+def experiment_id(client, name: str = DEFAULT_EXPERIMENT) -> str:
+    """The id of experiment `name`, created on first use.
+
+    A SQLite store keeps the new experiment's artifacts in ``mlruns/`` beside the database file (for the default
+    ``sqlite:///mlflow.db`` that is MLflow's own ``./mlruns``), so the store is one self-contained folder; a
+    server puts them where it is configured to.
+    """
+    from mlflow.exceptions import MlflowException
+
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    uri = client.tracking_uri
+    location = None
+    if uri.startswith("sqlite:///"):
+        location = Path(uri.removeprefix("sqlite:///")).parent.joinpath("mlruns").as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except MlflowException:  # created meanwhile by a concurrent run
+        return client.get_experiment_by_name(name).experiment_id
+
+
+def prefect_flow_run_id() -> str | None:
+    """The id of the Prefect flow run we are inside, if any."""
+    try:
+        from prefect.runtime import flow_run
+    except ImportError:
+        return None
+    run_id = flow_run.id
+    return str(run_id) if run_id else None
+
+
+def _log_batch(client, run_id: str, params: dict | None = None, metrics: dict | None = None,
+               tags: dict | None = None) -> None:
+    """Params, metrics and tags in as few requests as MLflow's batch limits allow; all text scrubbed."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    now = int(time.time() * 1000)
+    p = [Param(k, scrub(str(v))[:6000]) for k, v in (params or {}).items() if v is not None]
+    t = [RunTag(k, scrub(str(v))[:8000]) for k, v in (tags or {}).items() if v is not None]
+    m = [Metric(k, float(v), now, 0) for k, v in (metrics or {}).items() if isinstance(v, (int, float))]
+    for start in range(0, max(len(p), len(t), len(m)), 100):
+        client.log_batch(run_id, metrics=m[start:start + 100], params=p[start:start + 100],
+                         tags=t[start:start + 100])
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:500]
+
+
+# --- the fleet run ----------------------------------------------------------------------------------------------
+
+@dataclass
+class FleetRun:
+    """The parent run of one fleet run: pass `run_id` (a plain string) to each model's :func:`model_run`."""
+
+    run_id: str
+    fleet: str
+    tracking_uri: str
+    experiment_id: str
+
+
+@contextlib.contextmanager
+def fleet_run(fleet: str, *, tracking_uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT,
+              params: dict | None = None) -> Iterator[FleetRun]:
+    """A parent run for one fleet run; FAILED if the block raises or any of its model runs failed."""
+    client = connect(tracking_uri)
+    tags = {TAG + "kind": "fleet", TAG + "fleet": fleet, TAG + "prefect_flow_run_id": prefect_flow_run_id()}
+    run = client.create_run(experiment_id(client, experiment), run_name=fleet, tags={})
+    handle = FleetRun(run.info.run_id, fleet, resolve_tracking_uri(tracking_uri), run.info.experiment_id)
+    _log_batch(client, handle.run_id, params={"fleet": fleet, **(params or {})}, tags=tags)
+    try:
+        yield handle
+        children = client.search_runs([handle.experiment_id], f"tags.`mlflow.parentRunId` = '{handle.run_id}'",
+                                      max_results=5000)
+    except BaseException as exc:
+        _end(client, handle.run_id, failed=_short(exc))
+        raise
+    failed = sorted(r.info.run_name for r in children if r.info.status != "FINISHED")
+    _log_batch(client, handle.run_id, metrics={"models_total": len(children), "models_failed": len(failed),
+                                               "models_passed": len(children) - len(failed)})
+    _end(client, handle.run_id, failed=f"{len(failed)} of {len(children)} models failed: {', '.join(failed)}"
+         if failed else None)
+
+
+def _end(client, run_id: str, failed: str | None, outcome: str | None = None) -> None:
+    """Close a run: FINISHED with outcome passed (or `outcome`), or FAILED with the reason as tag and param."""
+    if failed:
+        _log_batch(client, run_id, params={"error": failed}, tags={TAG + "outcome": "failed", TAG + "error": failed})
+    else:
+        _log_batch(client, run_id, tags={TAG + "outcome": outcome or "passed"})
+    client.set_terminated(run_id, status="FAILED" if failed else "FINISHED")
+
+
+# --- the model run ----------------------------------------------------------------------------------------------
+
+@dataclass
+class ModelRun:
+    """The nested run of one model. Call :meth:`record` with what the pipeline produced, or :meth:`fail`."""
+
+    client: object = field(repr=False)
+    run_id: str
+    experiment_id: str
+    name: str
+    fleet: str | None
+    failure: str | None = None
+    validated: bool | None = None  # None: no validation report (the run finishes "unvalidated", unregistered)
+    model_uri: str | None = None
+    registered_version: str | None = None
+
+    def fail(self, reason: str) -> None:
+        """Mark the model failed (e.g. a task failed and the flow carried on); the run will end FAILED."""
+        self.failure = reason
+
+    def record(self, output_dir: str | os.PathLike, *, export: dict | None = None, validation: dict | None = None,
+               profile: dict | None = None, export_seconds: float | None = None,
+               tolerances: dict | None = None) -> None:
+        """Log params, metrics and artifacts of one export; decide pass (validation passed) or fail.
+
+        Parts not given are read from `output_dir` where the pipeline writes them: the sidecar
+        (``*.hierarchy.json``), ``validation.json`` and ``profile.json``.
+        """
+        output_dir = Path(output_dir)
+        export = export if export is not None else run_record.find_sidecar(output_dir)
+        validation = validation if validation is not None else run_record.read_json(output_dir, "validation.json")
+        profile = profile if profile is not None else run_record.read_json(output_dir, "profile.json")
+        params, metrics = run_record.params_and_metrics(export, validation, profile, tolerances,
+                                                        key=metric_key, top=TOP_MODULES)
+        if export_seconds is not None:
+            metrics["export_seconds"] = export_seconds
+        metrics["process_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        _log_batch(self.client, self.run_id, params=params, metrics=metrics)
+        log_files(self.client, self.run_id, output_dir)
+        if export and export.get("strategy"):
+            log_text(self.client, self.run_id, "strategy_attempts.json", json.dumps(export["strategy"], indent=1))
+        onnx_path = run_record.find_onnx(output_dir, export)
+        if onnx_path is not None:
+            self.model_uri = log_onnx(onnx_path, self.run_id, self.experiment_id, export)
+            _log_batch(self.client, self.run_id, tags={TAG + "model_uri": self.model_uri})
+        if onnx_path is None:
+            self.fail(self.failure or f"no ONNX file in {output_dir}")
+        elif validation is not None:
+            self.validated = bool(validation.get("passed"))
+            if not self.validated:
+                self.fail(self.failure or run_record.validation_reason(validation))
+
+    @property
+    def passed(self) -> bool:
+        return self.failure is None and self.model_uri is not None and bool(self.validated)
+
+
+@contextlib.contextmanager
+def model_run(name: str, *, fleet: str | None = None, parent_run_id: str | None = None,
+              tracking_uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT,
+              model_ref: str | None = None, tags: dict | None = None) -> Iterator[ModelRun]:
+    """A run for one model (nested under `parent_run_id`).
+
+    It ends FAILED when the block raises, called :meth:`ModelRun.fail` or recorded a failed validation or no
+    ONNX file; FINISHED and registered when validation passed; FINISHED "unvalidated" when there was no report.
+    """
+    client = connect(tracking_uri)
+    tags = {TAG + "kind": "model", TAG + "model": name, TAG + "fleet": fleet,
+            TAG + "prefect_flow_run_id": prefect_flow_run_id(), "mlflow.parentRunId": parent_run_id,
+            **(tags or {})}
+    run = client.create_run(experiment_id(client, experiment), run_name=name, tags={})
+    handle = ModelRun(client, run.info.run_id, run.info.experiment_id, name, fleet)
+    _log_batch(client, handle.run_id, params={"model.name": name, "model.ref": model_ref}, tags=tags)
+    try:
+        yield handle
+        if handle.failure is None and handle.model_uri is None:
+            handle.fail("nothing recorded for this model")
+        if handle.failure is None and handle.validated:
+            handle.registered_version = register(handle.model_uri, name, fleet, handle.run_id)
+    except BaseException as exc:
+        _end(client, handle.run_id, failed=_short(exc))
+        raise
+    _end(client, handle.run_id, failed=handle.failure, outcome=None if handle.validated else "unvalidated")
+
+
+def log_model_export(name: str, output_dir: str | os.PathLike | None, *, fleet: str | None = None,
+                     parent_run_id: str | None = None, tracking_uri: str | None = None,
+                     error: str | None = None, model_ref: str | None = None, tags: dict | None = None,
+                     **results) -> ModelRun:
+    """One call for a flow that has all results: open, record (or fail with `error`), close the model's run."""
+    with model_run(name, fleet=fleet, parent_run_id=parent_run_id, tracking_uri=tracking_uri,
+                   model_ref=model_ref, tags=tags) as run:
+        if output_dir is not None and Path(output_dir).is_dir():
+            run.record(output_dir, **results)
+        if error:
+            run.fail(error)
+    return run
+
+
+def log_outcome(outcome, output_dir: str | os.PathLike, *, fleet: str | None = None,
+                parent_run_id: str | None = None, tracking_uri: str | None = None) -> ModelRun:
+    """Log a pipeline ``ModelOutcome`` (flows.pipeline): its files in `output_dir`, its failure if it failed."""
+    error = None if outcome.status == "ok" else f"failed at {outcome.failed_stage}: {outcome.reason}"
+    stages = ",".join(f"{stage}={state}" for stage, state in outcome.stages.items())
+    return log_model_export(outcome.name, output_dir, fleet=fleet, parent_run_id=parent_run_id,
+                            tracking_uri=tracking_uri, error=error, model_ref=outcome.ref,
+                            tags={TAG + "stages": stages, TAG + "cached": outcome.cached},
+                            export_seconds=outcome.results.get("export", {}).get("seconds"))
+
+
+# --- artifacts and the registry ---------------------------------------------------------------------------------
+
+def log_text(client, run_id: str, name: str, text: str, artifact_path: str | None = None) -> None:
+    """Log `text` (scrubbed) as the artifact `name`."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / name
+        path.write_text(scrub(text), encoding="utf-8")
+        client.log_artifact(run_id, str(path), artifact_path)
+
+
+def log_files(client, run_id: str, output_dir: Path, artifact_path: str = "outputs") -> None:
+    """Log every file of the model's output dir except ONNX weights; text files scrubbed of secrets."""
+    with tempfile.TemporaryDirectory() as tmp:
+        staged = Path(tmp) / artifact_path
+        for path in sorted(p for p in output_dir.rglob("*") if p.is_file()):
+            if path.suffix in SKIP_SUFFIXES or path.name.startswith("."):
+                continue
+            target = staged / path.relative_to(output_dir)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if path.suffix in TEXT_SUFFIXES:
+                target.write_text(scrub(path.read_text(encoding="utf-8", errors="replace")), encoding="utf-8")
+            else:
+                shutil.copyfile(path, target)
+        if staged.is_dir():
+            client.log_artifacts(run_id, str(staged), artifact_path)
+
+
+def log_onnx(onnx_path: Path, run_id: str, experiment: str, export: dict | None) -> str:
+    """Log the ONNX file with ``mlflow.onnx`` (signature + input example) as the run's model; returns its URI."""
+    import mlflow.onnx
+    import onnx
+
+    proto = onnx.load(str(onnx_path))  # our own copy: log_model moves weights out of the proto it is given
+    # Created explicitly so the model lands in the run's experiment without touching the global active one.
+    logged = mlflow.initialize_logged_model(name="model", source_run_id=run_id, experiment_id=experiment)
+    info = mlflow.onnx.log_model(
+        proto, name="model", run_id=run_id, model_id=logged.model_id,
+        onnx_execution_providers=["CPUExecutionProvider"], signature=signature(proto), input_example=run_record.input_example(export),
+        pip_requirements=[f"onnx=={onnx.__version__}", f"onnxruntime=={_version('onnxruntime')}"],
+    )
+    return info.model_uri
+
+
+def signature(proto):
+    """The model's signature from its graph: one tensor spec per input and output, dynamic axes as -1."""
+    import numpy as np
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+    from onnx.helper import tensor_dtype_to_np_dtype
+
+    def specs(values):
+        out = []
+        for v in values:
+            t = v.type.tensor_type
+            shape = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in t.shape.dim)
+            out.append(TensorSpec(np.dtype(tensor_dtype_to_np_dtype(t.elem_type)), shape, v.name))
+        return Schema(out)
+
+    initializers = {i.name for i in proto.graph.initializer}
+    inputs = [v for v in proto.graph.input if v.name not in initializers]
+    return ModelSignature(inputs=specs(inputs), outputs=specs(proto.graph.output))
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import version
+
+    return version(package)
+
+
+def register(model_uri: str, model: str, fleet: str | None, run_id: str) -> str:
+    """Register `model_uri` as a new version of the model's registry name and point the alias at it."""
+    import mlflow
+
+    name = registered_name(model, fleet)
+    version = mlflow.register_model(model_uri, name, tags={TAG + "run_id": run_id, TAG + "fleet": fleet or ""})
+    mlflow.MlflowClient().set_registered_model_alias(name, ALIAS, version.version)
+    return str(version.version)

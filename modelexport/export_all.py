@@ -1,0 +1,64 @@
+"""Export one model with every strategy into a directory and measure each against ``htp``.
+
+Used by ``modelexport export --strategy all MODEL OUTDIR``. Agreement with ``htp`` is the overlap of the
+node-count distributions over modules (see `compare.py`): node names differ between exporters, so the per-node
+comparison is not possible across them.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .compare import compare_files
+from .errors import BadInputError, ExportFailedError
+from .export import AUTO_ORDER, export_model
+from .source import resolve
+from .strategies import STRATEGIES
+
+
+@dataclass
+class StrategyRun:
+    strategy: str
+    ok: bool
+    seconds: float
+    reason: str | None = None
+    onnx_path: Path | None = None
+    nodes: int | None = None
+    coverage: float | None = None
+    agreement_with_htp: float | None = None
+
+
+def strategy_names() -> list[str]:
+    """Every registered strategy, in the auto order first."""
+    return [*AUTO_ORDER, *(name for name in STRATEGIES if name not in AUTO_ORDER)]
+
+
+def export_all(model: str, outdir: str | os.PathLike, revision: str | None = None, **options) -> list[StrategyRun]:
+    """Export `model` as OUTDIR/<strategy>.onnx with each strategy; a failure is recorded, not raised."""
+    outdir = Path(outdir)
+    if outdir.suffix == ".onnx" or (outdir.exists() and not outdir.is_dir()):
+        raise BadInputError(f"with --strategy all the output is a directory, not {outdir}: pass a directory")
+    if not outdir.parent.is_dir():
+        raise BadInputError(f"output directory {outdir.parent} does not exist: create it first")
+    outdir.mkdir(exist_ok=True)
+    source = resolve(model, revision=revision)
+    runs: list[StrategyRun] = []
+    for name in strategy_names():
+        start = time.perf_counter()
+        try:
+            result = export_model(source, outdir / f"{name}.onnx", strategy=name, **options)
+        except ExportFailedError as exc:
+            attempts = getattr(exc, "attempts", None)
+            reason = attempts[-1].reason if attempts else str(exc)
+            runs.append(StrategyRun(name, False, round(time.perf_counter() - start, 3), reason))
+            continue
+        runs.append(StrategyRun(name, True, round(time.perf_counter() - start, 3), None, result.onnx_path,
+                                result.stats.total_nodes, result.stats.coverage))
+    htp = next((r for r in runs if r.strategy == "htp" and r.ok), None)
+    for run in runs:
+        if run.ok and htp is not None:
+            run.agreement_with_htp = compare_files(htp.onnx_path, run.onnx_path).agreement
+    return runs

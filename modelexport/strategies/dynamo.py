@@ -1,0 +1,95 @@
+"""``dynamo`` — torch.export captures the model; the ONNX exporter records each node's module stack.
+
+``torch.onnx.export(..., dynamo=True)`` writes, on every node it translates, ``pkg.torch.onnx.name_scopes``: the
+attribute paths of the modules on the call stack, outermost first, ending with the FX node name
+(``['', 'model', 'model.encoder', ..., 'linear_1']``). The deepest module path is the scope we want. Nodes its
+optimizer creates carry no metadata (None here; tagging projects them). Slower than ``htp`` (~2 s fixed cost) but
+follows Python control flow that tracing would freeze, as long as torch.export can capture it.
+"""
+
+from __future__ import annotations
+
+import ast
+
+import torch
+
+from ..wrapping import WRAPPED_ATTRIBUTE, KeywordWrapper
+from .base import Capture, Strategy, quiet_exporter, register, root_reason
+
+NAME_SCOPES = "pkg.torch.onnx.name_scopes"
+
+
+def scope_from_name_scopes(value: str | None) -> str | None:
+    """Attribute path from a ``name_scopes`` value; None when absent or outside the wrapped model."""
+    if not value:
+        return None
+    try:
+        scopes = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return None
+    modules = [s for s in scopes[:-1] if isinstance(s, str)]  # the last item is the FX node name
+    if not modules:
+        return None
+    deepest = modules[-1]
+    if deepest == WRAPPED_ATTRIBUTE:
+        return ""
+    if deepest.startswith(WRAPPED_ATTRIBUTE + "."):
+        return deepest[len(WRAPPED_ATTRIBUTE) + 1 :]
+    return None  # ops of our wrapper, or symbolic-size nodes torch.export gives no module stack
+
+
+def dynamic_shapes(inputs) -> tuple | None:
+    """The ``dynamic_shapes`` torch.export wants for the wrapper's ``*args``: one Dim per axis name, shared."""
+    if not any(inputs.dynamic_axes.get(n) for n in inputs.names):
+        return None
+    dims: dict[str, torch.export.Dim] = {}
+    per_input = tuple(
+        {axis: dims.setdefault(name, torch.export.Dim(name)) for axis, name in inputs.dynamic_axes.get(n, {}).items()}
+        or None
+        for n in inputs.names
+    )
+    return (per_input,)
+
+
+def _axis_names(inputs):
+    return [name for axes in inputs.dynamic_axes.values() for name in axes.values()]
+
+
+@register
+class DynamoStrategy(Strategy):
+    name = "dynamo"
+    description = "torch.export + the dynamo ONNX exporter; scopes from its per-node name_scopes metadata"
+
+    def capture(self, model, inputs, output_names, opset, positional):
+        wrapper = KeywordWrapper(model, inputs.names, positional=positional).eval()
+        args = tuple(inputs.tensors.values())
+        shapes = dynamic_shapes(inputs)
+        try:
+            program = self._export(wrapper, args, inputs.names, output_names, opset, shapes)
+        except Exception as exc:
+            if shapes is None:
+                raise
+            raise RuntimeError(f"export with dynamic axes {sorted(set(_axis_names(inputs)))} failed: "
+                               f"{root_reason(exc)}") from None
+        proto = program.model_proto
+        scopes = [
+            scope_from_name_scopes(next((p.value for p in node.metadata_props if p.key == NAME_SCOPES), None))
+            for node in proto.graph.node
+        ]
+        return Capture(proto, scopes, exporter=f"torch.onnx {torch.__version__} (dynamo)")
+
+    @staticmethod
+    def _export(wrapper, args, input_names, output_names, opset, shapes):
+        with quiet_exporter(), torch.no_grad():
+            return torch.onnx.export(
+                wrapper,
+                args,
+                input_names=input_names,
+                output_names=output_names,
+                dynamic_shapes=shapes,
+                opset_version=opset,
+                dynamo=True,
+                external_data=False,
+                verbose=False,
+                report=False,
+            )
