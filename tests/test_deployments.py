@@ -56,7 +56,7 @@ def _poll(check, deadline: float, what: str, proc: subprocess.Popen | None = Non
     pytest.fail(f"{what}: not done before the deadline\n{log.read_text()[-3000:] if log else ''}")
 
 
-def test_deployment_runs_on_a_real_server_and_worker(tmp_path, model_dirs):
+def test_deployment_runs_on_a_real_server_and_worker(tmp_path, model_dirs, mlflow_tracking_uri):
     deadline = time.monotonic() + DEADLINE_S
     port = _free_port()
     api = f"http://127.0.0.1:{port}/api"
@@ -118,6 +118,15 @@ def test_deployment_runs_on_a_real_server_and_worker(tmp_path, model_dirs):
         artifacts = httpx.post(f"{api}/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [run_id]}}},
                                timeout=5).json()
         assert any(a["key"] == "model-resnet" for a in artifacts), [a["key"] for a in artifacts]
+        # The worker's MLFLOW_TRACKING_URI (the session's store) got the model's run, tied to the flow run.
+        from mlflow import MlflowClient
+
+        client = MlflowClient(mlflow_tracking_uri)
+        experiment = client.get_experiment_by_name("modelexport")
+        (mlflow_run,) = client.search_runs([experiment.experiment_id],
+                                           f"tags.`modelexport.prefect_flow_run_id` = '{run_id}'")
+        assert mlflow_run.info.status == "FINISHED" and mlflow_run.data.tags["modelexport.model"] == "resnet"
+        assert mlflow_run.data.metrics["validation_passed"] == 1.0
     finally:
         for proc in (worker, server):
             if proc is not None:
@@ -157,13 +166,15 @@ def test_fleet_on_a_dask_cluster_matches_the_thread_runner(prefect_harness, mode
     fleet = tmp_path / "fleet.yaml"
     fleet.write_text(FLEET, encoding="utf-8")
 
-    threads = run_fleet(str(fleet), str(tmp_path / "threads"), concurrency=2, cache_dir=str(tmp_path / "c1"))
+    threads = run_fleet(str(fleet), str(tmp_path / "threads"), concurrency=2, cache_dir=str(tmp_path / "c1"),
+                        track=False)
     # A worker process: tasks travel pickled to it, as to a remote cluster.
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
             Client(cluster) as client:
         done = []
         on_dask = run_fleet(str(fleet), str(tmp_path / "dask"), concurrency=2, cache_dir=str(tmp_path / "c2"),
-                            on_model_done=done.append, runner="dask", dask_address=cluster.scheduler_address)
+                            on_model_done=done.append, runner="dask", dask_address=cluster.scheduler_address,
+                            track=False)
         ran = client.run_on_scheduler(lambda dask_scheduler: sorted(dask_scheduler.task_prefixes))
     assert {"resolve_model", "derive_inputs", "export_onnx", "validate_onnx", "profile_onnx",
             "report_onnx"} <= set(ran), ran
