@@ -39,9 +39,10 @@ def run_fleet(fleet_file: str, output_dir: str, concurrency: int | None = None,
     CONCURRENCY single-threaded worker processes.
     """
     from .fleet import DEFAULT_CONCURRENCY, export_fleet
-    from .runners import task_runner
+    from .runners import LocalCallback, task_runner
 
     concurrency = concurrency or DEFAULT_CONCURRENCY
+    on_model_done = LocalCallback(on_model_done) if on_model_done is not None else None
     configured = export_fleet.with_options(task_runner=task_runner(runner, concurrency, dask_address),
                                            result_storage=_storage(cache_dir or Path(output_dir) / ".cache"))
     return _value(configured(fleet_file, output_dir, on_model_done, tracking_uri, track, return_state=True))

@@ -40,6 +40,22 @@ def task_runner(runner: str = "threads", concurrency: int = DEFAULT_CONCURRENCY,
                                           "processes": processes, "dashboard_address": None})
 
 
+class LocalCallback:
+    """Calls FN where it was made. Prefect ships the flow's parameters to Dask workers with every task, and a
+    callback holding a lock or a terminal cannot be pickled; the flow calls it in its own process only, so a
+    pickled copy is a no-op.
+    """
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __call__(self, *args):
+        return self.fn(*args) if self.fn is not None else None
+
+    def __reduce__(self):
+        return LocalCallback, (None,)
+
+
 # The fleet flow on Dask, for deployments (a deployment cannot pick its flow's task runner by parameter): the
 # scheduler is MODELEXPORT_DASK_ADDRESS on the worker that runs the flow, else a local cluster of 2 workers.
 export_fleet_dask = export_fleet.with_options(

@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -171,9 +172,14 @@ def test_fleet_on_a_dask_cluster_matches_the_thread_runner(prefect_harness, mode
     # A worker process: tasks travel pickled to it, as to a remote cluster.
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
             Client(cluster) as client:
-        done = []
+        done, lock = [], threading.RLock()  # a callback holding a lock (as the CLI's progress bar) can't be pickled
+
+        def on_model_done(outcome):
+            with lock:
+                done.append(outcome)
+
         on_dask = run_fleet(str(fleet), str(tmp_path / "dask"), concurrency=2, cache_dir=str(tmp_path / "c2"),
-                            on_model_done=done.append, runner="dask", dask_address=cluster.scheduler_address,
+                            on_model_done=on_model_done, runner="dask", dask_address=cluster.scheduler_address,
                             track=False)
         ran = client.run_on_scheduler(lambda dask_scheduler: sorted(dask_scheduler.task_prefixes))
     assert {"resolve_model", "derive_inputs", "export_onnx", "validate_onnx", "profile_onnx",
