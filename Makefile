@@ -21,5 +21,9 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest
 
+# Ratios measured in one run (see benchmarks/): prints a table, writes benchmarks/results.json and results.md.
+bench: $(STAMP)
+	$(PY) -m benchmarks.run
+
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -13,7 +13,7 @@ PROTOBUF_LIMIT = 1_800_000_000  # a little under 2 GiB: beyond it weights must g
 
 
 def _weight_bytes(model: onnx.ModelProto) -> int:
-    return sum(len(t.raw_data) for t in model.graph.initializer)
+    return sum(t.ByteSize() for t in model.graph.initializer)  # ByteSize: no copy of the raw bytes
 
 
 def save_atomic(model: onnx.ModelProto, path: str | os.PathLike) -> list[Path]:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
+import tempfile
 import warnings
 from dataclasses import dataclass
 from typing import ClassVar
@@ -12,6 +14,7 @@ import onnx
 from torch import nn
 
 from ..inputs import ExampleInputs
+from ..onnx_io import PROTOBUF_LIMIT
 
 
 @dataclass
@@ -59,6 +62,27 @@ def quiet_exporter():
         finally:
             for lg, level in zip(loggers, levels):
                 lg.setLevel(level)
+
+
+def torchscript_export(module: nn.Module, args: tuple, **kwargs) -> onnx.ModelProto:
+    """Run the TorchScript exporter (``dynamo=False``) and return its ModelProto.
+
+    The exporter writes into memory and we parse that: no temporary file written and read back, which cost as
+    much as a third of the export of a 440 MB model (see benchmarks/). Models past protobuf's 2 GB limit need a
+    path for their external weights, so they go through a temporary folder.
+    """
+    import torch
+
+    size = sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
+    with quiet_exporter(), torch.no_grad():
+        if size < PROTOBUF_LIMIT:
+            buffer = io.BytesIO()
+            torch.onnx.export(module, args, buffer, dynamo=False, **kwargs)
+            return onnx.ModelProto.FromString(buffer.getbuffer())
+        with tempfile.TemporaryDirectory(prefix="modelexport-export-") as tmp:
+            path = f"{tmp}/model.onnx"
+            torch.onnx.export(module, args, path, dynamo=False, **kwargs)
+            return onnx.load(path)
 
 
 def root_reason(exc: BaseException) -> str:

@@ -10,14 +10,11 @@ item assignment on proxies): the strategy then fails at once with torch.fx's rea
 from __future__ import annotations
 
 import inspect
-import tempfile
-from pathlib import Path
 
-import onnx
 import torch
 
 from ..wrapping import WRAPPED_ATTRIBUTE, flatten_outputs
-from .base import Capture, Strategy, quiet_exporter, register
+from .base import Capture, Strategy, register, torchscript_export
 from .htp import scope_of
 
 
@@ -115,21 +112,15 @@ class FxStrategy(Strategy):
     def capture(self, model, inputs, output_names, opset, positional):
         graph_module = trace(model, inputs.names, positional)
         runner = _FxRunner(model, graph_module, inputs.names, positional).eval()
-        with tempfile.TemporaryDirectory(prefix="modelexport-fx-") as tmp:
-            path = Path(tmp) / "model.onnx"
-            with quiet_exporter(), torch.no_grad():
-                torch.onnx.export(
-                    runner,
-                    tuple(inputs.tensors.values()),
-                    str(path),
-                    input_names=inputs.names,
-                    output_names=output_names,
-                    dynamic_axes={**inputs.dynamic_axes} or None,
-                    opset_version=opset,
-                    do_constant_folding=True,
-                    dynamo=False,
-                )
-            proto = onnx.load(str(path))
+        proto = torchscript_export(
+            runner,
+            tuple(inputs.tensors.values()),
+            input_names=inputs.names,
+            output_names=output_names,
+            dynamic_axes={**inputs.dynamic_axes} or None,
+            opset_version=opset,
+            do_constant_folding=True,
+        )
         paths = {p for p, _ in model.named_modules(remove_duplicate=False)}
         scopes = [scope_of(node.name, paths) for node in proto.graph.node]
         return Capture(proto, scopes, exporter=f"torch.fx + torch.onnx {torch.__version__} (TorchScript)")

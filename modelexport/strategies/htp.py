@@ -9,14 +9,11 @@ torch.export), exact where the tracer saw the op; fails on data-dependent contro
 from __future__ import annotations
 
 import re
-import tempfile
-from pathlib import Path
 
-import onnx
 import torch
 
 from ..wrapping import WRAPPED_ATTRIBUTE, KeywordWrapper
-from .base import Capture, Strategy, quiet_exporter, register
+from .base import Capture, Strategy, register, torchscript_export
 
 
 def scope_of(node_name: str, module_paths: set[str]) -> str | None:
@@ -65,21 +62,15 @@ class HTPStrategy(Strategy):
 
     def capture(self, model, inputs, output_names, opset, positional):
         wrapper = KeywordWrapper(model, inputs.names, positional=positional).eval()
-        with tempfile.TemporaryDirectory(prefix="modelexport-htp-") as tmp:
-            path = Path(tmp) / "model.onnx"
-            with quiet_exporter(), torch.no_grad():
-                torch.onnx.export(
-                    wrapper,
-                    tuple(inputs.tensors.values()),
-                    str(path),
-                    input_names=inputs.names,
-                    output_names=output_names,
-                    dynamic_axes={**inputs.dynamic_axes} or None,
-                    opset_version=opset,
-                    do_constant_folding=True,
-                    dynamo=False,
-                )
-            proto = onnx.load(str(path))
+        proto = torchscript_export(
+            wrapper,
+            tuple(inputs.tensors.values()),
+            input_names=inputs.names,
+            output_names=output_names,
+            dynamic_axes={**inputs.dynamic_axes} or None,
+            opset_version=opset,
+            do_constant_folding=True,
+        )
         paths = {name for name, _ in model.named_modules(remove_duplicate=False)}
         scopes = [scope_of(node.name, paths) for node in proto.graph.node]
         return Capture(proto, scopes, exporter=f"torch.onnx {torch.__version__} (TorchScript)")

@@ -17,15 +17,12 @@ module boundaries, so a few shape computations stay in the graph that ``htp`` fo
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-
 import onnx
 import torch
 from torch.utils import _pytree as pytree
 
 from ..wrapping import KeywordWrapper
-from .base import Capture, Strategy, quiet_exporter, register
+from .base import Capture, Strategy, register, torchscript_export
 
 DOMAIN = "modelexport"
 ENTER, EXIT = 0, 1
@@ -135,22 +132,16 @@ class UsageStrategy(Strategy):
         wrapper = KeywordWrapper(model, inputs.names, positional=positional).eval()
         paths, handles = install_markers(model)
         try:
-            with tempfile.TemporaryDirectory(prefix="modelexport-usage-") as tmp:
-                path = Path(tmp) / "model.onnx"
-                with quiet_exporter(), torch.no_grad():
-                    torch.onnx.export(
-                        wrapper,
-                        tuple(inputs.tensors.values()),
-                        str(path),
-                        input_names=inputs.names,
-                        output_names=output_names,
-                        dynamic_axes={**inputs.dynamic_axes} or None,
-                        opset_version=opset,
-                        custom_opsets={DOMAIN: 1},
-                        do_constant_folding=True,
-                        dynamo=False,
-                    )
-                proto = onnx.load(str(path))
+            proto = torchscript_export(
+                wrapper,
+                tuple(inputs.tensors.values()),
+                input_names=inputs.names,
+                output_names=output_names,
+                dynamic_axes={**inputs.dynamic_axes} or None,
+                opset_version=opset,
+                custom_opsets={DOMAIN: 1},
+                do_constant_folding=True,
+            )
         finally:
             for handle in handles:
                 handle.remove()

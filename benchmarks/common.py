@@ -1,0 +1,91 @@
+"""Shared pieces: the benchmark models, interleaved A/B timing, and the {median, min, max} summary.
+
+Ratios are taken pair by pair: A and B run alternately (A B, B A, A B, ...), so load from other processes on a
+shared machine hits both sides alike, and each pair gives one ratio; the summary is over those ratios.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+WORK = Path(__file__).parent / ".work"  # models and exports (gitignored); the models are reused between runs
+
+
+@dataclass(frozen=True)
+class BenchModel:
+    name: str
+    class_name: str  # transformers class
+    config: Callable[[], object]
+
+
+def _bert_base():
+    from transformers import BertConfig
+
+    return BertConfig()
+
+
+def _resnet_50():
+    from transformers import ResNetConfig
+
+    return ResNetConfig()
+
+
+def _tiny(name: str):
+    def config():
+        from modelexport.demo_models import _configs
+
+        return _configs()[name][1]
+
+    return config
+
+
+FULL_MODELS = (BenchModel("bert-base", "BertModel", _bert_base), BenchModel("resnet-50", "ResNetModel", _resnet_50))
+QUICK_MODELS = (BenchModel("tiny-bert", "BertModel", _tiny("tiny-bert")),
+                BenchModel("tiny-resnet", "ResNetModel", _tiny("tiny-resnet")))
+
+
+def build(model: BenchModel, directory: Path = WORK / "models") -> Path:
+    """Save `model` with random weights (seed 0) under `directory`, once; later runs reuse it."""
+    import torch
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    path = directory / model.name
+    if not (path / "model.safetensors").is_file():
+        torch.manual_seed(0)
+        getattr(transformers, model.class_name)(model.config()).save_pretrained(path)
+    return path
+
+
+def summary(values: list[float], **extra) -> dict:
+    """The figure's median over the repetitions, with min and max (and anything else worth keeping)."""
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values), **extra}
+
+
+def timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def interleaved(a: Callable[[], object], b: Callable[[], object], reps: int, warmup: bool = True) -> dict:
+    """Time `a` and `b` alternately `reps` times (after one untimed run of each); summary of the a/b ratios."""
+    if warmup:
+        a(), b()
+    a_s, b_s = [], []
+    for i in range(reps):
+        if i % 2 == 0:
+            a_s.append(timed(a)), b_s.append(timed(b))
+        else:
+            b_s.append(timed(b)), a_s.append(timed(a))
+    return summary([x / y for x, y in zip(a_s, b_s)], a_s=statistics.median(a_s), b_s=statistics.median(b_s))
+
+
+def failed(reason: str) -> dict:
+    """A figure that could not be measured, with the reason (kept in results.json, shown in the table)."""
+    return {"median": None, "min": None, "max": None, "n": 0, "error": reason}

@@ -1,0 +1,120 @@
+"""Tag cost: a tagged export (``export_model``, end to end) ÷ loading the model and calling ``torch.onnx.export``
+with the same exporter and opset; and the tagging pass alone on 1×, 4× and 16× the layers (time per node).
+
+The tagged side pays for everything a user of ``modelexport export`` pays: resolving (content hash), loading,
+example inputs, one eager run for the output names, capture, tagging, writing the ONNX and the sidecar. The
+plain side is what the user would write by hand: ``from_pretrained``, dummy inputs, the same keyword wrapper the
+strategy exports through (transformers 5 models need it for TorchScript), and one ``torch.onnx.export`` call to a
+file with the same options.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from .common import WORK, BenchModel, build, failed, interleaved, summary
+
+# The exporter each strategy runs under the hood; the plain baseline calls exactly that one.
+DYNAMO_STRATEGIES = {"dynamo"}
+
+
+def plain_export(model_dir: Path, class_name: str, output: Path, names: list[str], dynamo: bool, opset: int) -> None:
+    """What a user writes without modelexport: load, dummy inputs, one torch.onnx.export to a file."""
+    import torch
+    import transformers
+
+    from modelexport.inputs import inputs_from_spec, spec_from_config
+    from modelexport.strategies.base import quiet_exporter
+    from modelexport.wrapping import KeywordWrapper
+
+    model = getattr(transformers, class_name).from_pretrained(model_dir).eval()
+    inputs = inputs_from_spec(spec_from_config(model, model.config))
+    wrapper = KeywordWrapper(model, inputs.names).eval()
+    args = tuple(inputs.tensors.values())
+    with quiet_exporter(), torch.no_grad():
+        if dynamo:
+            from modelexport.strategies.dynamo import dynamic_shapes
+
+            torch.onnx.export(wrapper, args, str(output), input_names=inputs.names, output_names=names,
+                              dynamic_shapes=dynamic_shapes(inputs), opset_version=opset, dynamo=True,
+                              external_data=False, verbose=False, report=False)
+        else:
+            torch.onnx.export(wrapper, args, str(output), input_names=inputs.names, output_names=names,
+                              dynamic_axes={**inputs.dynamic_axes} or None, opset_version=opset,
+                              do_constant_folding=True, dynamo=False)
+
+
+def tag_cost(model: BenchModel, strategy: str, reps: int) -> dict:
+    """Tagged export ÷ plain export, interleaved, for one strategy and model."""
+    from modelexport.errors import ModelExportError
+    from modelexport.export import DEFAULT_OPSET, export_model
+
+    model_dir = build(model)
+    out = WORK / "exports" / strategy
+    out.mkdir(parents=True, exist_ok=True)
+    tagged_path, plain_path = out / f"{model.name}.onnx", out / f"{model.name}.plain.onnx"
+    try:
+        first = export_model(str(model_dir), tagged_path, strategy=strategy)
+    except ModelExportError as exc:
+        return failed(str(exc))
+    names = first.sidecar["outputs"]
+    figure = interleaved(
+        lambda: export_model(str(model_dir), tagged_path, strategy=strategy),
+        lambda: plain_export(model_dir, model.class_name, plain_path, names, strategy in DYNAMO_STRATEGIES,
+                             DEFAULT_OPSET),
+        reps,
+        warmup=False,  # the first export above warmed the tagged side; the plain one shares its libraries
+    )
+    figure["nodes"] = first.stats.total_nodes
+    figure["onnx_mb"] = round(tagged_path.stat().st_size / 1e6, 1)
+    return figure
+
+
+def layered_bert(layers: int):
+    """A small BERT with `layers` layers: the tagging pass's input grows with it."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=512, hidden_size=64, num_hidden_layers=layers, num_attention_heads=2,
+                        intermediate_size=128, max_position_embeddings=64)
+    return BertModel(config).eval(), config
+
+
+def tagging_pass(layers: int, reps: int) -> dict:
+    """Microseconds per node of project_tags + node_tags + apply_tags on the htp capture of a `layers`-layer BERT."""
+    import onnx
+
+    from modelexport import tagging
+    from modelexport.export import DEFAULT_OPSET, output_names
+    from modelexport.hierarchy import build_hierarchy
+    from modelexport.inputs import inputs_from_spec, spec_from_config
+    from modelexport.loading import LoadedModel
+    from modelexport.strategies import STRATEGIES
+
+    model, config = layered_bert(layers)
+    loaded = LoadedModel(model, config, positional=False)
+    inputs = inputs_from_spec(spec_from_config(model, config))
+    capture = STRATEGIES["htp"].capture(model, inputs, output_names(loaded, inputs), DEFAULT_OPSET, False)
+    tagging.name_nodes(capture.onnx_model.graph)
+    hierarchy = build_hierarchy(model)
+    per_node = []
+    for _ in range(reps):
+        proto = onnx.ModelProto()
+        proto.CopyFrom(capture.onnx_model)
+        start = time.perf_counter()
+        tags, _ = tagging.project_tags(proto.graph, capture.scopes, hierarchy)
+        mapping = tagging.node_tags(proto, tags)
+        tagging.apply_tags(proto, mapping, hierarchy.tree())
+        per_node.append((time.perf_counter() - start) / len(mapping) * 1e6)
+    return summary(per_node, nodes=len(mapping), layers=layers, unit="us/node")
+
+
+def tagging_scaling(layer_counts: tuple[int, ...], reps: int) -> dict:
+    """Per-node time at each size, and the largest size's per-node time ÷ the smallest's (flat ≈ 1)."""
+    sizes = {f"x{n}": tagging_pass(n, reps) for n in layer_counts}
+    first, last = sizes[f"x{layer_counts[0]}"], sizes[f"x{layer_counts[-1]}"]
+    sizes["largest_over_smallest"] = {"median": last["median"] / first["median"], "min": last["min"] / first["max"],
+                                      "max": last["max"] / first["min"], "n": last["n"]}
+    return sizes

@@ -1,0 +1,98 @@
+"""Cache and orchestration: the demo fleet through Prefect + MLflow, cold and warm, against the same stages
+called directly in a loop (the tasks' plain functions, ``task.fn``: no Prefect, no MLflow).
+
+Each repetition runs, in alternating order, the direct loop (fresh output folder) and a cold pipeline run (fresh
+cache, fresh output folder), then a warm re-run of that pipeline (same cache and folder: every stage but
+resolving comes from the cache). All in one process after one untimed pipeline run, so the figures are what
+each further run costs; the first run in a process also starts Prefect's ephemeral API server, timed apart
+(``first_run_s``), as are imports.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import time
+from pathlib import Path
+
+from .common import WORK, summary
+
+
+def fleet_file(quick: bool) -> Path:
+    """The demo fleet (deployments/fleets/demo.yaml) pointed at tiny models built under the work folder."""
+    import yaml
+
+    from modelexport.demo_models import build_demo_models
+
+    demo = Path(__file__).parents[1] / "deployments" / "fleets" / "demo.yaml"
+    data = yaml.safe_load(demo.read_text(encoding="utf-8"))
+    paths = build_demo_models(WORK / "demo-models")
+    for entry in data["models"]:
+        entry["id"] = str(paths[entry["name"]].resolve())
+    if quick:
+        data["models"] = data["models"][:2]
+    path = WORK / ("fleet-quick.yaml" if quick else "fleet.yaml")
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+def direct(fleet_path: Path, out: Path) -> None:
+    """Every stage of every model, called in a loop as plain functions."""
+    from modelexport.fleet import load_fleet
+    from tasks import derive_inputs, export_onnx, profile_onnx, report_onnx, resolve_model, validate_onnx
+
+    for p in load_fleet(fleet_path).models:
+        folder = out / p.name
+        source = resolve_model.fn(p.id, p.revision)
+        spec = derive_inputs.fn(source, p.task, p.input_spec)
+        export = export_onnx.fn(source, str(folder / "model.onnx"), spec, p.strategy, p.opset, p.clean,
+                                p.torch_modules, p.task)
+        if p.validate.enabled:
+            validate_onnx.fn(source, export, spec, p.validate, str(folder / "validation.json"), p.task)
+        if p.profile.enabled:
+            profile_onnx.fn(export, p.profile, str(folder))
+        report_onnx.fn(export, str(folder))
+
+
+def measure(quick: bool, only: set[str], log) -> dict:
+    os.environ.setdefault("PREFECT_HOME", str(WORK / "prefect-home"))
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "ERROR")
+    start = time.perf_counter()
+    import flows
+
+    import_s = time.perf_counter() - start
+    root = WORK / "pipeline"
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    fleet = fleet_file(quick)
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+
+    def pipeline(name: str) -> float:
+        start = time.perf_counter()
+        summary_ = flows.run_fleet(str(fleet), str(root / name), cache_dir=str(root / name / ".cache"),
+                                   tracking_uri=uri)
+        if summary_.failed:
+            raise RuntimeError(f"fleet failed: {[(m.name, m.reason) for m in summary_.failed]}")
+        return time.perf_counter() - start
+
+    log("pipeline: first run (starts Prefect's API server)")
+    first_s = pipeline("first")
+    cold, warm, plain = [], [], []
+    for i in range(3):
+        log(f"pipeline: repetition {i + 1}/3 (direct, cold, warm)")
+        if i % 2:
+            cold.append(pipeline(f"run{i}"))
+        start = time.perf_counter()
+        direct(fleet, root / f"direct{i}")
+        plain.append(time.perf_counter() - start)
+        if not i % 2:
+            cold.append(pipeline(f"run{i}"))
+        warm.append(pipeline(f"run{i}"))
+    common = {"first_run_s": round(first_s, 2), "import_s": round(import_s, 2)}
+    return {
+        "cache_warm_over_cold": summary([w / c for w, c in zip(warm, cold)], a_s=statistics.median(warm),
+                                        b_s=statistics.median(cold), **common),
+        "pipeline_over_direct": summary([c / d for c, d in zip(cold, plain)], a_s=statistics.median(cold),
+                                        b_s=statistics.median(plain), **common),
+    }

@@ -1,0 +1,186 @@
+"""``python -m benchmarks.run [--quick] [--only NAME ...]``: measure, print a table, write results.json and .md.
+
+Every figure is a ratio of two things timed alternately in this one run (see common.interleaved), reported as
+the median over the repetitions with min and max. ``--quick`` runs the same code on tiny models with few
+repetitions (a smoke test, not a measurement) and writes nowhere unless ``--output`` says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+from . import export_cost, runtime_cost
+from .common import FULL_MODELS, QUICK_MODELS, WORK
+
+HERE = Path(__file__).parent
+FIGURES = ("tag_cost", "tagging_pass", "runtime_cost", "profiling_overhead", "cache", "pipeline")
+# figure -> (target, what it means); a target is an upper bound on the median ratio.
+TARGETS = {"tag_cost": 1.05, "tagging_pass.largest_over_smallest": 1.25, "runtime_cost": 1.03,
+           "cache_warm_over_cold": 0.05, "pipeline_over_direct": 1.15}
+
+
+def measure(quick: bool, only: set[str], log) -> dict:
+    """Run the selected figures; returns the results.json content."""
+    from modelexport.strategies import STRATEGIES
+
+    models = QUICK_MODELS if quick else FULL_MODELS
+    reps = 3
+    results: dict = {"meta": meta(quick)}
+    if "tag_cost" in only:
+        results["tag_cost"] = {}
+        for strategy in STRATEGIES:
+            for model in models:
+                log(f"tag cost: {strategy} on {model.name}")
+                results["tag_cost"].setdefault(strategy, {})[model.name] = export_cost.tag_cost(model, strategy, reps)
+    if "tagging_pass" in only:
+        log("tagging pass on 1x/4x/16x layers")
+        results["tagging_pass"] = export_cost.tagging_scaling((1, 2, 4) if quick else (1, 4, 16), 3 if quick else 5)
+    if only & {"runtime_cost", "profiling_overhead"}:
+        for model in models:
+            tagged, clean = runtime_files(model)
+            if "runtime_cost" in only:
+                log(f"runtime cost on {model.name}")
+                results.setdefault("runtime_cost", {})[model.name] = runtime_cost.runtime_cost(
+                    tagged, clean, block_s=0.05 if quick else 0.6, reps=3 if quick else 8)
+            if "profiling_overhead" in only:
+                log(f"profiling overhead on {model.name}")
+                results.setdefault("profiling_overhead", {})[model.name] = runtime_cost.profiling_overhead(
+                    tagged, block_s=0.05 if quick else 0.6, reps=3 if quick else 8)
+    if only & {"cache", "pipeline"}:
+        results.update(pipeline_figures(quick, only, log))
+    results["meta"]["seconds"] = round(time.perf_counter() - START, 1)
+    return results
+
+
+def runtime_files(model) -> tuple[Path, Path]:
+    """The tagged and the clean (``--clean``) htp export of `model`."""
+    from modelexport.export import export_model
+
+    from .common import build
+
+    directory = WORK / "runtime"
+    directory.mkdir(parents=True, exist_ok=True)
+    tagged, clean = directory / f"{model.name}.onnx", directory / f"{model.name}.clean.onnx"
+    export_model(str(build(model)), tagged, strategy="htp")
+    export_model(str(build(model)), clean, strategy="htp", clean=True)
+    return tagged, clean
+
+
+def pipeline_figures(quick: bool, only: set[str], log) -> dict:
+    """Cache and orchestration figures, when the Prefect pipeline and MLflow tracking are present."""
+    try:
+        from . import pipeline_cost
+    except ImportError as exc:
+        reason = f"not measured: the pipeline is not in this branch ({exc})"
+        return {"cache_warm_over_cold": {"median": None, "min": None, "max": None, "n": 0, "error": reason},
+                "pipeline_over_direct": {"median": None, "min": None, "max": None, "n": 0, "error": reason}}
+    return pipeline_cost.measure(quick, only, log)
+
+
+def meta(quick: bool) -> dict:
+    import onnxruntime
+    import torch
+
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    return {"quick": quick, "date": time.strftime("%Y-%m-%d %H:%M"), "python": platform.python_version(),
+            "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "cpus": os.cpu_count(),
+            "load_average_at_start": load}
+
+
+def rows(results: dict) -> list[tuple[str, dict, float | None]]:
+    """(key, figure, target) for every figure, in a stable order."""
+    out = []
+
+    def visit(prefix: str, value: dict) -> None:
+        if "median" in value:
+            target = TARGETS.get(prefix, TARGETS.get(prefix.split(".")[0]))
+            out.append((prefix, value, target))
+            return
+        for key, item in value.items():
+            if isinstance(item, dict):
+                visit(f"{prefix}.{key}" if prefix else key, item)
+
+    visit("", {k: v for k, v in results.items() if k != "meta"})
+    return out
+
+
+def detail(figure: dict) -> str:
+    if figure.get("error"):
+        return figure["error"]
+    if "a_s" in figure:
+        return f"{figure['a_s']:.2f} s vs {figure['b_s']:.2f} s"
+    if "a_ms" in figure:
+        return f"{figure['a_ms']:.2f} ms vs {figure['b_ms']:.2f} ms"
+    if figure.get("unit") == "us/node":
+        return f"µs per node, {figure['nodes']} nodes"
+    return figure.get("note", "")
+
+
+def verdict(figure: dict, target: float | None) -> str:
+    if figure.get("median") is None:
+        return "not measured"
+    if target is None:
+        return ""
+    return "yes" if figure["median"] <= target else "NO"
+
+
+def markdown(results: dict) -> str:
+    lines = ["| figure | median | min | max | target | met | detail |", "| --- | ---: | ---: | ---: | ---: | --- | --- |"]
+    for key, fig, target in rows(results):
+        nums = [f"{fig[k]:.3f}" if fig.get(k) is not None else "–" for k in ("median", "min", "max")]
+        lines.append(f"| `{key}` | {' | '.join(nums)} | {'≤ ' + str(target) if target else ''} | "
+                     f"{verdict(fig, target)} | {detail(fig)} |")
+    return "\n".join(lines) + "\n"
+
+
+def print_table(results: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"modelexport benchmarks ({'quick' if results['meta']['quick'] else 'full'}, "
+                        f"{results['meta']['seconds']} s)")
+    for col in ("figure", "median", "min", "max", "target", "met", "detail"):
+        table.add_column(col, justify="right" if col in ("median", "min", "max", "target") else "left")
+    for key, fig, target in rows(results):
+        nums = [f"{fig[k]:.3f}" if fig.get(k) is not None else "–" for k in ("median", "min", "max")]
+        table.add_row(key, *nums, f"≤ {target}" if target else "", verdict(fig, target), detail(fig))
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)
+    console.print(table)
+
+
+START = time.perf_counter()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny models, few repetitions: a smoke test")
+    parser.add_argument("--only", nargs="+", choices=FIGURES, default=list(FIGURES), help="figures to measure")
+    parser.add_argument("--output", type=Path, help="results.json path (default: benchmarks/results.json, "
+                                                     "none with --quick)")
+    args = parser.parse_args(argv)
+    output = args.output or (None if args.quick else HERE / "results.json")
+
+    def log(message: str) -> None:
+        print(f"[{time.perf_counter() - START:6.1f} s] {message}", file=sys.stderr, flush=True)
+
+    results = measure(args.quick, set(args.only), log)
+    print_table(results)
+    if output is not None:
+        from modelexport import atomic
+
+        atomic.write_text(output, json.dumps(results, indent=1) + "\n")
+        atomic.write_text(output.with_suffix(".md"), markdown(results))
+        log(f"wrote {output} and {output.with_suffix('.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

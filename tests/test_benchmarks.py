@@ -1,0 +1,31 @@
+"""Smoke test of the benchmark code on a tiny model: each figure is measured and results.json has its shape.
+
+Speed itself is never asserted here (see benchmarks/ and `make bench`).
+"""
+
+import json
+
+from benchmarks import export_cost, run, runtime_cost
+from benchmarks.common import QUICK_MODELS
+
+
+def test_figures_and_results_structure():
+    model = QUICK_MODELS[1]  # tiny-resnet: the fastest to export
+    results = {"meta": {"quick": True, "seconds": 0.0},
+               "tag_cost": {"htp": {model.name: export_cost.tag_cost(model, "htp", reps=2)}}}
+    tagged, clean = run.runtime_files(model)
+    results["runtime_cost"] = {model.name: runtime_cost.runtime_cost(tagged, clean, block_s=0.01, reps=2)}
+    results["profiling_overhead"] = {model.name: runtime_cost.profiling_overhead(tagged, block_s=0.01, reps=2)}
+    results["tagging_pass"] = export_cost.tagging_scaling((1, 2), reps=2)
+
+    rows = run.rows(results)
+    assert {key for key, _, _ in rows} == {
+        f"tag_cost.htp.{model.name}", f"runtime_cost.{model.name}", f"profiling_overhead.{model.name}",
+        "tagging_pass.x1", "tagging_pass.x2", "tagging_pass.largest_over_smallest"}
+    for _, figure, _ in rows:
+        assert figure["n"] >= 2
+        assert 0 < figure["min"] <= figure["median"] <= figure["max"]
+    assert results["tagging_pass"]["x2"]["nodes"] > results["tagging_pass"]["x1"]["nodes"]
+    table = run.markdown(results)
+    assert table.count("\n") == len(rows) + 2 and f"`tag_cost.htp.{model.name}`" in table
+    json.dumps(results)  # what results.json holds
