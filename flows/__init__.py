@@ -32,16 +32,20 @@ def _storage(cache_dir: str | Path) -> Path:
 
 def run_fleet(fleet_file: str, output_dir: str, concurrency: int | None = None,
               cache_dir: str | None = None, on_model_done=None, tracking_uri: str | None = None,
-              track: bool = True) -> FleetSummary:
-    """Run the fleet flow with N models at a time; cached results live in CACHE_DIR (default OUTPUT_DIR/.cache)."""
-    from prefect.task_runners import ThreadPoolTaskRunner
+              track: bool = True, runner: str = "threads", dask_address: str | None = None) -> FleetSummary:
+    """Run the fleet flow with N models at a time; cached results live in CACHE_DIR (default OUTPUT_DIR/.cache).
 
+    ``runner="dask"`` runs the stages on a Dask cluster: the scheduler at DASK_ADDRESS, else a local one of
+    CONCURRENCY single-threaded worker processes.
+    """
     from .fleet import DEFAULT_CONCURRENCY, export_fleet
+    from .runners import LocalCallback, task_runner
 
     concurrency = concurrency or DEFAULT_CONCURRENCY
-    configured = export_fleet.with_options(task_runner=ThreadPoolTaskRunner(max_workers=concurrency),
+    on_model_done = LocalCallback(on_model_done) if on_model_done is not None else None
+    configured = export_fleet.with_options(task_runner=task_runner(runner, concurrency, dask_address),
                                            result_storage=_storage(cache_dir or Path(output_dir) / ".cache"))
-    return configured(fleet_file, output_dir, on_model_done, tracking_uri, track)
+    return _value(configured(fleet_file, output_dir, on_model_done, tracking_uri, track, return_state=True))
 
 
 def run_model(model: str, output_dir: str, cache_dir: str | None = None, **settings) -> ModelOutcome:
@@ -49,4 +53,12 @@ def run_model(model: str, output_dir: str, cache_dir: str | None = None, **setti
     from .model import export_model
 
     configured = export_model.with_options(result_storage=_storage(cache_dir or Path(output_dir) / ".cache"))
-    return configured(model, output_dir, **settings)
+    return _value(configured(model, output_dir, **settings, return_state=True))
+
+
+def _value(state):
+    """The flow's outcome, also when the run ended Failed because a model failed; a crash is raised."""
+    value = state.result(raise_on_failure=False)
+    if isinstance(value, BaseException):
+        raise value
+    return value

@@ -16,7 +16,7 @@ from modelexport.fleet import check_output_folders, load_fleet
 
 from . import tracking
 from .artifacts import artifact_key, report_fleet, report_model
-from .pipeline import ModelOutcome, collect, submit_pipeline
+from .pipeline import ModelOutcome, collect, ending, submit_pipeline
 
 DEFAULT_CONCURRENCY = 2
 
@@ -40,12 +40,14 @@ def export_fleet(fleet_file: str, output_dir: str | None = None,
 
     Concurrency is the task runner's: ``export_fleet.with_options(task_runner=ThreadPoolTaskRunner(N))``.
     With `track`, the fleet run is an MLflow run and each model a run nested under it (flows.tracking).
+    The run ends Failed (still carrying the summary) when a model failed; the others still ran.
     """
     fleet = load_fleet(fleet_file)
     params = {"fleet.file": fleet_file, "fleet.models": len(fleet.models)}
     run = tracking.fleet_run(fleet.name, tracking_uri=tracking_uri, params=params) if track else nullcontext()
     with run as parent:
-        return _export_fleet(fleet, output_dir, on_model_done, parent)
+        summary = _export_fleet(fleet, output_dir, on_model_done, parent)
+    return ending(summary, summary.failed)
 
 
 def _export_fleet(fleet, output_dir, on_model_done, parent: tracking.FleetRun | None) -> FleetSummary:

@@ -10,7 +10,7 @@ from modelexport.fleet import parse_fleet
 
 from . import tracking
 from .artifacts import report_model
-from .pipeline import ModelOutcome, collect, submit_pipeline
+from .pipeline import ModelOutcome, collect, ending, submit_pipeline
 
 
 @flow(name="export-model", persist_result=False)
@@ -20,7 +20,8 @@ def export_model(model: str, output_dir: str = "out/run", name: str | None = Non
                  profiling: dict | None = None, tracking_uri: str | None = None, track: bool = True) -> ModelOutcome:
     """Export one model into OUTPUT_DIR/<name>/; settings are those of a fleet file's model entry.
 
-    With `track`, the model's run is logged to MLflow (flows.tracking) at `tracking_uri`.
+    With `track`, the model's run is logged to MLflow (flows.tracking) at `tracking_uri`. The run ends Failed
+    (still carrying the outcome) when the model failed.
     """
     entry = {"id": model, "name": name, "revision": revision, "task": task, "strategy": strategy, "opset": opset,
              "input_spec": input_spec, "validate": validation, "profile": profiling}
@@ -31,4 +32,4 @@ def export_model(model: str, output_dir: str = "out/run", name: str | None = Non
     if track:
         tracking.log_outcome(outcome, Path(output_dir) / plan.name, tracking_uri=tracking_uri)
     report_model(outcome)
-    return outcome
+    return ending(outcome, [outcome] if outcome.status != "ok" else [])

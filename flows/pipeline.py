@@ -104,6 +104,19 @@ def collect(plan: ModelPlan, futures: dict[str, PrefectFuture]) -> ModelOutcome:
     return outcome
 
 
+def ending(value, failed: list[ModelOutcome]):
+    """What a flow returns: VALUE, or a Failed state carrying it when a model failed, so that the flow run, the UI
+    and `prefect deployment run --watch` say the export failed. Call such a flow with ``return_state=True``.
+    """
+    if not failed:
+        return value
+    from prefect.states import Failed
+
+    first = failed[0]
+    more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+    return Failed(message=f"{first.name} failed at {first.failed_stage}: {first.reason}{more}", data=value)
+
+
 def _record(outcome: ModelOutcome, stage: str, value) -> None:
     if isinstance(value, ModelSource):
         outcome.source = value.to_dict()

@@ -9,7 +9,7 @@ from prefect import task
 
 from modelexport.source import ModelSource
 
-from .policy import CONTENT, COMPUTE_LOCK, Produced, produced
+from .policy import CONTENT, Produced, computing, produced
 
 
 @task(name="export", cache_policy=CONTENT, persist_result=True)
@@ -21,7 +21,7 @@ def export_onnx(source: ModelSource, output: str, input_spec: dict, strategy: st
     from modelexport.inputs import parse_input_spec
 
     Path(output).parent.mkdir(parents=True, exist_ok=True)
-    with COMPUTE_LOCK:
+    with computing():
         r = export_model(source, output, strategy=strategy, opset=opset, clean=clean, torch_modules=torch_modules,
                          input_spec=parse_input_spec(input_spec), task=task_name,
                          trust_remote_code=trust_remote_code)

@@ -6,7 +6,7 @@ from prefect import task
 
 from modelexport.source import ModelSource
 
-from .policy import CONTENT, COMPUTE_LOCK
+from .policy import CONTENT, computing
 
 
 @task(name="inputs", cache_policy=CONTENT, persist_result=True)
@@ -19,7 +19,7 @@ def derive_inputs(source: ModelSource, task_name: str | None = None, input_spec:
 
     if input_spec is not None:
         return parse_input_spec(input_spec).model_dump(mode="json")
-    with COMPUTE_LOCK:
+    with computing():
         loaded = load(source, task=task_name, trust_remote_code=trust_remote_code)
     if loaded.config is None:
         raise BadInputError(f"{source.ref} is a plain torch module: give its input_spec")

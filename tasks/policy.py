@@ -38,7 +38,14 @@ MAX_GENERATIONS = 1000
 # transformers model patches torch globally for a moment (weight init, default dtype), torch.onnx keeps exporter
 # state in globals, and a latency measured beside another model's export is noise. So a fleet's concurrency
 # overlaps downloads with computing, never two computations with each other.
-COMPUTE_LOCK = threading.Lock()
+_COMPUTE_LOCK = threading.Lock()
+
+
+def computing() -> threading.Lock:
+    """This process's compute lock. A function, not a global the tasks name: on Dask, Prefect ships a task's
+    function by value with the globals it uses, and a lock cannot be pickled; each Dask worker process has its own.
+    """
+    return _COMPUTE_LOCK
 
 
 def is_transient(task, task_run, state) -> bool:

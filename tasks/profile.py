@@ -6,7 +6,7 @@ from prefect import task
 
 from modelexport.fleet import ProfileSettings
 
-from .policy import COMPUTE_LOCK, CONTENT, Produced, produced
+from .policy import CONTENT, Produced, computing, produced
 
 
 @task(name="profile", cache_policy=CONTENT, persist_result=True)
@@ -14,7 +14,7 @@ def profile_onnx(export: Produced, settings: ProfileSettings, output_dir: str) -
     """Keyed on the export and the profile settings only: changing them re-runs this stage alone."""
     from modelexport.profile import profile
 
-    with COMPUTE_LOCK:
+    with computing():
         result = profile(export.data["onnx_path"], warmup=settings.warmup, iterations=settings.iterations,
                          threads=settings.threads or 1, output_dir=output_dir)
     keep = ("latency_ms", "throughput_per_s", "kernel_ms", "attributed_fraction", "optimization", "threads",

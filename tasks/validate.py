@@ -7,7 +7,7 @@ from prefect import task
 from modelexport.fleet import ValidateSettings
 from modelexport.source import ModelSource
 
-from .policy import COMPUTE_LOCK, CONTENT, Produced, produced
+from .policy import CONTENT, Produced, computing, produced
 
 
 @task(name="validate", cache_policy=CONTENT, persist_result=True)
@@ -17,7 +17,7 @@ def validate_onnx(source: ModelSource, export: Produced, input_spec: dict, setti
     from modelexport.inputs import parse_input_spec
     from modelexport.validate import validate, write_report
 
-    with COMPUTE_LOCK:
+    with computing():
         report = validate(export.data["onnx_path"], source, atol=settings.atol, rtol=settings.rtol,
                           input_spec=parse_input_spec(input_spec), task=task_name)
     write_report(report, output)

@@ -15,7 +15,7 @@ from ..errors import ModelExportError
 
 # Sub-command modules, in the order `--help` lists them. Each defines NAME, HELP, add_arguments(p), run(args).
 COMMANDS = ["export", "inspect", "compare", "validate", "profile", "report", "import_graphml", "demo", "demo_models",
-            "run", "run_fleet", "review"]
+            "run", "run_fleet", "review", "serve"]
 
 
 class _Parser(argparse.ArgumentParser):

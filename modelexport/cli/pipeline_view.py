@@ -13,6 +13,7 @@ def quiet_prefect(debug: bool = False) -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "debug" if debug else "error")  # --runner dask
 
 
 def model_line(outcome) -> str:
@@ -32,3 +33,50 @@ def summary_table(outcomes, title: str):
         style = None if outcome.status == "ok" else "red"
         table.add_row(*(str(row[c]) for c in COLUMNS), style=style)
     return table
+
+
+def add_json_argument(p) -> None:
+    p.add_argument("--json", metavar="FILE", help="also write a machine-readable summary (JSON) to FILE; '-' writes "
+                   "it to stdout and the table to stderr")
+
+
+def check_json_target(path: str | None) -> None:
+    """Before anything runs: a summary that cannot be written later would waste the run."""
+    from pathlib import Path
+
+    from ..errors import BadInputError
+
+    if path and path != "-" and not Path(path).parent.resolve().is_dir():
+        raise BadInputError(f"directory of --json {path} does not exist: create it first")
+
+
+def summary_json(outcomes, output_dir: str, exit_code: int, fleet: str | None = None) -> dict:
+    """What a CI step gates on: the exit code, counts, and each model's status, stages, results and files."""
+    from dataclasses import asdict
+
+    failed = [o.name for o in outcomes if o.status != "ok"]
+    return {"fleet": fleet, "output_dir": str(output_dir), "exit_code": exit_code,
+            "status": "failed" if failed else "ok", "exported": len(outcomes) - len(failed), "failed": failed,
+            "models": [{**asdict(o), "cached": o.cached} for o in outcomes]}
+
+
+def write_json(path: str | None, summary: dict) -> None:
+    import json
+    import sys
+
+    from ..atomic import write_text
+
+    if not path:
+        return
+    text = json.dumps(summary, indent=2, default=str) + "\n"
+    if path == "-":
+        sys.stdout.write(text)
+    else:
+        write_text(path, text)
+
+
+def table_console(json_path: str | None):
+    """The table goes to stdout, unless stdout carries the JSON summary."""
+    from rich.console import Console
+
+    return Console(stderr=json_path == "-")

@@ -1,6 +1,6 @@
 """Export one model through the Prefect pipeline (resolve, inputs, export, validate, profile, report) into
 OUTPUT_DIR/<name>/, with the same caching and retries as run-fleet. MODEL is a directory, a hub id or
-module.path:factory.
+module.path:factory. Exit 0 exported (and validated), 1 a stage failed, 2 bad input; --json writes a summary.
 """
 
 from __future__ import annotations
@@ -27,6 +27,9 @@ def add_arguments(p) -> None:
                    "sqlite:///mlflow.db in the working directory)")
     p.add_argument("--no-tracking", action="store_true", help="log nothing to MLflow")
     add_model_arguments(p)
+    from .pipeline_view import add_json_argument
+
+    add_json_argument(p)
 
 
 def _settings(args) -> dict:
@@ -48,12 +51,14 @@ def run(args) -> int:
     from rich.console import Console
 
     from ..fleet import parse_fleet
-    from .pipeline_view import model_line, quiet_prefect, summary_table
+    from .pipeline_view import check_json_target, model_line, quiet_prefect, summary_json, summary_table, \
+        table_console, write_json
 
     settings = _settings(args)
     entry = {"id": args.model, **{("validate" if k == "validation" else "profile" if k == "profiling" else k): v
                                    for k, v in settings.items()}}
     parse_fleet({"models": [entry]}, base=Path.cwd(), source="options")  # bad options fail before Prefect starts
+    check_json_target(args.json)
     quiet_prefect(args.debug)
     from flows import run_model
 
@@ -62,5 +67,6 @@ def run(args) -> int:
         outcome = run_model(args.model, args.output_dir, args.cache_dir, **settings,
                             tracking_uri=args.tracking_uri, track=not args.no_tracking)
     console.print(model_line(outcome))
-    Console().print(summary_table([outcome], f"{outcome.name} → {Path(args.output_dir) / outcome.name}"))
+    table_console(args.json).print(summary_table([outcome], f"{outcome.name} → {Path(args.output_dir) / outcome.name}"))
+    write_json(args.json, summary_json([outcome], args.output_dir, outcome.exit_code))
     return outcome.exit_code

@@ -1,6 +1,8 @@
 """Export every model of a fleet file (YAML) through the Prefect pipeline: resolve, inputs, export, validate,
 profile, report. Outputs land in OUTPUT_DIR/<name>/; unchanged work is taken from the cache (OUTPUT_DIR/.cache).
-Exit 1 if any model failed (the others still run), 2 if the fleet file is invalid.
+Exit 1 if any model failed (the others still run), 2 if the fleet file is invalid; --json writes a summary.
+--runner dask works on the models on a Dask cluster: the scheduler at --dask-address, else a local cluster of
+--concurrency worker processes.
 """
 
 from __future__ import annotations
@@ -17,6 +19,13 @@ def add_arguments(p) -> None:
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else "
                    "sqlite:///mlflow.db in the working directory)")
     p.add_argument("--no-tracking", action="store_true", help="log nothing to MLflow")
+    p.add_argument("--runner", choices=("threads", "dask"), default="threads",
+                   help="threads in this process (default) or a Dask cluster (prefect-dask)")
+    p.add_argument("--dask-address", metavar="tcp://HOST:PORT",
+                   help="Dask scheduler to use with --runner dask (default: a local cluster)")
+    from .pipeline_view import add_json_argument
+
+    add_json_argument(p)
 
 
 def run(args) -> int:
@@ -25,10 +34,14 @@ def run(args) -> int:
 
     from ..errors import BadInputError
     from ..fleet import check_output_folders, load_fleet
-    from .pipeline_view import model_line, quiet_prefect, summary_table
+    from .pipeline_view import check_json_target, model_line, quiet_prefect, summary_json, summary_table, \
+        table_console, write_json
 
     if args.concurrency < 1:
         raise BadInputError(f"--concurrency must be at least 1, got {args.concurrency}")
+    if args.dask_address and args.runner != "dask":
+        raise BadInputError("--dask-address needs --runner dask")
+    check_json_target(args.json)
     fleet = load_fleet(args.fleet)  # every mistake in the file, before Prefect starts
     output_dir = args.output_dir or f"out/{fleet.name}"
     check_output_folders(fleet, output_dir)
@@ -45,12 +58,14 @@ def run(args) -> int:
             progress.advance(bar)
 
         summary = run_fleet(args.fleet, output_dir, args.concurrency, args.cache_dir, on_model_done=done,
-                            tracking_uri=args.tracking_uri, track=not args.no_tracking)
-    Console().print(summary_table(summary.models, f"fleet {fleet.name} → {output_dir}"))
+                            tracking_uri=args.tracking_uri, track=not args.no_tracking, runner=args.runner,
+                            dask_address=args.dask_address)
+    table_console(args.json).print(summary_table(summary.models, f"fleet {fleet.name} → {output_dir}"))
     failed = summary.failed
     if failed:
         console.print(f"[red]{len(failed)} of {len(summary.models)} models failed[/]:")
         for m in failed:
             console.print(f"  {m.name} at {m.failed_stage}: {m.reason}", markup=False, highlight=False)
-        return 1
-    return 0
+    code = 1 if failed else 0
+    write_json(args.json, summary_json(summary.models, output_dir, code, fleet.name))
+    return code
