@@ -7,6 +7,7 @@ PREFECT_API_URL points at a server.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 from pathlib import Path
 
@@ -30,6 +31,19 @@ def _storage(cache_dir: str | Path) -> Path:
     return Path(cache_dir).resolve()
 
 
+@contextlib.contextmanager
+def _heartbeats_where_useful():
+    """Flow-run heartbeats let a server notice crashed runs; Prefect's ephemeral API dies with this process, so
+    there they only cost time: ~1 s per flow run, waiting for the heartbeat thread to stop."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    if PREFECT_API_URL.value():
+        yield
+        return
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        yield
+
+
 def run_fleet(fleet_file: str, output_dir: str, concurrency: int | None = None,
               cache_dir: str | None = None, on_model_done=None, tracking_uri: str | None = None,
               track: bool = True, runner: str = "threads", dask_address: str | None = None) -> FleetSummary:
@@ -45,7 +59,8 @@ def run_fleet(fleet_file: str, output_dir: str, concurrency: int | None = None,
     on_model_done = LocalCallback(on_model_done) if on_model_done is not None else None
     configured = export_fleet.with_options(task_runner=task_runner(runner, concurrency, dask_address),
                                            result_storage=_storage(cache_dir or Path(output_dir) / ".cache"))
-    return _value(configured(fleet_file, output_dir, on_model_done, tracking_uri, track, return_state=True))
+    with _heartbeats_where_useful():
+        return _value(configured(fleet_file, output_dir, on_model_done, tracking_uri, track, return_state=True))
 
 
 def run_model(model: str, output_dir: str, cache_dir: str | None = None, **settings) -> ModelOutcome:
@@ -53,7 +68,8 @@ def run_model(model: str, output_dir: str, cache_dir: str | None = None, **setti
     from .model import export_model
 
     configured = export_model.with_options(result_storage=_storage(cache_dir or Path(output_dir) / ".cache"))
-    return _value(configured(model, output_dir, **settings, return_state=True))
+    with _heartbeats_where_useful():
+        return _value(configured(model, output_dir, **settings, return_state=True))
 
 
 def _value(state):

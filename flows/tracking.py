@@ -110,8 +110,16 @@ def connect(uri: str | None = None):
     import mlflow
 
     uri = resolve_tracking_uri(uri)
+    # set_*_uri also export MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI into os.environ: keep the caller's
+    # environment as it was, or later runs and subprocesses (workers, tests) would log into this store.
+    saved = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
     if uri.startswith("sqlite:///"):
         _open_sqlite_store(uri)
     return mlflow.MlflowClient(uri, registry_uri=uri)

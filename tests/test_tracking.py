@@ -418,3 +418,14 @@ def test_run_fleet_logs_a_parent_run_and_a_nested_run_per_model(backend, e2e_fle
     assert "config.json is not valid JSON" in broken.data.params["error"]
     names = {m.name for m in client.search_registered_models()}
     assert tracking.registered_name("broken", "e2e") not in names
+
+
+def test_connect_leaves_the_process_environment_as_it_was(tmp_path, monkeypatch):
+    """mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI; subprocesses started later must not inherit it."""
+    from flows import tracking
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///elsewhere.db")
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    tracking.connect(f"sqlite:///{tmp_path / 'store.db'}")
+    assert os.environ["MLFLOW_TRACKING_URI"] == "sqlite:///elsewhere.db"
+    assert "MLFLOW_REGISTRY_URI" not in os.environ
