@@ -6,6 +6,7 @@ place and is testable without a store. Metric names are listed in the README's M
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -20,6 +21,12 @@ def find_sidecar(output_dir: Path) -> dict | None:
     """The export's sidecar in `output_dir` (the only ``*.hierarchy.json``), or None."""
     found = sorted(output_dir.glob(f"*{SIDECAR_SUFFIX}"))
     return json.loads(found[0].read_text(encoding="utf-8")) if found else None
+
+
+def results_digest(*parts: dict | None) -> str:
+    """A fingerprint of an export's results (sidecar, validation, profile): equal digests, equal records."""
+    text = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def read_json(output_dir: Path, name: str) -> dict | None:

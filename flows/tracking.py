@@ -292,6 +292,7 @@ class ModelRun:
     validated: bool | None = None  # None: no validation report (the run finishes "unvalidated", unregistered)
     model_uri: str | None = None
     registered_version: str | None = None
+    reused_run_id: str | None = None  # a cached export: the earlier run whose artifacts and model this one cites
 
     def fail(self, reason: str) -> None:
         """Mark the model failed (e.g. a task failed and the flow carried on); the run will end FAILED."""
@@ -299,11 +300,13 @@ class ModelRun:
 
     def record(self, output_dir: str | os.PathLike, *, export: dict | None = None, validation: dict | None = None,
                profile: dict | None = None, export_seconds: float | None = None,
-               tolerances: dict | None = None) -> None:
+               tolerances: dict | None = None, reuse: bool = False) -> None:
         """Log params, metrics and artifacts of one export; decide pass (validation passed) or fail.
 
         Parts not given are read from `output_dir` where the pipeline writes them: the sidecar
-        (``*.hierarchy.json``), ``validation.json`` and ``profile.json``.
+        (``*.hierarchy.json``), ``validation.json`` and ``profile.json``. With `reuse` (every stage came from the
+        cache), a finished earlier run with the same results is cited (tag ``reused_run_id``, its model URI)
+        instead of uploading the same ONNX model and files again; params and metrics are logged all the same.
         """
         output_dir = Path(output_dir)
         export = export if export is not None else run_record.find_sidecar(output_dir)
@@ -314,7 +317,15 @@ class ModelRun:
         if export_seconds is not None:
             metrics["export_seconds"] = export_seconds
         metrics["process_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        _log_batch(self.client, self.run_id, params=params, metrics=metrics)
+        digest = run_record.results_digest(export, validation, profile)
+        _log_batch(self.client, self.run_id, params=params, metrics=metrics, tags={TAG + "results_digest": digest})
+        earlier = self._earlier_run(digest) if reuse else None
+        if earlier is not None:
+            self.reused_run_id, self.model_uri = earlier.info.run_id, earlier.data.tags[TAG + "model_uri"]
+            _log_batch(self.client, self.run_id, tags={TAG + "reused_run_id": self.reused_run_id,
+                                                       TAG + "model_uri": self.model_uri})
+            self._judge(validation)
+            return
         log_files(self.client, self.run_id, output_dir)
         if export and export.get("strategy"):
             log_text(self.client, self.run_id, "strategy_attempts.json", json.dumps(export["strategy"], indent=1))
@@ -324,10 +335,24 @@ class ModelRun:
             _log_batch(self.client, self.run_id, tags={TAG + "model_uri": self.model_uri})
         if onnx_path is None:
             self.fail(self.failure or f"no ONNX file in {output_dir}")
-        elif validation is not None:
+        else:
+            self._judge(validation)
+
+    def _judge(self, validation: dict | None) -> None:
+        if validation is not None:
             self.validated = bool(validation.get("passed"))
             if not self.validated:
                 self.fail(self.failure or run_record.validation_reason(validation))
+
+    def _earlier_run(self, digest: str):
+        """The latest finished run of this model whose results had `digest` and whose model was logged."""
+        query = (f"tags.`{TAG}results_digest` = '{digest}' and tags.`{TAG}model` = '{self.name}'"
+                 f" and attributes.status = 'FINISHED'")
+        if self.fleet:
+            query += f" and tags.`{TAG}fleet` = '{self.fleet}'"
+        runs = self.client.search_runs([self.experiment_id], query, max_results=5,
+                                       order_by=["attributes.start_time DESC"])
+        return next((r for r in runs if r.data.tags.get(TAG + "model_uri")), None)
 
     @property
     def passed(self) -> bool:
@@ -354,7 +379,7 @@ def model_run(name: str, *, fleet: str | None = None, parent_run_id: str | None 
         yield handle
         if handle.failure is None and handle.model_uri is None:
             handle.fail("nothing recorded for this model")
-        if handle.failure is None and handle.validated:
+        if handle.failure is None and handle.validated and handle.reused_run_id is None:
             handle.registered_version = register(handle.model_uri, name, fleet, handle.run_id)
     except BaseException as exc:
         _end(client, handle.run_id, failed=_short(exc))
@@ -384,7 +409,8 @@ def log_outcome(outcome, output_dir: str | os.PathLike, *, fleet: str | None = N
     return log_model_export(outcome.name, output_dir, fleet=fleet, parent_run_id=parent_run_id,
                             tracking_uri=tracking_uri, error=error, model_ref=outcome.ref,
                             tags={TAG + "stages": stages, TAG + "cached": outcome.cached},
-                            export_seconds=outcome.results.get("export", {}).get("seconds"))
+                            export_seconds=outcome.results.get("export", {}).get("seconds"),
+                            reuse=outcome.cached and outcome.status == "ok")
 
 
 # --- artifacts and the registry ---------------------------------------------------------------------------------

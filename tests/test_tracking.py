@@ -373,7 +373,7 @@ def e2e_fleet(tmp_path_factory, model_dirs) -> Path:
 
 @pytest.mark.parametrize("backend", ["sqlite", "server"])
 def test_run_fleet_logs_a_parent_run_and_a_nested_run_per_model(backend, e2e_fleet, server, prefect_harness,
-                                                                 tmp_path):
+                                                                 tmp_path, monkeypatch):
     import mlflow
     import mlflow.onnx
     import onnxruntime as ort
@@ -405,6 +405,7 @@ def test_run_fleet_logs_a_parent_run_and_a_nested_run_per_model(backend, e2e_fle
     assert any(k.startswith("module_self_ms/") for k in bert.data.metrics)
     files = {Path(a.path).name for a in client.list_artifacts(bert.info.run_id, "outputs")}
     assert {"model.hierarchy.json", "validation.json", "profile.json", "profile.md", "modules.png"} <= files
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # set_tracking_uri exports it: restored after the test
     mlflow.set_tracking_uri(uri)
     proto = mlflow.onnx.load_model(bert.data.tags["modelexport.model_uri"])
     feeds = {i.name: np.ones((1, 4), dtype=np.int64) for i in proto.graph.input}
@@ -418,6 +419,20 @@ def test_run_fleet_logs_a_parent_run_and_a_nested_run_per_model(backend, e2e_fle
     assert "config.json is not valid JSON" in broken.data.params["error"]
     names = {m.name for m in client.search_registered_models()}
     assert tracking.registered_name("broken", "e2e") not in names
+
+    # A re-run that is all cache hits gets its own run with params and metrics, citing the run that logged the
+    # model and files instead of uploading them again, and it registers no new version.
+    again = run_fleet(str(e2e_fleet), str(tmp_path / "out"), concurrency=2, tracking_uri=uri)
+    assert [m.cached for m in again.models if m.name == "bert"] == [True]
+    latest = client.search_runs([experiment], "tags.`modelexport.model` = 'bert'",
+                                order_by=["attributes.start_time DESC"])[0]
+    assert latest.info.run_id != bert.info.run_id and latest.info.status == "FINISHED"
+    assert latest.data.tags["modelexport.reused_run_id"] == bert.info.run_id
+    assert latest.data.tags["modelexport.model_uri"] == bert.data.tags["modelexport.model_uri"]
+    assert latest.data.metrics["validation_passed"] == 1.0 and "latency_p50_ms" in latest.data.metrics
+    assert client.list_artifacts(latest.info.run_id) == []
+    version = client.get_model_version_by_alias(tracking.registered_name("bert", "e2e"), tracking.ALIAS)
+    assert version.run_id == bert.info.run_id
 
 
 def test_connect_leaves_the_process_environment_as_it_was(tmp_path, monkeypatch):
