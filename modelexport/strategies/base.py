@@ -82,8 +82,10 @@ def _no_torchscript_ir_dump():
         utils.setup_onnx_logging = original
 
 
-def torchscript_export(module: nn.Module, args: tuple, **kwargs) -> onnx.ModelProto:
-    """Run the TorchScript exporter (``dynamo=False``) and return its ModelProto.
+def torchscript_export(module: nn.Module, inputs: ExampleInputs, output_names: list[str], opset: int,
+                       **options) -> onnx.ModelProto:
+    """Run the TorchScript exporter (``dynamo=False``) on `inputs` (positional, named, with their dynamic axes)
+    and return its ModelProto; the tracing strategies share this call and differ only in the module they trace.
 
     The exporter writes into memory and we parse that: no temporary file written and read back, which cost as
     much as a third of the export of a 440 MB model (see benchmarks/). Models past protobuf's 2 GB limit need a
@@ -91,6 +93,9 @@ def torchscript_export(module: nn.Module, args: tuple, **kwargs) -> onnx.ModelPr
     """
     import torch
 
+    args = tuple(inputs.tensors.values())
+    kwargs = dict(input_names=inputs.names, output_names=output_names, dynamic_axes={**inputs.dynamic_axes} or None,
+                  opset_version=opset, do_constant_folding=True, **options)
     size = sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
     with quiet_exporter(), torch.no_grad():
         if size < PROTOBUF_LIMIT:

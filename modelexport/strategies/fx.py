@@ -15,7 +15,7 @@ import torch
 
 from ..wrapping import WRAPPED_ATTRIBUTE, flatten_outputs
 from .base import Capture, Strategy, register, torchscript_export
-from .htp import scope_of
+from .htp import scopes_from_names
 
 
 def trace(model: torch.nn.Module, input_names: list[str], positional: bool) -> torch.fx.GraphModule:
@@ -112,15 +112,6 @@ class FxStrategy(Strategy):
     def capture(self, model, inputs, output_names, opset, positional):
         graph_module = trace(model, inputs.names, positional)
         runner = _FxRunner(model, graph_module, inputs.names, positional).eval()
-        proto = torchscript_export(
-            runner,
-            tuple(inputs.tensors.values()),
-            input_names=inputs.names,
-            output_names=output_names,
-            dynamic_axes={**inputs.dynamic_axes} or None,
-            opset_version=opset,
-            do_constant_folding=True,
-        )
-        paths = {p for p, _ in model.named_modules(remove_duplicate=False)}
-        scopes = [scope_of(node.name, paths) for node in proto.graph.node]
-        return Capture(proto, scopes, exporter=f"torch.fx + torch.onnx {torch.__version__} (TorchScript)")
+        proto = torchscript_export(runner, inputs, output_names, opset)
+        exporter = f"torch.fx + torch.onnx {torch.__version__} (TorchScript)"
+        return Capture(proto, scopes_from_names(model, proto), exporter=exporter)

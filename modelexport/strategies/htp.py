@@ -40,6 +40,12 @@ def scope_of(node_name: str, module_paths: set[str]) -> str | None:
     return current
 
 
+def scopes_from_names(model, proto) -> list[str | None]:
+    """The module path of each top-level node, read from the scope in its TorchScript name."""
+    paths = {name for name, _ in model.named_modules(remove_duplicate=False)}
+    return [scope_of(node.name, paths) for node in proto.graph.node]
+
+
 CALL_SUFFIX = re.compile(r"_\d+$")
 
 
@@ -62,15 +68,6 @@ class HTPStrategy(Strategy):
 
     def capture(self, model, inputs, output_names, opset, positional):
         wrapper = KeywordWrapper(model, inputs.names, positional=positional).eval()
-        proto = torchscript_export(
-            wrapper,
-            tuple(inputs.tensors.values()),
-            input_names=inputs.names,
-            output_names=output_names,
-            dynamic_axes={**inputs.dynamic_axes} or None,
-            opset_version=opset,
-            do_constant_folding=True,
-        )
-        paths = {name for name, _ in model.named_modules(remove_duplicate=False)}
-        scopes = [scope_of(node.name, paths) for node in proto.graph.node]
-        return Capture(proto, scopes, exporter=f"torch.onnx {torch.__version__} (TorchScript)")
+        proto = torchscript_export(wrapper, inputs, output_names, opset)
+        exporter = f"torch.onnx {torch.__version__} (TorchScript)"
+        return Capture(proto, scopes_from_names(model, proto), exporter=exporter)

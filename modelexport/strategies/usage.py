@@ -132,16 +132,7 @@ class UsageStrategy(Strategy):
         wrapper = KeywordWrapper(model, inputs.names, positional=positional).eval()
         paths, handles = install_markers(model)
         try:
-            proto = torchscript_export(
-                wrapper,
-                tuple(inputs.tensors.values()),
-                input_names=inputs.names,
-                output_names=output_names,
-                dynamic_axes={**inputs.dynamic_axes} or None,
-                opset_version=opset,
-                custom_opsets={DOMAIN: 1},
-                do_constant_folding=True,
-            )
+            proto = torchscript_export(wrapper, inputs, output_names, opset, custom_opsets={DOMAIN: 1})
         finally:
             for handle in handles:
                 handle.remove()
