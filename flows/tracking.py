@@ -29,9 +29,7 @@ import json
 import os
 import re
 import resource
-import shutil
 import socket
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -39,40 +37,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import run_record
+from .mlflow_artifacts import ALIAS, TAG, log_files, log_onnx, log_text, register, registered_name  # noqa: F401
+from .secrets import scrub
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # MLflow 3's own default: a database in the working directory
 DEFAULT_EXPERIMENT = "modelexport"
-ALIAS = "validated"
 TOP_MODULES = 5  # modules whose self time becomes a metric
-TAG = "modelexport."  # prefix of our run tags
-TEXT_SUFFIXES = {".json", ".md", ".graphml", ".txt", ".yaml", ".yml", ".csv", ".html", ".xml", ".log"}
-SKIP_SUFFIXES = {".onnx", ".data", ".part", ".onnx_data"}  # the ONNX model goes through mlflow.onnx instead
-
-
-# --- secrets ----------------------------------------------------------------------------------------------------
-
-SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY|ACCESS_?KEY|CREDENTIAL|AUTH", re.I)
-SECRET_PATTERNS = [
-    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s'\"]+@"), r"\1***@"),  # https://user:token@host
-    (re.compile(r"(?i)\b(token|access_token|api_key|apikey|password|secret|sig)=[^&\s'\"]+"), r"\1=***"),
-    (re.compile(r"\bhf_[A-Za-z0-9]{8,}"), "hf_***"),
-    (re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/-]{8,}=*"), r"\1 ***"),
-]
-
-
-def _secret_values() -> list[str]:
-    """Values of environment variables whose names say they hold a secret (long enough to be one)."""
-    values = {v for k, v in os.environ.items() if SECRET_NAME.search(k) and len(v) >= 8}
-    return sorted(values, key=len, reverse=True)
-
-
-def scrub(text: str) -> str:
-    """`text` with credentials and secret environment values replaced by ``***``."""
-    for value in _secret_values():
-        text = text.replace(value, "***")
-    for pattern, replacement in SECRET_PATTERNS:
-        text = pattern.sub(replacement, text)
-    return text
 
 
 # --- names ------------------------------------------------------------------------------------------------------
@@ -87,12 +57,6 @@ def metric_key(*parts: str) -> str:
     if len(key) > 240:  # MLflow's key limit is 250: keep the end (the innermost module) and a hash
         key = key[:20] + "-" + hashlib.sha1(key.encode()).hexdigest()[:8] + key[-200:]
     return key
-
-
-def registered_name(model: str, fleet: str | None = None) -> str:
-    """The registry name of a model: ``modelexport.<fleet>.<model>`` (``modelexport.<model>`` outside a fleet)."""
-    safe = [re.sub(r"[^\w\-.]", "-", p).strip(".") or "_" for p in ([fleet] if fleet else []) + [model]]
-    return ".".join(["modelexport", *safe])
 
 
 # --- backend ----------------------------------------------------------------------------------------------------
@@ -411,82 +375,3 @@ def log_outcome(outcome, output_dir: str | os.PathLike, *, fleet: str | None = N
                             tags={TAG + "stages": stages, TAG + "cached": outcome.cached},
                             export_seconds=outcome.results.get("export", {}).get("seconds"),
                             reuse=outcome.cached and outcome.status == "ok")
-
-
-# --- artifacts and the registry ---------------------------------------------------------------------------------
-
-def log_text(client, run_id: str, name: str, text: str, artifact_path: str | None = None) -> None:
-    """Log `text` (scrubbed) as the artifact `name`."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / name
-        path.write_text(scrub(text), encoding="utf-8")
-        client.log_artifact(run_id, str(path), artifact_path)
-
-
-def log_files(client, run_id: str, output_dir: Path, artifact_path: str = "outputs") -> None:
-    """Log every file of the model's output dir except ONNX weights; text files scrubbed of secrets."""
-    with tempfile.TemporaryDirectory() as tmp:
-        staged = Path(tmp) / artifact_path
-        for path in sorted(p for p in output_dir.rglob("*") if p.is_file()):
-            if path.suffix in SKIP_SUFFIXES or path.name.startswith("."):
-                continue
-            target = staged / path.relative_to(output_dir)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if path.suffix in TEXT_SUFFIXES:
-                target.write_text(scrub(path.read_text(encoding="utf-8", errors="replace")), encoding="utf-8")
-            else:
-                shutil.copyfile(path, target)
-        if staged.is_dir():
-            client.log_artifacts(run_id, str(staged), artifact_path)
-
-
-def log_onnx(onnx_path: Path, run_id: str, experiment: str, export: dict | None) -> str:
-    """Log the ONNX file with ``mlflow.onnx`` (signature + input example) as the run's model; returns its URI."""
-    import mlflow.onnx
-    import onnx
-
-    proto = onnx.load(str(onnx_path))  # our own copy: log_model moves weights out of the proto it is given
-    # Created explicitly so the model lands in the run's experiment without touching the global active one.
-    logged = mlflow.initialize_logged_model(name="model", source_run_id=run_id, experiment_id=experiment)
-    info = mlflow.onnx.log_model(
-        proto, name="model", run_id=run_id, model_id=logged.model_id,
-        onnx_execution_providers=["CPUExecutionProvider"], signature=signature(proto), input_example=run_record.input_example(export),
-        pip_requirements=[f"onnx=={onnx.__version__}", f"onnxruntime=={_version('onnxruntime')}"],
-    )
-    return info.model_uri
-
-
-def signature(proto):
-    """The model's signature from its graph: one tensor spec per input and output, dynamic axes as -1."""
-    import numpy as np
-    from mlflow.models import ModelSignature
-    from mlflow.types import Schema, TensorSpec
-    from onnx.helper import tensor_dtype_to_np_dtype
-
-    def specs(values):
-        out = []
-        for v in values:
-            t = v.type.tensor_type
-            shape = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in t.shape.dim)
-            out.append(TensorSpec(np.dtype(tensor_dtype_to_np_dtype(t.elem_type)), shape, v.name))
-        return Schema(out)
-
-    initializers = {i.name for i in proto.graph.initializer}
-    inputs = [v for v in proto.graph.input if v.name not in initializers]
-    return ModelSignature(inputs=specs(inputs), outputs=specs(proto.graph.output))
-
-
-def _version(package: str) -> str:
-    from importlib.metadata import version
-
-    return version(package)
-
-
-def register(model_uri: str, model: str, fleet: str | None, run_id: str) -> str:
-    """Register `model_uri` as a new version of the model's registry name and point the alias at it."""
-    import mlflow
-
-    name = registered_name(model, fleet)
-    version = mlflow.register_model(model_uri, name, tags={TAG + "run_id": run_id, TAG + "fleet": fleet or ""})
-    mlflow.MlflowClient().set_registered_model_alias(name, ALIAS, version.version)
-    return str(version.version)

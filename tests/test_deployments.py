@@ -214,7 +214,8 @@ def test_nightly_schedule_is_the_documented_one():
 def test_serve_builds_the_same_deployments():
     from prefect.schedules import Cron  # noqa: F401  (serve's schedules are Prefect cron schedules)
 
-    from modelexport.cli.serve_cmd import read_deployments, to_deployments
+    from flows.serve import to_deployments
+    from modelexport.cli.serve_cmd import read_deployments
 
     entries = read_deployments(str(PREFECT_FILE), ["nightly-fleet", "single-model"])
     nightly, single = to_deployments(entries)

@@ -227,12 +227,13 @@ def test_model_run_holds_params_metrics_and_artifacts(store):
     assert attempts["name"] == "htp" and attempts["attempts"][0]["ok"] is True
 
 
-def test_logged_onnx_model_has_signature_and_runs_in_ort(store, outputs):
+def test_logged_onnx_model_has_signature_and_runs_in_ort(store, outputs, monkeypatch):
     import mlflow
     import mlflow.onnx
     import onnxruntime as ort
 
     uri, ids = store
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # set_tracking_uri exports it: restored after the test
     mlflow.set_tracking_uri(uri)
     model_uri = mlflow.MlflowClient(uri).get_run(ids[PASSING]).data.tags["modelexport.model_uri"]
     info = mlflow.models.get_model_info(model_uri)
@@ -292,12 +293,13 @@ def test_a_failing_run_never_moves_the_alias(sqlite_store, outputs):
     assert len(client.search_model_versions(f"name = '{name}'")) == 1
 
 
-def test_no_secret_reaches_mlflow(store, tmp_path):
+def test_no_secret_reaches_mlflow(store, tmp_path, monkeypatch):
     """The planted token (env HF_TOKEN, URL credentials in the model reference) is in no param, tag or artifact."""
     import mlflow
 
     uri, ids = store
     client = mlflow.MlflowClient(uri)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # set_tracking_uri exports it: restored after the test
     mlflow.set_tracking_uri(uri)
     texts = []
     for run_id in ids.values():

@@ -39,24 +39,9 @@ def read_deployments(path: str, names: list[str] | None = None) -> list[dict]:
     return [e for e in entries if not names or e.get("name") in names]
 
 
-def to_deployments(entries: list[dict]) -> list:
-    """One RunnerDeployment per entry: its flow from the entrypoint, parameters, cron schedules."""
-    from prefect.flows import load_flow_from_entrypoint
-    from prefect.schedules import Cron
-
-    deployments = []
-    for entry in entries:
-        flow = load_flow_from_entrypoint(entry["entrypoint"])
-        schedules = [Cron(s["cron"], timezone=s.get("timezone")) for s in entry.get("schedules") or []]
-        deployments.append(flow.to_deployment(name=entry["name"], parameters=entry.get("parameters") or {},
-                                              schedules=schedules, description=entry.get("description"),
-                                              tags=entry.get("tags")))
-    return deployments
-
-
 def run(args) -> int:
     entries = read_deployments(args.file, args.name)
-    from prefect import serve
+    from flows.serve import serve_deployments
 
-    serve(*to_deployments(entries), limit=args.limit)
+    serve_deployments(entries, limit=args.limit)
     return 0

@@ -1,0 +1,100 @@
+"""What a model run uploads to MLflow: its output files, the ONNX model (with a signature and an input example)
+and, on pass, a registry version with the ``validated`` alias. Used by flows/tracking.py."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+from . import run_record
+from .secrets import scrub
+
+TAG = "modelexport."  # prefix of our run tags
+ALIAS = "validated"
+TEXT_SUFFIXES = {".json", ".md", ".graphml", ".txt", ".yaml", ".yml", ".csv", ".html", ".xml", ".log"}
+SKIP_SUFFIXES = {".onnx", ".data", ".part", ".onnx_data"}  # the ONNX model goes through mlflow.onnx instead
+
+
+def registered_name(model: str, fleet: str | None = None) -> str:
+    """The registry name of a model: ``modelexport.<fleet>.<model>`` (``modelexport.<model>`` outside a fleet)."""
+    safe = [re.sub(r"[^\w\-.]", "-", p).strip(".") or "_" for p in ([fleet] if fleet else []) + [model]]
+    return ".".join(["modelexport", *safe])
+
+
+def log_text(client, run_id: str, name: str, text: str, artifact_path: str | None = None) -> None:
+    """Log `text` (scrubbed) as the artifact `name`."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / name
+        path.write_text(scrub(text), encoding="utf-8")
+        client.log_artifact(run_id, str(path), artifact_path)
+
+
+def log_files(client, run_id: str, output_dir: Path, artifact_path: str = "outputs") -> None:
+    """Log every file of the model's output dir except ONNX weights; text files scrubbed of secrets."""
+    with tempfile.TemporaryDirectory() as tmp:
+        staged = Path(tmp) / artifact_path
+        for path in sorted(p for p in output_dir.rglob("*") if p.is_file()):
+            if path.suffix in SKIP_SUFFIXES or path.name.startswith("."):
+                continue
+            target = staged / path.relative_to(output_dir)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if path.suffix in TEXT_SUFFIXES:
+                target.write_text(scrub(path.read_text(encoding="utf-8", errors="replace")), encoding="utf-8")
+            else:
+                shutil.copyfile(path, target)
+        if staged.is_dir():
+            client.log_artifacts(run_id, str(staged), artifact_path)
+
+
+def log_onnx(onnx_path: Path, run_id: str, experiment: str, export: dict | None) -> str:
+    """Log the ONNX file with ``mlflow.onnx`` (signature + input example) as the run's model; returns its URI."""
+    import mlflow.onnx
+    import onnx
+
+    proto = onnx.load(str(onnx_path))  # our own copy: log_model moves weights out of the proto it is given
+    # Created explicitly so the model lands in the run's experiment without touching the global active one.
+    logged = mlflow.initialize_logged_model(name="model", source_run_id=run_id, experiment_id=experiment)
+    info = mlflow.onnx.log_model(
+        proto, name="model", run_id=run_id, model_id=logged.model_id,
+        onnx_execution_providers=["CPUExecutionProvider"], signature=signature(proto), input_example=run_record.input_example(export),
+        pip_requirements=[f"onnx=={onnx.__version__}", f"onnxruntime=={_version('onnxruntime')}"],
+    )
+    return info.model_uri
+
+
+def signature(proto):
+    """The model's signature from its graph: one tensor spec per input and output, dynamic axes as -1."""
+    import numpy as np
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+    from onnx.helper import tensor_dtype_to_np_dtype
+
+    def specs(values):
+        out = []
+        for v in values:
+            t = v.type.tensor_type
+            shape = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in t.shape.dim)
+            out.append(TensorSpec(np.dtype(tensor_dtype_to_np_dtype(t.elem_type)), shape, v.name))
+        return Schema(out)
+
+    initializers = {i.name for i in proto.graph.initializer}
+    inputs = [v for v in proto.graph.input if v.name not in initializers]
+    return ModelSignature(inputs=specs(inputs), outputs=specs(proto.graph.output))
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import version
+
+    return version(package)
+
+
+def register(model_uri: str, model: str, fleet: str | None, run_id: str) -> str:
+    """Register `model_uri` as a new version of the model's registry name and point the alias at it."""
+    import mlflow
+
+    name = registered_name(model, fleet)
+    version = mlflow.register_model(model_uri, name, tags={TAG + "run_id": run_id, TAG + "fleet": fleet or ""})
+    mlflow.MlflowClient().set_registered_model_alias(name, ALIAS, version.version)
+    return str(version.version)

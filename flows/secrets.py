@@ -1,0 +1,34 @@
+"""Keep secrets out of everything we record: :func:`scrub` replaces credentials in any text with ``***``.
+
+URL credentials, ``token=``-style query values, Hugging Face tokens, bearer tokens, and the values of any
+environment variable whose name says it is a secret (``HF_TOKEN``, ``*_API_KEY``...). MLflow params, tags and text
+artifacts all pass through it (flows/tracking.py).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY|ACCESS_?KEY|CREDENTIAL|AUTH", re.I)
+SECRET_PATTERNS = [
+    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s'\"]+@"), r"\1***@"),  # https://user:token@host
+    (re.compile(r"(?i)\b(token|access_token|api_key|apikey|password|secret|sig)=[^&\s'\"]+"), r"\1=***"),
+    (re.compile(r"\bhf_[A-Za-z0-9]{8,}"), "hf_***"),
+    (re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/-]{8,}=*"), r"\1 ***"),
+]
+
+
+def _secret_values() -> list[str]:
+    """Values of environment variables whose names say they hold a secret (long enough to be one)."""
+    values = {v for k, v in os.environ.items() if SECRET_NAME.search(k) and len(v) >= 8}
+    return sorted(values, key=len, reverse=True)
+
+
+def scrub(text: str) -> str:
+    """`text` with credentials and secret environment values replaced by ``***``."""
+    for value in _secret_values():
+        text = text.replace(value, "***")
+    for pattern, replacement in SECRET_PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
