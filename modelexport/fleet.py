@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .errors import BadInputError
 from .export import DEFAULT_OPSET
-from .inputs import load_input_spec, parse_input_spec
+from .inputs import load_input_spec, parse_input_spec, read_user_file
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
@@ -140,12 +140,9 @@ def load_fleet(path: str | Path) -> Fleet:
     import yaml
 
     path = Path(path)
+    text = read_user_file(path, "fleet file", "YAML")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise BadInputError(f"fleet file {path} does not exist: pass the path of a YAML file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BadInputError(f"cannot read fleet file {path}: {exc}") from None
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         line = f" at line {where.line + 1}" if where is not None else ""

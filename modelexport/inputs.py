@@ -119,15 +119,22 @@ def describe_validation_errors(exc: ValidationError) -> str:
     )
 
 
+def read_user_file(path: Path, what: str, kind: str) -> str:
+    """The text of a file the user named (an input spec, a fleet file), or a one-line error saying what is wrong."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise BadInputError(f"{what} {path} does not exist: pass the path of a {kind} file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInputError(f"cannot read {what} {path}: {exc}") from None
+
+
 def load_input_spec(path: str | Path) -> InputSpec:
     """Read and validate a JSON input spec file."""
     path = Path(path)
+    text = read_user_file(path, "input spec", "JSON")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise BadInputError(f"input spec {path} does not exist: pass the path of a JSON file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BadInputError(f"cannot read input spec {path}: {exc}") from None
+        data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise BadInputError(f"input spec {path} is not valid JSON ({exc}): fix the file") from None
     return parse_input_spec(data, source=f"input spec {path}")

@@ -164,14 +164,10 @@ def _handler(hub: HubServer):
                     break
             else:
                 return self._error(404, "EntryNotFound", f"no route {rest}")
-            revision = revision.rstrip("/")
-            repo = self._repo(repo_id)
-            if repo is None:
+            found = self._commit(repo_id, revision.rstrip("/"))
+            if found is None:
                 return None
-            sha = repo.commit_for(revision)
-            if sha is None:
-                return self._error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
-            folder = repo.commits[sha]
+            sha, folder = found
             files = [(f.relative_to(folder).as_posix(), f) for f in _files(folder)]
             if kind == "/tree/":
                 return self._json(200, [{"type": "file", "path": p, "size": f.stat().st_size, "oid": _oid(f)}
@@ -179,14 +175,22 @@ def _handler(hub: HubServer):
             self._json(200, {"id": repo_id, "modelId": repo_id, "sha": sha, "private": False,
                              "siblings": [{"rfilename": p} for p, _ in files]})
 
-        def _file(self, repo_id: str, revision: str, filename: str, body: bool) -> None:
+        def _commit(self, repo_id: str, revision: str):
+            """(sha, folder) of `revision` in `repo_id`, or None once a 404 is sent."""
             repo = self._repo(repo_id)
             if repo is None:
                 return None
             sha = repo.commit_for(revision)
             if sha is None:
                 return self._error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
-            file = repo.commits[sha] / filename
+            return sha, repo.commits[sha]
+
+        def _file(self, repo_id: str, revision: str, filename: str, body: bool) -> None:
+            found = self._commit(repo_id, revision)
+            if found is None:
+                return None
+            sha, folder = found
+            file = folder / filename
             if not file.is_file():
                 return self._error(404, "EntryNotFound", f"{filename} does not exist at {sha}")
             data = file.read_bytes()
