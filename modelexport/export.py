@@ -191,7 +191,7 @@ def export_model(
     }
     sidecar_path = sidecar_path_for(output)
     try:
-        onnx_io.save_atomic(proto, output)
+        onnx_io.save_atomic(proto, output, capture.weights)
         atomic.write_text(sidecar_path, json.dumps(sidecar, indent=1))
     except OSError as exc:
         output.unlink(missing_ok=True)  # never an ONNX without its sidecar

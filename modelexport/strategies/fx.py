@@ -112,6 +112,6 @@ class FxStrategy(Strategy):
     def capture(self, model, inputs, output_names, opset, positional):
         graph_module = trace(model, inputs.names, positional)
         runner = _FxRunner(model, graph_module, inputs.names, positional).eval()
-        proto = torchscript_export(runner, inputs, output_names, opset)
+        proto, weights = torchscript_export(runner, inputs, output_names, opset)
         exporter = f"torch.fx + torch.onnx {torch.__version__} (TorchScript)"
-        return Capture(proto, scopes_from_names(model, proto), exporter=exporter)
+        return Capture(proto, scopes_from_names(model, proto), exporter=exporter, weights=weights)

@@ -68,6 +68,6 @@ class HTPStrategy(Strategy):
 
     def capture(self, model, inputs, output_names, opset, positional):
         wrapper = KeywordWrapper(model, inputs.names, positional=positional).eval()
-        proto = torchscript_export(wrapper, inputs, output_names, opset)
+        proto, weights = torchscript_export(wrapper, inputs, output_names, opset)
         exporter = f"torch.onnx {torch.__version__} (TorchScript)"
-        return Capture(proto, scopes_from_names(model, proto), exporter=exporter)
+        return Capture(proto, scopes_from_names(model, proto), exporter=exporter, weights=weights)
