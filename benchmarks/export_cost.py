@@ -98,16 +98,14 @@ def tagging_pass(layers: int, reps: int) -> dict:
     import onnx
 
     from modelexport import tagging
-    from modelexport.export import DEFAULT_OPSET, output_names
+    from modelexport.export import DEFAULT_OPSET
     from modelexport.hierarchy import build_hierarchy
     from modelexport.inputs import inputs_from_spec, spec_from_config
-    from modelexport.loading import LoadedModel
     from modelexport.strategies import STRATEGIES
 
     model, config = layered_bert(layers)
-    loaded = LoadedModel(model, config, positional=False)
     inputs = inputs_from_spec(spec_from_config(model, config))
-    capture = STRATEGIES["htp"].capture(model, inputs, output_names(loaded, inputs), DEFAULT_OPSET, False)
+    capture = STRATEGIES["htp"].capture(model, inputs, DEFAULT_OPSET, False)
     tagging.name_nodes(capture.onnx_model.graph)
     hierarchy = build_hierarchy(model)
     per_node = []

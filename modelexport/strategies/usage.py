@@ -129,11 +129,11 @@ class UsageStrategy(Strategy):
     name = "usage"
     description = "forward hooks mark each module's inputs and outputs; scopes from a stack walk over the markers"
 
-    def capture(self, model, inputs, output_names, opset, positional):
+    def capture(self, model, inputs, opset, positional):
         wrapper = KeywordWrapper(model, inputs.names, positional=positional).eval()
         paths, handles = install_markers(model)
         try:
-            proto, weights = torchscript_export(wrapper, inputs, output_names, opset, custom_opsets={DOMAIN: 1})
+            proto, weights = torchscript_export(wrapper, inputs, opset, custom_opsets={DOMAIN: 1})
         finally:
             for handle in handles:
                 handle.remove()
