@@ -18,8 +18,9 @@ WORK = Path(__file__).parent / ".work"  # models and exports (gitignored); the m
 @dataclass(frozen=True)
 class BenchModel:
     name: str
-    class_name: str  # transformers class
-    config: Callable[[], object]
+    class_name: str | None = None  # transformers class...
+    config: Callable[[], object] | None = None
+    factory: str | None = None  # ...or a plain torch ``module.path:factory`` (benchmarks/plain_models.py)
 
 
 def _bert_base():
@@ -44,6 +45,9 @@ def _tiny(name: str):
 
 
 FULL_MODELS = (BenchModel("bert-base", "BertModel", _bert_base), BenchModel("resnet-50", "ResNetModel", _resnet_50))
+# For strategies that cannot trace the transformers classes (fx): plain torch models of the same sizes.
+TORCH_MODELS = (BenchModel("bert-base-torch", factory="benchmarks.plain_models:bert_base"),
+                BenchModel("resnet-50-torch", factory="benchmarks.plain_models:resnet_50"))
 QUICK_MODELS = (BenchModel("tiny-bert", "BertModel", _tiny("tiny-bert")),
                 BenchModel("tiny-resnet", "ResNetModel", _tiny("tiny-resnet")))
 

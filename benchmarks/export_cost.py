@@ -20,18 +20,15 @@ from .common import WORK, BenchModel, build, failed, interleaved, summary
 DYNAMO_STRATEGIES = {"dynamo"}
 
 
-def plain_export(model_dir: Path, class_name: str, output: Path, names: list[str], dynamo: bool, opset: int) -> None:
-    """What a user writes without modelexport: load, dummy inputs, one torch.onnx.export to a file."""
+def plain_export(model: BenchModel, output: Path, names: list[str], dynamo: bool, opset: int) -> None:
+    """What a user writes without modelexport: load (or build), dummy inputs, one torch.onnx.export to a file."""
     import torch
-    import transformers
 
-    from modelexport.inputs import inputs_from_spec, spec_from_config
     from modelexport.strategies.base import quiet_exporter
     from modelexport.wrapping import KeywordWrapper
 
-    model = getattr(transformers, class_name).from_pretrained(model_dir).eval()
-    inputs = inputs_from_spec(spec_from_config(model, model.config))
-    wrapper = KeywordWrapper(model, inputs.names).eval()
+    torch_model, inputs, positional = load_with_inputs(model)
+    wrapper = KeywordWrapper(torch_model, inputs.names, positional=positional).eval()
     args = tuple(inputs.tensors.values())
     with quiet_exporter(), torch.no_grad():
         if dynamo:
@@ -46,17 +43,41 @@ def plain_export(model_dir: Path, class_name: str, output: Path, names: list[str
                               do_constant_folding=True, dynamo=False)
 
 
+def load_with_inputs(model: BenchModel):
+    """The torch model (``from_pretrained``, or its factory), its example inputs, and whether it is positional."""
+    import importlib
+
+    import transformers
+
+    from modelexport.inputs import inputs_from_spec, spec_from_config
+
+    if model.factory:
+        module, attr = model.factory.split(":")
+        return getattr(importlib.import_module(module), attr)(), inputs_from_spec(input_spec(model)), True
+    torch_model = getattr(transformers, model.class_name).from_pretrained(build(model)).eval()
+    return torch_model, inputs_from_spec(spec_from_config(torch_model, torch_model.config)), False
+
+
+def input_spec(model: BenchModel):
+    """The input spec a plain torch model is exported with (None: derived from the transformers config)."""
+    from modelexport.inputs import parse_input_spec
+
+    from .plain_models import INPUT_SPECS
+
+    return parse_input_spec(INPUT_SPECS[model.factory.split(":")[1]]) if model.factory else None
+
+
 def tag_cost(model: BenchModel, strategy: str, reps: int) -> dict:
     """Tagged export ÷ plain export, interleaved, for one strategy and model."""
     from modelexport.errors import ModelExportError
     from modelexport.export import DEFAULT_OPSET, export_model
 
-    model_dir = build(model)
+    ref, spec = (model.factory, input_spec(model)) if model.factory else (str(build(model)), None)
     out = WORK / "exports" / strategy
     out.mkdir(parents=True, exist_ok=True)
     tagged_path, plain_path = out / f"{model.name}.onnx", out / f"{model.name}.plain.onnx"
     try:
-        first = export_model(str(model_dir), tagged_path, strategy=strategy)
+        first = export_model(ref, tagged_path, strategy=strategy, input_spec=spec)
     except ModelExportError as exc:
         return failed(str(exc))
     names = first.sidecar["outputs"]
@@ -66,11 +87,11 @@ def tag_cost(model: BenchModel, strategy: str, reps: int) -> dict:
     # otherwise be counted as the cost of tags.
     def tagged():
         tagged_path.unlink(missing_ok=True)
-        export_model(str(model_dir), tagged_path, strategy=strategy)
+        export_model(ref, tagged_path, strategy=strategy, input_spec=spec)
 
     def plain():
         plain_path.unlink(missing_ok=True)
-        plain_export(model_dir, model.class_name, plain_path, names, strategy in DYNAMO_STRATEGIES, DEFAULT_OPSET)
+        plain_export(model, plain_path, names, strategy in DYNAMO_STRATEGIES, DEFAULT_OPSET)
 
     figure = interleaved(
         tagged,

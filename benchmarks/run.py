@@ -16,9 +16,10 @@ import time
 from pathlib import Path
 
 from . import export_cost, runtime_cost
-from .common import FULL_MODELS, QUICK_MODELS, WORK
+from .common import FULL_MODELS, QUICK_MODELS, TORCH_MODELS, WORK
 
 HERE = Path(__file__).parent
+TORCH_MODEL_STRATEGIES = {"fx"}  # cannot trace the transformers models: also measured on plain torch ones
 FIGURES = ("tag_cost", "tagging_pass", "runtime_cost", "profiling_overhead", "cache", "pipeline")
 # figure -> (target, what it means); a target is an upper bound on the median ratio.
 TARGETS = {"tag_cost": 1.05, "tagging_pass.largest_over_smallest": 1.25, "runtime_cost": 1.03,
@@ -35,7 +36,7 @@ def measure(quick: bool, only: set[str], log) -> dict:
     if "tag_cost" in only:
         results["tag_cost"] = {}
         for strategy in STRATEGIES:
-            for model in models:
+            for model in models + (TORCH_MODELS if strategy in TORCH_MODEL_STRATEGIES and not quick else ()):
                 log(f"tag cost: {strategy} on {model.name}")
                 results["tag_cost"].setdefault(strategy, {})[model.name] = export_cost.tag_cost(model, strategy, reps)
     if "tagging_pass" in only:

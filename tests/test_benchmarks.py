@@ -29,3 +29,21 @@ def test_figures_and_results_structure():
     table = run.markdown(results)
     assert table.count("\n") == len(rows) + 2 and f"`tag_cost.htp.{model.name}`" in table
     json.dumps(results)  # what results.json holds
+
+
+def test_plain_torch_benchmark_models_are_traceable_by_fx():
+    """The fx tag cost runs on these (torch.fx cannot trace the transformers classes): shrunk, they must export."""
+    from benchmarks.plain_models import INPUT_SPECS, TorchBert, TorchResNet
+    from modelexport.export import DEFAULT_OPSET
+    from modelexport.inputs import inputs_from_spec, parse_input_spec
+    from modelexport.strategies import STRATEGIES
+
+    for model, spec in ((TorchBert(vocab=64, hidden=16, layers=2, heads=2, intermediate=32, positions=32), "bert_base"),
+                        (TorchResNet(depths=(1, 1, 1, 1)), "resnet_50")):
+        data = INPUT_SPECS[spec]
+        if spec == "bert_base":
+            data = {"input_ids": {**data["input_ids"], "high": 64}}
+        capture = STRATEGIES["fx"].capture(model.eval(), inputs_from_spec(parse_input_spec(data)), DEFAULT_OPSET, True)
+        scoped = [s for s in capture.scopes if s is not None]  # the rest are constants, projected by tagging
+        assert len(scoped) > len(capture.scopes) / 2
+        assert any(s.startswith(("layers.1", "stages.3")) for s in scoped)
