@@ -295,7 +295,7 @@ class ModelRun:
             log_text(self.client, self.run_id, "strategy_attempts.json", json.dumps(export["strategy"], indent=1))
         onnx_path = run_record.find_onnx(output_dir, export)
         if onnx_path is not None:
-            self.model_uri = log_onnx(onnx_path, self.run_id, self.experiment_id, export)
+            self.model_uri = log_onnx(onnx_path, self.run_id, self.experiment_id)
             _log_batch(self.client, self.run_id, tags={TAG + "model_uri": self.model_uri})
         if onnx_path is None:
             self.fail(self.failure or f"no ONNX file in {output_dir}")
