@@ -52,8 +52,8 @@ def log_files(client, run_id: str, output_dir: Path, artifact_path: str = "outpu
             client.log_artifacts(run_id, str(staged), artifact_path)
 
 
-def log_onnx(onnx_path: Path, run_id: str, experiment: str) -> str:
-    """Log the ONNX file with ``mlflow.onnx`` (with its signature) as the run's model; returns its URI."""
+def log_onnx(onnx_path: Path, run_id: str, experiment: str) -> tuple[str, str]:
+    """Log the ONNX file with ``mlflow.onnx`` (with its signature) as the run's model; returns its URI and id."""
     import mlflow.onnx
     import onnx
 
@@ -65,7 +65,7 @@ def log_onnx(onnx_path: Path, run_id: str, experiment: str) -> str:
         onnx_execution_providers=["CPUExecutionProvider"], signature=signature(proto),
         pip_requirements=[f"onnx=={onnx.__version__}", f"onnxruntime=={_version('onnxruntime')}"],
     )
-    return info.model_uri
+    return info.model_uri, logged.model_id
 
 
 def signature(proto):

@@ -218,6 +218,8 @@ def test_model_run_holds_params_metrics_and_artifacts(store):
                 "parity/last_hidden_state/max_abs_diff", "parity/pooler_output/max_rel_diff", "validation_passed"):
         assert key in metrics, key
     assert metrics["tag_coverage"] == 1.0 and metrics["latency_p50_ms"] == 2.0
+    model_id = tags["modelexport.model_uri"].removeprefix("models:/")  # the logged model holds the numbers too
+    assert {m.key: m.value for m in client.get_logged_model(model_id).metrics} == metrics
     modules = [k for k in metrics if k.startswith("module_self_ms/")]
     assert sorted(modules) == [f"module_self_ms/Root.Layer.{i}" for i in range(tracking.TOP_MODULES)]
     files = {a.path for a in client.list_artifacts(run.info.run_id, "outputs")}
