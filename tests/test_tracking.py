@@ -324,6 +324,11 @@ def test_scrub_removes_credentials(monkeypatch):
     for secret in ("pw123", "abc123", "abcdefghijkl", "hf_abcdefghijklmnop", "correct-horse-battery"):
         assert secret not in scrubbed
     assert "https://***@host/x" in scrubbed and "x=1" in scrubbed
+    # Each pattern alone (a substring test decides whether its regex runs), in any case the regex would match.
+    for text, secret in [("PassWord=s3cr3t", "s3cr3t"), ("pa\u017f\u017fword=s3cr3t", "s3cr3t"),
+                         ("BEARER abcdefghijkl", "abcdefghijkl"), ("HTTP://u:pw123@h", "pw123"),
+                         ("x hf_abcdefghijkl", "hf_abcdefghijkl")]:
+        assert secret not in tracking.scrub(text), text
 
 
 @pytest.mark.parametrize("text, key", [
