@@ -30,7 +30,7 @@ def measure(quick: bool, only: set[str], log) -> dict:
     from modelexport.strategies import STRATEGIES
 
     models = QUICK_MODELS if quick else FULL_MODELS
-    reps = 3
+    reps = 3 if quick else 5
     results: dict = {"meta": meta(quick)}
     if "tag_cost" in only:
         results["tag_cost"] = {}
@@ -40,7 +40,7 @@ def measure(quick: bool, only: set[str], log) -> dict:
                 results["tag_cost"].setdefault(strategy, {})[model.name] = export_cost.tag_cost(model, strategy, reps)
     if "tagging_pass" in only:
         log("tagging pass on 1x/4x/16x layers")
-        results["tagging_pass"] = export_cost.tagging_scaling((1, 2, 4) if quick else (1, 4, 16), 3 if quick else 5)
+        results["tagging_pass"] = export_cost.tagging_scaling((1, 2, 4) if quick else (1, 4, 16), 3 if quick else 15)
     if only & {"runtime_cost", "profiling_overhead"}:
         for model in models:
             tagged, clean = runtime_files(model)

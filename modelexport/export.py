@@ -81,8 +81,8 @@ def example_inputs(loaded: LoadedModel, spec: InputSpec | None) -> ExampleInputs
     return inputs_from_spec(spec)
 
 
-def output_names(loaded: LoadedModel, inputs: ExampleInputs) -> list[str]:
-    """Run the model once on the example inputs; name outputs after its own fields."""
+def check_inputs(loaded: LoadedModel, inputs: ExampleInputs) -> None:
+    """Run the model once on the example inputs: when every strategy failed, says whether the inputs are why."""
     from .wrapping import run_model
 
     try:
@@ -94,16 +94,15 @@ def output_names(loaded: LoadedModel, inputs: ExampleInputs) -> list[str]:
         ) from None
     if not outputs:
         raise BadInputError(f"{type(loaded.model).__name__} returns no tensors: nothing to export")
-    return [name for name, _ in outputs]
 
 
-def capture_and_tag(loaded, inputs, names, strategies, opset, hierarchy: Hierarchy):
+def capture_and_tag(loaded, inputs, strategies, opset, hierarchy: Hierarchy):
     """Try `strategies` in order; the first whose export succeeds and whose tags pass the check wins."""
     attempts: list[Attempt] = []
     for name in strategies:
         start = time.perf_counter()
         try:
-            capture = STRATEGIES[name].capture(loaded.model, inputs, names, opset, loaded.positional)
+            capture = STRATEGIES[name].capture(loaded.model, inputs, opset, loaded.positional)
             tagging.name_nodes(capture.onnx_model.graph)
             tags, projected = tagging.project_tags(capture.onnx_model.graph, capture.scopes, hierarchy)
             mapping = tagging.node_tags(capture.onnx_model, tags)
@@ -115,6 +114,7 @@ def capture_and_tag(loaded, inputs, names, strategies, opset, hierarchy: Hierarc
             continue
         attempts.append(Attempt(name, True, round(time.perf_counter() - start, 3)))
         return capture, mapping, stats, attempts
+    check_inputs(loaded, inputs)
     first = next(a for a in attempts)
     error = ExportFailedError(
         f"every strategy failed ({', '.join(a.strategy for a in attempts)}); {first.strategy}: {first.reason}; "
@@ -157,9 +157,8 @@ def export_model(
     source = model if isinstance(model, ModelSource) else resolve(model, revision=revision)
     loaded = load(source, task=task, trust_remote_code=trust_remote_code)
     inputs = example_inputs(loaded, input_spec)
-    names = output_names(loaded, inputs)
     hierarchy = build_hierarchy(loaded.model, torch_modules=torch_modules)
-    capture, mapping, stats, attempts = capture_and_tag(loaded, inputs, names, strategies, opset, hierarchy)
+    capture, mapping, stats, attempts = capture_and_tag(loaded, inputs, strategies, opset, hierarchy)
 
     proto = capture.onnx_model
     counts: dict[str, int] = {}
@@ -179,7 +178,7 @@ def export_model(
         "opset": opset,
         "versions": library_versions(),
         "inputs": inputs.describe(),
-        "outputs": names,
+        "outputs": [o.name for o in proto.graph.output],
         "options": {"clean": clean, "torch_modules": torch_modules, "task": task},
         "stats": asdict(stats) | {"coverage": stats.coverage},
         "tags": {
@@ -191,7 +190,7 @@ def export_model(
     }
     sidecar_path = sidecar_path_for(output)
     try:
-        onnx_io.save_atomic(proto, output)
+        onnx_io.save_atomic(proto, output, capture.weights)
         atomic.write_text(sidecar_path, json.dumps(sidecar, indent=1))
     except OSError as exc:
         output.unlink(missing_ok=True)  # never an ONNX without its sidecar

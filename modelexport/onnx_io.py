@@ -9,6 +9,8 @@ from pathlib import Path
 
 import onnx
 
+from .serialized_weights import SerializedWeights, write_model
+
 PROTOBUF_LIMIT = 1_800_000_000  # a little under 2 GiB: beyond it weights must go to an external file
 
 
@@ -16,18 +18,24 @@ def _weight_bytes(model: onnx.ModelProto) -> int:
     return sum(t.ByteSize() for t in model.graph.initializer)  # ByteSize: no copy of the raw bytes
 
 
-def save_atomic(model: onnx.ModelProto, path: str | os.PathLike) -> list[Path]:
-    """Write `model` to `path` (and `path`.data when large) so that no partial file ever has the final name.
+def save_atomic(model: onnx.ModelProto, path: str | os.PathLike,
+                weights: SerializedWeights | None = None) -> list[Path]:
+    """Write `model` (with `weights`, its initializers as an exporter serialized them, if given) to `path` (and
+    `path`.data when large) so that no partial file ever has the final name.
 
     Files are written into a hidden temporary folder beside `path`, then renamed into place: the weights first,
     the graph last, so a complete ``.onnx`` always has complete weights. Returns the files written.
     """
     path = Path(path)
-    external = _weight_bytes(model) > PROTOBUF_LIMIT
+    spliced = weights is not None and weights.chunks
+    external = not spliced and _weight_bytes(model) > PROTOBUF_LIMIT
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         staged = staging / path.name
-        if external:
+        if spliced:
+            with open(staged, "wb") as out:
+                write_model(model, weights, out)
+        elif external:
             onnx.save_model(model, staged, save_as_external_data=True, all_tensors_to_one_file=True,
                             location=f"{path.name}.data", size_threshold=1024)
         else:

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
+from .digests import file_digest
 from .errors import BadInputError, TransientError
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
@@ -132,11 +133,9 @@ def _bounded_timeout(request) -> None:
 
 
 def hash_directory(path: Path) -> str:
-    """SHA-256 over the relative names and contents of every file below `path`, in a stable order."""
+    """SHA-256 over the relative name and SHA-256 of every file below `path`, in a stable order (each file's
+    digest is remembered while its stat is unchanged: see digests.py)."""
     digest = hashlib.sha256()
     for file in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")):
-        digest.update(file.relative_to(path).as_posix().encode() + b"\0")
-        with file.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
+        digest.update(f"{file.relative_to(path).as_posix()}\0{file_digest(file)}\n".encode())
     return digest.hexdigest()

@@ -56,6 +56,18 @@ def exported(model_dirs, tmp_path_factory):
 
 
 @pytest.fixture(scope="session", autouse=True)
+def digest_cache(tmp_path_factory):
+    """Remembered file digests go to a folder of the session's, not the user's ~/.cache."""
+    saved = os.environ.get("MODELEXPORT_CACHE_DIR")
+    os.environ["MODELEXPORT_CACHE_DIR"] = str(tmp_path_factory.mktemp("modelexport-cache"))
+    yield
+    if saved is None:
+        os.environ.pop("MODELEXPORT_CACHE_DIR", None)
+    else:
+        os.environ["MODELEXPORT_CACHE_DIR"] = saved
+
+
+@pytest.fixture(scope="session", autouse=True)
 def mlflow_tracking_uri(tmp_path_factory):
     """Pipeline runs log to MLflow by default: point the session (and CLI subprocesses) at a throwaway SQLite
     store rather than ./mlflow.db or whatever MLFLOW_TRACKING_URI the user has set."""

@@ -189,3 +189,21 @@ def test_cli_strategy_all_reports_failures_and_auto_prints_attempts(tmp_path):
     bad = run_cli("export", "tests.strategy_models:branchy", str(tmp_path / "c.onnx"), "--strategy", "nope",
                   "--input-spec", str(spec), cwd=tmp_path)
     assert bad.returncode == 2 and "unknown strategy 'nope'" in bad.stderr
+
+
+def test_outputs_are_named_after_the_trace_even_when_one_is_an_input_or_repeated():
+    import onnx
+    from onnx import TensorProto, helper
+
+    from modelexport.strategies.base import name_outputs
+
+    value = lambda name: helper.make_tensor_value_info(name, TensorProto.FLOAT, [1])  # noqa: E731
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["7"], name="relu"), helper.make_node("Neg", ["7"], ["9"], name="neg")],
+        "g", [value("x")], [value("7"), value("9"), value("x"), value("9")])
+    name_outputs(graph, ["hidden", "logits", "echo", "logits_again"])
+    assert [o.name for o in graph.output] == ["hidden", "logits", "echo", "logits_again"]
+    assert list(graph.node[0].output) == ["hidden"] and list(graph.node[1].input) == ["hidden"]
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    onnx.checker.check_model(model, full_check=True)  # every output is produced, the input keeps its name
+    assert [i.name for i in graph.input] == ["x"]

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import tempfile
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import onnx
@@ -15,6 +14,9 @@ from torch import nn
 
 from ..inputs import ExampleInputs
 from ..onnx_io import PROTOBUF_LIMIT
+from ..serialized_weights import SerializedWeights, split_weights
+from ..tagging import iter_nodes
+from ..wrapping import KeywordWrapper
 
 
 @dataclass
@@ -25,6 +27,7 @@ class Capture:
     onnx_model: onnx.ModelProto
     scopes: list[str | None]
     exporter: str  # e.g. "torch.onnx (TorchScript)"
+    weights: SerializedWeights = field(default_factory=SerializedWeights)  # initializers kept out of onnx_model
 
 
 class Strategy:
@@ -33,9 +36,8 @@ class Strategy:
     name: ClassVar[str]
     description: ClassVar[str]
 
-    def capture(
-        self, model: nn.Module, inputs: ExampleInputs, output_names: list[str], opset: int, positional: bool
-    ) -> Capture:
+    def capture(self, model: nn.Module, inputs: ExampleInputs, opset: int, positional: bool) -> Capture:
+        """Graph outputs are named after the model's own output fields (``KeywordWrapper.output_names``)."""
         raise NotImplementedError
 
 
@@ -82,30 +84,81 @@ def _no_torchscript_ir_dump():
         utils.setup_onnx_logging = original
 
 
-def torchscript_export(module: nn.Module, inputs: ExampleInputs, output_names: list[str], opset: int,
-                       **options) -> onnx.ModelProto:
-    """Run the TorchScript exporter (``dynamo=False``) on `inputs` (positional, named, with their dynamic axes)
-    and return its ModelProto; the tracing strategies share this call and differ only in the module they trace.
+def torchscript_export(module: KeywordWrapper, inputs: ExampleInputs, opset: int,
+                       **options) -> tuple[onnx.ModelProto, SerializedWeights]:
+    """Run the TorchScript exporter (``dynamo=False``) on `inputs` (positional, named, with their dynamic axes);
+    return its ModelProto without initializers, and those as the exporter serialized them. The tracing
+    strategies share this call and differ only in the module they trace. Outputs get the names the module saw
+    in the trace (no eager run beforehand to learn them).
 
-    The exporter writes into memory and we parse that: no temporary file written and read back, which cost as
-    much as a third of the export of a 440 MB model (see benchmarks/). Models past protobuf's 2 GB limit need a
-    path for their external weights, so they go through a temporary folder.
+    The exporter's bytes are kept as they are (no temporary file, no parse and re-serialization of the weights),
+    which saves a third of the export of a 440 MB model (see benchmarks/). Models past protobuf's 2 GB limit
+    need a path for their external weights, so they go through a temporary folder and are parsed whole.
     """
     import torch
 
     args = tuple(inputs.tensors.values())
-    kwargs = dict(input_names=inputs.names, output_names=output_names, dynamic_axes={**inputs.dynamic_axes} or None,
-                  opset_version=opset, do_constant_folding=True, **options)
+    kwargs = dict(input_names=inputs.names, dynamic_axes={**inputs.dynamic_axes} or None, opset_version=opset,
+                  do_constant_folding=True, **options)
     size = sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
     with quiet_exporter(), torch.no_grad():
         if size < PROTOBUF_LIMIT:
-            buffer = io.BytesIO()
-            torch.onnx.export(module, args, buffer, dynamo=False, **kwargs)
-            return onnx.ModelProto.FromString(buffer.getbuffer())
-        with tempfile.TemporaryDirectory(prefix="modelexport-export-") as tmp:
-            path = f"{tmp}/model.onnx"
-            torch.onnx.export(module, args, path, dynamo=False, **kwargs)
-            return onnx.load(path)
+            captured = _KeepWrites()
+            torch.onnx.export(module, args, captured, dynamo=False, **kwargs)
+            proto, weights = split_weights(captured.data())
+        else:
+            with tempfile.TemporaryDirectory(prefix="modelexport-export-") as tmp:
+                path = f"{tmp}/model.onnx"
+                torch.onnx.export(module, args, path, dynamo=False, **kwargs)
+                proto, weights = onnx.load(path), SerializedWeights()
+    name_outputs(proto.graph, module.output_names)
+    return proto, weights
+
+
+def name_outputs(graph: onnx.GraphProto, names: list[str]) -> None:
+    """Rename the graph's outputs to `names`; an output that is a graph input or repeats another gets an
+    Identity under its new name."""
+    if len(names) != len(graph.output):
+        raise RuntimeError(f"the exporter wrote {len(graph.output)} outputs for the model's {len(names)}")
+    keep = {i.name for i in graph.input}
+    renames: dict[str, str] = {}
+    for output, name in zip(graph.output, names):
+        old = output.name
+        if old == name:
+            keep.add(old)
+        elif old in keep or old in renames:
+            graph.node.append(onnx.helper.make_node("Identity", [renames.get(old, old)], [name],
+                                                    name=f"{name}_Identity"))
+        else:
+            renames[old] = name
+        output.name = name
+    if not renames:
+        return
+    for node in iter_nodes(graph):
+        for values in (node.input, node.output):
+            for i, value in enumerate(values):
+                if value in renames:
+                    values[i] = renames[value]
+    for info in graph.value_info:
+        if info.name in renames:
+            info.name = renames[info.name]
+
+
+class _KeepWrites:
+    """A write-only file that keeps the objects written to it: the exporter's one ``bytes``, never copied."""
+
+    def __init__(self):
+        self.parts: list[bytes] = []
+
+    def write(self, data: bytes) -> int:
+        self.parts.append(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def data(self) -> bytes:
+        return self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
 
 
 def root_reason(exc: BaseException) -> str:

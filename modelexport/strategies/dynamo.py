@@ -60,12 +60,14 @@ class DynamoStrategy(Strategy):
     name = "dynamo"
     description = "torch.export + the dynamo ONNX exporter; scopes from its per-node name_scopes metadata"
 
-    def capture(self, model, inputs, output_names, opset, positional):
+    def capture(self, model, inputs, opset, positional):
         wrapper = KeywordWrapper(model, inputs.names, positional=positional).eval()
         args = tuple(inputs.tensors.values())
         shapes = dynamic_shapes(inputs)
+        with torch.no_grad():
+            wrapper(*args)  # learns the output names: torch.export's trace keeps no Python side effects
         try:
-            program = self._export(wrapper, args, inputs.names, output_names, opset, shapes)
+            program = self._export(wrapper, args, inputs.names, list(wrapper.output_names), opset, shapes)
         except Exception as exc:
             if shapes is None:
                 raise

@@ -13,7 +13,7 @@ import inspect
 
 import torch
 
-from ..wrapping import WRAPPED_ATTRIBUTE, flatten_outputs
+from ..wrapping import WRAPPED_ATTRIBUTE, KeywordWrapper
 from .base import Capture, Strategy, register, torchscript_export
 from .htp import scopes_from_names
 
@@ -75,14 +75,12 @@ class _ScopedInterpreter(torch.fx.Interpreter):
             self.open.append(path)
 
 
-class _FxRunner(torch.nn.Module):
+class _FxRunner(KeywordWrapper):
     """Holds the model (so scopes and weight names are the usual ``model.*``) but runs its FX graph."""
 
     def __init__(self, model, graph_module, input_names, positional):
-        super().__init__()
-        setattr(self, WRAPPED_ATTRIBUTE, model)
+        super().__init__(model, input_names, positional)
         self.__dict__["graph_module"] = graph_module  # not a submodule: its modules are the model's own
-        self.input_names, self.positional = list(input_names), positional
 
     def forward(self, *args):
         model = getattr(self, WRAPPED_ATTRIBUTE)
@@ -101,7 +99,7 @@ class _FxRunner(torch.nn.Module):
         finally:
             if scope:
                 state.pop_scope()
-        return tuple(t for _, t in flatten_outputs(outputs))
+        return self.flat(outputs)
 
 
 @register
@@ -109,9 +107,9 @@ class FxStrategy(Strategy):
     name = "fx"
     description = "torch.fx symbolic trace; scopes from FX node metadata (nn_module_stack); fails fast if untraceable"
 
-    def capture(self, model, inputs, output_names, opset, positional):
+    def capture(self, model, inputs, opset, positional):
         graph_module = trace(model, inputs.names, positional)
         runner = _FxRunner(model, graph_module, inputs.names, positional).eval()
-        proto = torchscript_export(runner, inputs, output_names, opset)
+        proto, weights = torchscript_export(runner, inputs, opset)
         exporter = f"torch.fx + torch.onnx {torch.__version__} (TorchScript)"
-        return Capture(proto, scopes_from_names(model, proto), exporter=exporter)
+        return Capture(proto, scopes_from_names(model, proto), exporter=exporter, weights=weights)

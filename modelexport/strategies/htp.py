@@ -66,8 +66,8 @@ class HTPStrategy(Strategy):
     name = "htp"
     description = "TorchScript tracing; node scopes read from the tracer, projected onto unscoped nodes"
 
-    def capture(self, model, inputs, output_names, opset, positional):
+    def capture(self, model, inputs, opset, positional):
         wrapper = KeywordWrapper(model, inputs.names, positional=positional).eval()
-        proto = torchscript_export(wrapper, inputs, output_names, opset)
+        proto, weights = torchscript_export(wrapper, inputs, opset)
         exporter = f"torch.onnx {torch.__version__} (TorchScript)"
-        return Capture(proto, scopes_from_names(model, proto), exporter=exporter)
+        return Capture(proto, scopes_from_names(model, proto), exporter=exporter, weights=weights)

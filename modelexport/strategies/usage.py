@@ -61,13 +61,14 @@ def install_markers(model: torch.nn.Module) -> tuple[list[str], list]:
     return paths, handles
 
 
-def scopes_from_markers(graph: onnx.GraphProto, paths: list[str]) -> list[str | None]:
-    """Walk the nodes in order with a call stack; remove the markers; one scope per remaining node."""
+def scopes_from_markers(graph: onnx.GraphProto, paths: list[str], constants: set[str]) -> list[str | None]:
+    """Walk the nodes in order with a call stack; remove the markers; one scope per remaining node.
+    `constants` names the initializers."""
     stack: list[str] = []
     scopes: list[str | None] = []
     kept: list[onnx.NodeProto] = []
     alias: dict[str, str] = {}  # marker output -> marked tensor
-    constant = {i.name for i in graph.initializer}  # values computed from weights and constants only
+    constant = set(constants)  # values computed from weights and constants only
 
     def original(name: str) -> str:
         while name in alias:
@@ -128,16 +129,18 @@ class UsageStrategy(Strategy):
     name = "usage"
     description = "forward hooks mark each module's inputs and outputs; scopes from a stack walk over the markers"
 
-    def capture(self, model, inputs, output_names, opset, positional):
+    def capture(self, model, inputs, opset, positional):
         wrapper = KeywordWrapper(model, inputs.names, positional=positional).eval()
         paths, handles = install_markers(model)
         try:
-            proto = torchscript_export(wrapper, inputs, output_names, opset, custom_opsets={DOMAIN: 1})
+            proto, weights = torchscript_export(wrapper, inputs, opset, custom_opsets={DOMAIN: 1})
         finally:
             for handle in handles:
                 handle.remove()
-        scopes = scopes_from_markers(proto.graph, paths)
+        constants = {i.name for i in proto.graph.initializer} | set(weights.names)
+        scopes = scopes_from_markers(proto.graph, paths, constants)
         kept = [o for o in proto.opset_import if o.domain != DOMAIN]
         del proto.opset_import[:]
         proto.opset_import.extend(kept)
-        return Capture(proto, scopes, exporter=f"torch.onnx {torch.__version__} (TorchScript, hook markers)")
+        return Capture(proto, scopes, exporter=f"torch.onnx {torch.__version__} (TorchScript, hook markers)",
+                       weights=weights)

@@ -67,13 +67,20 @@ def test_disk_full_while_writing_leaves_nothing(model_dirs, tmp_path, monkeypatc
     """A full disk cannot be caused safely here: the save raises ENOSPC as the OS would."""
     import onnx
 
+    from modelexport import onnx_io
+
     def full(*args, **kwargs):
         path = args[1]
         with open(path, "wb") as fh:
             fh.write(b"partial")
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(onnx, "save_model", full)
+    def full_splice(model, weights, out):
+        out.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(onnx, "save_model", full)  # weights parsed with the model (past 2 GB, imports)
+    monkeypatch.setattr(onnx_io, "write_model", full_splice)  # the exporter's weights spliced back (exports)
     out = tmp_path / "out"
     out.mkdir()
     assert main(["export", str(model_dirs["tiny-bert"]), str(out / "m.onnx")]) == 1
