@@ -1,5 +1,10 @@
-"""What a model run uploads to MLflow: its output files, the ONNX model (with a signature and an input example)
-and, on pass, a registry version with the ``validated`` alias. Used by flows/tracking.py."""
+"""What a model run uploads to MLflow: its output files, the ONNX model (with a signature read from its graph)
+and, on pass, a registry version with the ``validated`` alias. Used by flows/tracking.py.
+
+No input example: MLflow would write it as JSON and then check it by loading the model and running it (its
+"serving input validation"), ~0.3 s per tiny model and more for image inputs, which repeats what the validate
+stage already proved under ONNX Runtime; the signature gives the same names, dtypes and shapes.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,6 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from . import run_record
 from .secrets import scrub
 
 TAG = "modelexport."  # prefix of our run tags
@@ -48,8 +52,8 @@ def log_files(client, run_id: str, output_dir: Path, artifact_path: str = "outpu
             client.log_artifacts(run_id, str(staged), artifact_path)
 
 
-def log_onnx(onnx_path: Path, run_id: str, experiment: str, export: dict | None) -> str:
-    """Log the ONNX file with ``mlflow.onnx`` (signature + input example) as the run's model; returns its URI."""
+def log_onnx(onnx_path: Path, run_id: str, experiment: str) -> tuple[str, str]:
+    """Log the ONNX file with ``mlflow.onnx`` (with its signature) as the run's model; returns its URI and id."""
     import mlflow.onnx
     import onnx
 
@@ -58,10 +62,10 @@ def log_onnx(onnx_path: Path, run_id: str, experiment: str, export: dict | None)
     logged = mlflow.initialize_logged_model(name="model", source_run_id=run_id, experiment_id=experiment)
     info = mlflow.onnx.log_model(
         proto, name="model", run_id=run_id, model_id=logged.model_id,
-        onnx_execution_providers=["CPUExecutionProvider"], signature=signature(proto), input_example=run_record.input_example(export),
+        onnx_execution_providers=["CPUExecutionProvider"], signature=signature(proto),
         pip_requirements=[f"onnx=={onnx.__version__}", f"onnxruntime=={_version('onnxruntime')}"],
     )
-    return info.model_uri
+    return info.model_uri, logged.model_id
 
 
 def signature(proto):

@@ -1,44 +1,108 @@
-"""The chain of stages for a list of models, submitted stage by stage, and what came out of it per model.
+"""The chain of stages of each model, and what came out of it per model.
 
-Stages are submitted breadth-first (every model's download, then every model's inputs, then exports...), so a
-thread pool of N workers works on N models at once instead of N stages of one model.
+Per model, the flow submits two task runs: resolving (never cached: it is what notices changed weights) and
+``model``, which runs the other stages in order as nested task runs, each cached on its own key. ``model`` is
+cached too, keyed on the resolved content, the model's settings and its folder, and counts only while every file
+of every stage is intact: a re-run of an unchanged model is one resolve and one cache hit instead of a task run
+per stage, and a changed setting re-runs only the stages it reaches. A thread pool of N workers works on N models
+at once (their computing still takes turns, see tasks.policy.computing).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from prefect import task
 from prefect.futures import PrefectFuture
+from prefect.transactions import CommitMode, transaction
 
 from modelexport.fleet import ModelPlan
 from modelexport.source import ModelSource
 from tasks import Produced, derive_inputs, export_onnx, profile_onnx, report_onnx, resolve_model, validate_onnx
+from tasks.policy import CONTENT, produced
 
 STAGES = ("resolve", "inputs", "export", "validate", "profile", "report")
 ONNX_NAME = "model.onnx"
 
 
+def stages_of(plan: ModelPlan) -> list[str]:
+    """The stages PLAN runs, in order."""
+    return [s for s in STAGES if (s != "validate" or plan.validate.enabled) and (s != "profile" or plan.profile.enabled)]
+
+
 def submit_pipeline(plans: list[ModelPlan], output_dir: Path) -> dict[str, dict[str, PrefectFuture]]:
-    """Submit every stage of every model; returns model name -> stage -> future."""
-    runs: dict[str, dict[str, PrefectFuture]] = {p.name: {} for p in plans}
+    """Submit every model (every download first); returns model name -> {"resolve": future, "model": future}."""
+    runs = {p.name: {"resolve": resolve_model.submit(p.id, p.revision)} for p in plans}
     for p in plans:
-        runs[p.name]["resolve"] = resolve_model.submit(p.id, p.revision)
-    for p in plans:
-        runs[p.name]["inputs"] = derive_inputs.submit(runs[p.name]["resolve"], p.task, p.input_spec)
-    for p in plans:
-        r = runs[p.name]
-        r["export"] = export_onnx.submit(r["resolve"], str(output_dir / p.name / ONNX_NAME), r["inputs"],
-                                         p.strategy, p.opset, p.clean, p.torch_modules, p.task)
-    for p in plans:
-        r, folder = runs[p.name], output_dir / p.name
-        if p.validate.enabled:
-            r["validate"] = validate_onnx.submit(r["resolve"], r["export"], r["inputs"], p.validate,
-                                                 str(folder / "validation.json"), p.task)
-        if p.profile.enabled:
-            r["profile"] = profile_onnx.submit(r["export"], p.profile, str(folder))
-        r["report"] = report_onnx.submit(r["export"], str(folder))
+        runs[p.name]["model"] = export_stages.submit(runs[p.name]["resolve"], p, str(output_dir / p.name))
     return runs
+
+
+class ModelFailed(Exception):
+    """A stage of the model failed (or its validation did): carries the outcome; never cached."""
+
+    def __init__(self, outcome: ModelOutcome):
+        super().__init__(outcome)
+        self.outcome = outcome
+
+    def __str__(self) -> str:
+        return f"{self.outcome.name} failed at {self.outcome.failed_stage}: {self.outcome.reason}"
+
+
+@task(name="model", cache_policy=CONTENT, persist_result=True)
+def export_stages(source: ModelSource, plan: ModelPlan, folder: str) -> Produced:
+    """Inputs, export, validate, profile and report of one model, each a nested (cached) task run.
+
+    Returns the outcome with every file the stages wrote, so that a cache hit counts only while they are intact;
+    raises ModelFailed when the model failed, so a failure is never a cache hit.
+    """
+    # Nested task runs would commit their cache records only when this one does; eagerly, a stage that finished
+    # stays cached when a later stage fails or the process is killed.
+    with transaction(commit_mode=CommitMode.EAGER):
+        outcome = run_stages(source, plan, Path(folder))
+    if outcome.status != "ok":
+        raise ModelFailed(outcome)
+    return produced({"outcome": outcome}, *outcome.stamps)
+
+
+_SKIP = object()  # the value of a stage that failed or was skipped: stages that need it are skipped
+
+
+def run_stages(source: ModelSource, plan: ModelPlan, folder: Path) -> ModelOutcome:
+    """Run the stages after resolving in order; a failed stage skips those that need its result."""
+    outcome = ModelOutcome(plan.name, plan.id, stages={"resolve": "done"}, source=source.to_dict())
+
+    def stage(name: str, fn, *args):
+        if any(a is _SKIP for a in args):
+            outcome.stages[name] = "skipped"
+            return _SKIP
+        state = fn(*args, return_state=True)
+        if state.is_completed():
+            value = state.result()
+            outcome.stages[name] = "cached" if state.name == "Cached" else "done"
+            _record(outcome, name, value)
+            return value
+        outcome.stages[name] = "failed"
+        if outcome.status == "ok":
+            outcome.status, outcome.failed_stage = "failed", name
+            outcome.reason, outcome.exit_code = _reason(state)
+        return _SKIP
+
+    spec = stage("inputs", derive_inputs, source, plan.task, plan.input_spec)
+    export = stage("export", export_onnx, source, str(folder / ONNX_NAME), spec, plan.strategy, plan.opset,
+                   plan.clean, plan.torch_modules, plan.task)
+    if plan.validate.enabled:
+        stage("validate", validate_onnx, source, export, spec, plan.validate, str(folder / "validation.json"),
+              plan.task)
+    if plan.profile.enabled:
+        stage("profile", profile_onnx, export, plan.profile, str(folder))
+    stage("report", report_onnx, export, str(folder))
+    validation = outcome.results.get("validate", {})
+    if outcome.status == "ok" and validation.get("passed") is False:
+        outcome.status, outcome.failed_stage, outcome.exit_code = "failed", "validate", 1
+        outcome.reason = f"validation failed: {validation.get('summary')}"
+    return outcome
 
 
 @dataclass
@@ -55,6 +119,7 @@ class ModelOutcome:
     source: dict | None = None  # ModelSource.to_dict(): kind, ref, path, revision, fingerprint
     results: dict[str, dict] = field(default_factory=dict)  # stage -> JSON-able data (params, metrics)
     files: dict[str, list[str]] = field(default_factory=dict)  # stage -> files it wrote (artifacts)
+    stamps: dict[str, list[int]] = field(default_factory=dict, repr=False)  # every file -> [size, mtime_ns]
 
     @property
     def cached(self) -> bool:
@@ -81,26 +146,28 @@ class ModelOutcome:
 
 
 def collect(plan: ModelPlan, futures: dict[str, PrefectFuture]) -> ModelOutcome:
-    """Wait for a model's stages and gather their results; the first failure gives the model's reason."""
-    outcome = ModelOutcome(plan.name, plan.id)
-    for stage, future in futures.items():
-        future.wait()
-        state = future.state
-        if state.is_completed():
-            value = future.result()
-            outcome.stages[stage] = "cached" if state.name == "Cached" else "done"
-            _record(outcome, stage, value)
-        elif state.is_failed() or state.is_crashed():
-            outcome.stages[stage] = "failed"
-            if outcome.status == "ok":
-                outcome.status, outcome.failed_stage = "failed", stage
-                outcome.reason, outcome.exit_code = _reason(future)
-        else:  # an upstream stage failed: this one never ran
-            outcome.stages[stage] = "skipped"
-    validation = outcome.results.get("validate", {})
-    if outcome.status == "ok" and validation.get("passed") is False:
-        outcome.status, outcome.failed_stage, outcome.exit_code = "failed", "validate", 1
-        outcome.reason = f"validation failed: {validation.get('summary')}"
+    """Wait for a model's runs and gather what they produced; the first failure gives the model's reason."""
+    resolved, model = futures["resolve"], futures["model"]
+    resolved.wait()
+    if not resolved.state.is_completed():
+        outcome = ModelOutcome(plan.name, plan.id, status="failed", failed_stage="resolve",
+                               stages={s: "skipped" for s in stages_of(plan)} | {"resolve": "failed"})
+        outcome.reason, outcome.exit_code = _reason(resolved.state)
+        return outcome
+    model.wait()
+    state = model.state
+    if state.is_completed():
+        outcome = replace(state.result().data["outcome"])
+        if state.name == "Cached":  # the stored outcome is that of the run that computed it
+            outcome.stages = {s: v if s == "resolve" else "cached" for s, v in outcome.stages.items()}
+        outcome.source = resolved.result().to_dict()
+        return outcome
+    error = state.result(raise_on_failure=False)
+    if isinstance(error, ModelFailed):
+        return error.outcome
+    outcome = ModelOutcome(plan.name, plan.id, status="failed", failed_stage="model",
+                           stages={s: "skipped" for s in stages_of(plan)} | {"resolve": "done"})
+    outcome.reason, outcome.exit_code = _reason(state)
     return outcome
 
 
@@ -123,19 +190,20 @@ def _record(outcome: ModelOutcome, stage: str, value) -> None:
     elif isinstance(value, Produced):
         outcome.results[stage] = value.data
         outcome.files[stage] = list(value.files)
+        outcome.stamps.update(value.files)
     elif isinstance(value, dict):
         outcome.results[stage] = value
 
 
-def _reason(future: PrefectFuture) -> tuple[str, int]:
+def _reason(state) -> tuple[str, int]:
     """The failure's one-line message and exit code, as the CLI would give them."""
     from modelexport.errors import ModelExportError
 
     try:
-        future.result()
+        state.result()
     except ModelExportError as exc:
         return str(exc), exc.exit_code
     except Exception as exc:
         lines = str(exc).strip().splitlines()
         return f"{type(exc).__name__}: {lines[0] if lines else ''}", 1
-    return future.state.message or "failed", 1
+    return state.message or "failed", 1

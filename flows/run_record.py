@@ -10,8 +10,6 @@ import hashlib
 import json
 from pathlib import Path
 
-import numpy as np
-
 SIDECAR_SUFFIX = ".hierarchy.json"
 VERSIONED = ("modelexport", "torch", "onnx", "onnxruntime", "onnxscript", "transformers")
 LATENCY_KEYS = ("mean", "p50", "p90", "p99", "stdev")
@@ -153,17 +151,3 @@ def params_and_metrics(export: dict | None, validation: dict | None, profile: di
         metrics |= profile_metrics(profile, key, top)
     return params, {k: v for k, v in metrics.items() if v is not None}
 
-
-def input_example(export: dict | None) -> dict[str, np.ndarray] | None:
-    """Inputs of the export's recorded shapes: integers zero (masks one), floats seeded normal noise."""
-    if not export or not export.get("inputs"):
-        return None
-    rng = np.random.default_rng(0)
-    example = {}
-    for name, spec in export["inputs"].items():
-        shape, dtype = spec["shape"], np.dtype(spec.get("dtype", "float32").replace("bfloat16", "float32"))
-        if dtype.kind == "f":
-            example[name] = rng.standard_normal(shape).astype(dtype)
-        else:
-            example[name] = (np.ones if "mask" in name else np.zeros)(shape, dtype=dtype)
-    return example

@@ -17,6 +17,9 @@ SECRET_PATTERNS = [
     (re.compile(r"\bhf_[A-Za-z0-9]{8,}"), "hf_***"),
     (re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/-]{8,}=*"), r"\1 ***"),
 ]
+# Text each pattern cannot match without (casefolded): a substring test is ~50x faster than the regex scan, and
+# a model's reports (megabytes of JSON and GraphML) rarely hold any of them.
+TRIGGERS = [("://",), ("token=", "api_key=", "apikey=", "password=", "secret=", "sig="), ("hf_",), ("bearer",)]
 
 
 def _secret_values() -> list[str]:
@@ -29,6 +32,8 @@ def scrub(text: str) -> str:
     """`text` with credentials and secret environment values replaced by ``***``."""
     for value in _secret_values():
         text = text.replace(value, "***")
-    for pattern, replacement in SECRET_PATTERNS:
-        text = pattern.sub(replacement, text)
+    folded = text.casefold()  # as the patterns' (?i) matching: "paſſword=" casefolds to "password="
+    for (pattern, replacement), triggers in zip(SECRET_PATTERNS, TRIGGERS):
+        if any(t in folded for t in triggers):
+            text = pattern.sub(replacement, text)
     return text

@@ -145,14 +145,19 @@ def prefect_flow_run_id() -> str | None:
 
 
 def _log_batch(client, run_id: str, params: dict | None = None, metrics: dict | None = None,
-               tags: dict | None = None) -> None:
-    """Params, metrics and tags in as few requests as MLflow's batch limits allow; all text scrubbed."""
+               tags: dict | None = None, model_id: str | None = None) -> None:
+    """Params, metrics and tags in as few requests as MLflow's batch limits allow; all text scrubbed.
+
+    Metrics given a `model_id` are also the logged model's metrics (what ``mlflow.onnx.log_model`` would copy
+    from the run one metric history at a time, had they been logged before it).
+    """
     from mlflow.entities import Metric, Param, RunTag
 
     now = int(time.time() * 1000)
     p = [Param(k, scrub(str(v))[:6000]) for k, v in (params or {}).items() if v is not None]
     t = [RunTag(k, scrub(str(v))[:8000]) for k, v in (tags or {}).items() if v is not None]
-    m = [Metric(k, float(v), now, 0) for k, v in (metrics or {}).items() if isinstance(v, (int, float))]
+    m = [Metric(k, float(v), now, 0, model_id=model_id, run_id=run_id if model_id else None)
+         for k, v in (metrics or {}).items() if isinstance(v, (int, float))]
     for start in range(0, max(len(p), len(t), len(m)), 100):
         client.log_batch(run_id, metrics=m[start:start + 100], params=p[start:start + 100],
                          tags=t[start:start + 100])
@@ -175,13 +180,17 @@ def _process_started(pid: int) -> str | None:
         return None
 
 
-def _start_run(client, experiment: str, name: str):
-    """Create a run owned by this process, after reaping the experiment's runs whose process is gone."""
+def _start_run(client, experiment: str, name: str, tags: dict, reap: bool = True):
+    """Create a run owned by this process with its `tags` (scrubbed), after reaping the experiment's runs whose
+    process is gone (`reap`: a model run nested in a fleet run leaves that to the fleet run, started just before).
+    """
     exp = experiment_id(client, experiment)
-    reap_interrupted(client, [exp])
+    if reap:
+        reap_interrupted(client, [exp])
     owner = {TAG + "host": socket.gethostname(), TAG + "pid": str(os.getpid()),
              TAG + "pid_started": _process_started(os.getpid())}
-    return client.create_run(exp, run_name=name, tags=owner)
+    tags = {k: scrub(str(v))[:8000] for k, v in {**owner, **tags}.items() if v is not None}
+    return client.create_run(exp, run_name=name, tags=tags)
 
 
 def reap_interrupted(client, experiment_ids: list[str]) -> list[str]:
@@ -215,9 +224,9 @@ def fleet_run(fleet: str, *, tracking_uri: str | None = None, experiment: str = 
     """A parent run for one fleet run; FAILED if the block raises or any of its model runs failed."""
     client = connect(tracking_uri)
     tags = {TAG + "kind": "fleet", TAG + "fleet": fleet, TAG + "prefect_flow_run_id": prefect_flow_run_id()}
-    run = _start_run(client, experiment, fleet)
+    run = _start_run(client, experiment, fleet, tags)
     handle = FleetRun(run.info.run_id, fleet, resolve_tracking_uri(tracking_uri), run.info.experiment_id)
-    _log_batch(client, handle.run_id, params={"fleet": fleet, **(params or {})}, tags=tags)
+    _log_batch(client, handle.run_id, params={"fleet": fleet, **(params or {})})
     try:
         yield handle
         children = client.search_runs([handle.experiment_id], f"tags.`mlflow.parentRunId` = '{handle.run_id}'",
@@ -281,22 +290,26 @@ class ModelRun:
         if export_seconds is not None:
             metrics["export_seconds"] = export_seconds
         metrics["process_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        digest = run_record.results_digest(export, validation, profile)
-        _log_batch(self.client, self.run_id, params=params, metrics=metrics, tags={TAG + "results_digest": digest})
-        earlier = self._earlier_run(digest) if reuse else None
+        tags = {TAG + "results_digest": run_record.results_digest(export, validation, profile)}
+        earlier = self._earlier_run(tags[TAG + "results_digest"]) if reuse else None
         if earlier is not None:
             self.reused_run_id, self.model_uri = earlier.info.run_id, earlier.data.tags[TAG + "model_uri"]
-            _log_batch(self.client, self.run_id, tags={TAG + "reused_run_id": self.reused_run_id,
-                                                       TAG + "model_uri": self.model_uri})
+            tags |= {TAG + "reused_run_id": self.reused_run_id, TAG + "model_uri": self.model_uri}
+            _log_batch(self.client, self.run_id, params=params, metrics=metrics, tags=tags)
             self._judge(validation)
             return
-        log_files(self.client, self.run_id, output_dir)
-        if export and export.get("strategy"):
-            log_text(self.client, self.run_id, "strategy_attempts.json", json.dumps(export["strategy"], indent=1))
-        onnx_path = run_record.find_onnx(output_dir, export)
-        if onnx_path is not None:
-            self.model_uri = log_onnx(onnx_path, self.run_id, self.experiment_id, export)
-            _log_batch(self.client, self.run_id, tags={TAG + "model_uri": self.model_uri})
+        model_id = onnx_path = None
+        try:  # the numbers are logged (in one batch, with the model's id) even if uploading fails
+            log_files(self.client, self.run_id, output_dir)
+            if export and export.get("strategy"):
+                log_text(self.client, self.run_id, "strategy_attempts.json",
+                         json.dumps(export["strategy"], indent=1))
+            onnx_path = run_record.find_onnx(output_dir, export)
+            if onnx_path is not None:
+                self.model_uri, model_id = log_onnx(onnx_path, self.run_id, self.experiment_id)
+                tags[TAG + "model_uri"] = self.model_uri
+        finally:
+            _log_batch(self.client, self.run_id, params=params, metrics=metrics, tags=tags, model_id=model_id)
         if onnx_path is None:
             self.fail(self.failure or f"no ONNX file in {output_dir}")
         else:
@@ -336,9 +349,9 @@ def model_run(name: str, *, fleet: str | None = None, parent_run_id: str | None 
     tags = {TAG + "kind": "model", TAG + "model": name, TAG + "fleet": fleet,
             TAG + "prefect_flow_run_id": prefect_flow_run_id(), "mlflow.parentRunId": parent_run_id,
             **(tags or {})}
-    run = _start_run(client, experiment, name)
+    run = _start_run(client, experiment, name, tags, reap=parent_run_id is None)
     handle = ModelRun(client, run.info.run_id, run.info.experiment_id, name, fleet)
-    _log_batch(client, handle.run_id, params={"model.name": name, "model.ref": model_ref}, tags=tags)
+    _log_batch(client, handle.run_id, params={"model.name": name, "model.ref": model_ref})
     try:
         yield handle
         if handle.failure is None and handle.model_uri is None:

@@ -25,6 +25,7 @@ from prefect.utilities.hashing import hash_objects
 from pydantic import BaseModel
 
 from modelexport.errors import TransientError
+from modelexport.fleet import ModelPlan
 from modelexport.source import ModelSource
 from modelexport.versions import library_versions
 
@@ -92,12 +93,15 @@ def _stamp(path: str | os.PathLike) -> list[int] | None:
 
 
 def canonical(value: Any) -> Any:
-    """What of a task input identifies content: a model's fingerprint (not its path), an upstream result's key."""
+    """What of a task input identifies content: a model's fingerprint (not its path), an upstream result's key,
+    a model plan's settings (not its id)."""
     if isinstance(value, ModelSource):
         return {"kind": value.kind, "fingerprint": value.fingerprint,
                 "ref": value.ref if value.kind != "local" else None}
     if isinstance(value, Produced):
         return value.key or value.files
+    if isinstance(value, ModelPlan):  # a model's settings; its content is the resolved source's, its folder a path
+        return canonical({**dataclasses.asdict(value), "id": None})
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json")
     if dataclasses.is_dataclass(value) and not isinstance(value, type):

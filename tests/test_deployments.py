@@ -182,8 +182,8 @@ def test_fleet_on_a_dask_cluster_matches_the_thread_runner(prefect_harness, mode
                             on_model_done=on_model_done, runner="dask", dask_address=cluster.scheduler_address,
                             track=False)
         ran = client.run_on_scheduler(lambda dask_scheduler: sorted(dask_scheduler.task_prefixes))
-    assert {"resolve_model", "derive_inputs", "export_onnx", "validate_onnx", "profile_onnx",
-            "report_onnx"} <= set(ran), ran
+    # Resolving and each model's stages (nested task runs inside the "model" task) ran on the cluster.
+    assert {"resolve_model", "export_stages"} <= set(ran), ran
     assert sorted(o.name for o in done) == ["bert", "resnet"]
     expected = _comparable(threads, tmp_path / "threads")
     assert expected["bert"]["status"] == "ok" and expected["bert"]["stats"]["total_nodes"] > 100

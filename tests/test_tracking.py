@@ -218,6 +218,8 @@ def test_model_run_holds_params_metrics_and_artifacts(store):
                 "parity/last_hidden_state/max_abs_diff", "parity/pooler_output/max_rel_diff", "validation_passed"):
         assert key in metrics, key
     assert metrics["tag_coverage"] == 1.0 and metrics["latency_p50_ms"] == 2.0
+    model_id = tags["modelexport.model_uri"].removeprefix("models:/")  # the logged model holds the numbers too
+    assert {m.key: m.value for m in client.get_logged_model(model_id).metrics} == metrics
     modules = [k for k in metrics if k.startswith("module_self_ms/")]
     assert sorted(modules) == [f"module_self_ms/Root.Layer.{i}" for i in range(tracking.TOP_MODULES)]
     files = {a.path for a in client.list_artifacts(run.info.run_id, "outputs")}
@@ -239,7 +241,7 @@ def test_logged_onnx_model_has_signature_and_runs_in_ort(store, outputs, monkeyp
     info = mlflow.models.get_model_info(model_uri)
     assert [s.name for s in info.signature.inputs.inputs] == ["input_ids", "attention_mask", "token_type_ids"]
     assert info.signature.inputs.inputs[0].shape == (-1, -1)  # dynamic batch and sequence
-    assert info.saved_input_example_info is not None
+    assert [s.name for s in info.signature.outputs.inputs] == ["last_hidden_state", "pooler_output"]
     proto = mlflow.onnx.load_model(model_uri)
     assert proto.graph.initializer and all(t.raw_data or t.float_data for t in proto.graph.initializer[:3])
     feeds = {n: np.zeros((1, 5), dtype=np.int64) for n in ("input_ids", "attention_mask", "token_type_ids")}
@@ -322,6 +324,11 @@ def test_scrub_removes_credentials(monkeypatch):
     for secret in ("pw123", "abc123", "abcdefghijkl", "hf_abcdefghijklmnop", "correct-horse-battery"):
         assert secret not in scrubbed
     assert "https://***@host/x" in scrubbed and "x=1" in scrubbed
+    # Each pattern alone (a substring test decides whether its regex runs), in any case the regex would match.
+    for text, secret in [("PassWord=s3cr3t", "s3cr3t"), ("pa\u017f\u017fword=s3cr3t", "s3cr3t"),
+                         ("BEARER abcdefghijkl", "abcdefghijkl"), ("HTTP://u:pw123@h", "pw123"),
+                         ("x hf_abcdefghijkl", "hf_abcdefghijkl")]:
+        assert secret not in tracking.scrub(text), text
 
 
 @pytest.mark.parametrize("text, key", [

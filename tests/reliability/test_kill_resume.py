@@ -75,11 +75,13 @@ def test_sigkill_mid_export_leaves_nothing_complete_and_a_rerun_finishes(prefect
 
     onnx.checker.check_model(onnx.load(str(out / "first" / "model.onnx")), full_check=True)
     records = _records(out / ".cache")  # every record readable: none cut short
-    assert sorted(k.split("-")[0] for k in records) == ["export", "inputs", "inputs"]  # second's export: none
+    # The first model finished (each stage and the model as a whole); the second has inputs but no export.
+    assert sorted(k.split("-")[0] for k in records) == ["export", "inputs", "inputs", "model", "report", "validate"]
 
-    # A record cut short by a kill while Prefect wrote it (it writes in place) must not block caching.
-    inputs_record = sorted(k for k in records if k.startswith("inputs"))[0]
-    (out / ".cache" / inputs_record).write_text('{"metadata": {"storage_key": ')
+    # Records cut short by a kill while Prefect wrote them (it writes in place) must not block caching.
+    for name in records:
+        if name.startswith("inputs"):
+            (out / ".cache" / name).write_text('{"metadata": {"storage_key": ')
 
     from flows import run_fleet
 
@@ -87,7 +89,7 @@ def test_sigkill_mid_export_leaves_nothing_complete_and_a_rerun_finishes(prefect
     assert all(m.status == "ok" for m in again.values()), {n: m.reason for n, m in again.items()}
     assert again["first"].stages["export"] == "cached"  # the finished work is reused...
     assert again["second"].stages["export"] == "done"  # ...the interrupted one done again
-    assert {again["first"].stages["inputs"], again["second"].stages["inputs"]} >= {"done"}  # the cut record
+    assert again["second"].stages["inputs"] == "done"  # its record was cut short
 
     third = {m.name: m for m in run_fleet(str(fleet), str(out), concurrency=1).models}
     assert all(m.cached for m in third.values()), {n: m.stages for n, m in third.items()}
