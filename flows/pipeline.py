@@ -32,10 +32,19 @@ def stages_of(plan: ModelPlan) -> list[str]:
 
 
 def submit_pipeline(plans: list[ModelPlan], output_dir: Path) -> dict[str, dict[str, PrefectFuture]]:
-    """Submit every model (every download first); returns model name -> {"resolve": future, "model": future}."""
+    """Submit every model (every download first); returns model name -> {"resolve": future, "model": future}
+    ("model" absent where resolving failed).
+
+    A model's stages get its resolved source as a value, not as the resolve future: given a future, Prefect reads
+    that task run back from its API before starting the next (a third of a fully cached run's worker time); it
+    tracks the value's lineage all the same.
+    """
     runs = {p.name: {"resolve": resolve_model.submit(p.id, p.revision)} for p in plans}
     for p in plans:
-        runs[p.name]["model"] = export_stages.submit(runs[p.name]["resolve"], p, str(output_dir / p.name))
+        resolved = runs[p.name]["resolve"]
+        resolved.wait()
+        if resolved.state.is_completed():
+            runs[p.name]["model"] = export_stages.submit(resolved.result(), p, str(output_dir / p.name))
     return runs
 
 
@@ -147,9 +156,9 @@ class ModelOutcome:
 
 def collect(plan: ModelPlan, futures: dict[str, PrefectFuture]) -> ModelOutcome:
     """Wait for a model's runs and gather what they produced; the first failure gives the model's reason."""
-    resolved, model = futures["resolve"], futures["model"]
+    resolved, model = futures["resolve"], futures.get("model")
     resolved.wait()
-    if not resolved.state.is_completed():
+    if model is None or not resolved.state.is_completed():
         outcome = ModelOutcome(plan.name, plan.id, status="failed", failed_stage="resolve",
                                stages={s: "skipped" for s in stages_of(plan)} | {"resolve": "failed"})
         outcome.reason, outcome.exit_code = _reason(resolved.state)

@@ -453,3 +453,12 @@ def test_connect_leaves_the_process_environment_as_it_was(tmp_path, monkeypatch)
     tracking.connect(f"sqlite:///{tmp_path / 'store.db'}")
     assert os.environ["MLFLOW_TRACKING_URI"] == "sqlite:///elsewhere.db"
     assert "MLFLOW_REGISTRY_URI" not in os.environ
+
+
+def test_sqlite_store_uses_the_write_ahead_log(sqlite_store):
+    """Few fsyncs per small transaction, and readers (review) never wait for a writer: the mode stays in the file."""
+    import sqlite3
+
+    uri, _ = sqlite_store
+    with contextlib.closing(sqlite3.connect(uri.removeprefix("sqlite:///"))) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
