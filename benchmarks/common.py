@@ -77,13 +77,17 @@ def timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def interleaved(a: Callable[[], object], b: Callable[[], object], reps: int, warmup: bool = True) -> dict:
-    """Time `a` and `b` alternately `reps` times (after one untimed run of each); summary of the a/b ratios."""
+def interleaved(a: Callable[[], object], b: Callable[[], object], reps: int, warmup: bool = True,
+                min_seconds: float = 0.0) -> dict:
+    """Time `a` and `b` alternately (after one untimed run of each) at least `reps` times and, for quick pairs,
+    until `min_seconds` have passed (at most 4 × `reps`): a short pair's ratio is noisier. Summary of the a/b ratios.
+    """
     if warmup:
         a(), b()
     a_s, b_s = [], []
-    for i in range(reps):
-        if i % 2 == 0:
+    start = time.perf_counter()
+    while len(a_s) < reps or (time.perf_counter() - start < min_seconds and len(a_s) < 4 * reps):
+        if len(a_s) % 2 == 0:
             a_s.append(timed(a)), b_s.append(timed(b))
         else:
             b_s.append(timed(b)), a_s.append(timed(a))

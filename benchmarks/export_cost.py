@@ -67,7 +67,7 @@ def input_spec(model: BenchModel):
     return parse_input_spec(INPUT_SPECS[model.factory.split(":")[1]]) if model.factory else None
 
 
-def tag_cost(model: BenchModel, strategy: str, reps: int) -> dict:
+def tag_cost(model: BenchModel, strategy: str, reps: int, min_seconds: float = 0.0) -> dict:
     """Tagged export ÷ plain export, interleaved, for one strategy and model."""
     from modelexport.errors import ModelExportError
     from modelexport.export import DEFAULT_OPSET, export_model
@@ -98,6 +98,7 @@ def tag_cost(model: BenchModel, strategy: str, reps: int) -> dict:
         plain,
         reps,
         warmup=False,  # the first export above warmed the tagged side; the plain one shares its libraries
+        min_seconds=min_seconds,
     )
     figure["nodes"] = first.stats.total_nodes
     figure["onnx_mb"] = round(tagged_path.stat().st_size / 1e6, 1)

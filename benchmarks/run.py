@@ -38,7 +38,8 @@ def measure(quick: bool, only: set[str], log) -> dict:
         for strategy in STRATEGIES:
             for model in models + (TORCH_MODELS if strategy in TORCH_MODEL_STRATEGIES and not quick else ()):
                 log(f"tag cost: {strategy} on {model.name}")
-                results["tag_cost"].setdefault(strategy, {})[model.name] = export_cost.tag_cost(model, strategy, reps)
+                results["tag_cost"].setdefault(strategy, {})[model.name] = export_cost.tag_cost(
+                    model, strategy, reps, min_seconds=0 if quick else 40)
     if "tagging_pass" in only:
         log("tagging pass on 1x/4x/16x layers")
         results["tagging_pass"] = export_cost.tagging_scaling((1, 2, 4) if quick else (1, 4, 16), 3 if quick else 15)

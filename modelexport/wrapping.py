@@ -42,11 +42,12 @@ class KeywordWrapper(nn.Module):
     """Takes the inputs positionally, calls the model by keyword, returns a flat tuple of output tensors; the
     names of the last call's outputs are kept in `output_names` (an exporter's trace is that call)."""
 
-    def __init__(self, model: nn.Module, input_names: list[str], positional: bool = False):
+    def __init__(self, model: nn.Module, input_names: list[str], positional: bool = False, as_dict: bool = False):
         super().__init__()
         setattr(self, WRAPPED_ATTRIBUTE, model)
         self.input_names = list(input_names)
         self.positional = positional
+        self.as_dict = as_dict  # name -> tensor instead of a tuple: torch.export keeps the names in its output spec
         self.output_names: list[str] = []
 
     def forward(self, *args):
@@ -54,13 +55,13 @@ class KeywordWrapper(nn.Module):
         outputs = model(*args) if self.positional else model(**dict(zip(self.input_names, args)))
         return self.flat(outputs)
 
-    def flat(self, outputs) -> tuple:
-        """The outputs as a flat tuple of tensors; their names go to `output_names`."""
+    def flat(self, outputs) -> tuple | dict:
+        """The outputs as a flat tuple of tensors (or dict, see `as_dict`); their names go to `output_names`."""
         named = flatten_outputs(outputs)
         if not named:
             raise ValueError(f"{type(getattr(self, WRAPPED_ATTRIBUTE)).__name__} returns no tensors")
         self.output_names = [name for name, _ in named]
-        return tuple(t for _, t in named)
+        return dict(named) if self.as_dict else tuple(t for _, t in named)
 
 
 def run_model(model: nn.Module, tensors: dict[str, torch.Tensor], positional: bool = False) -> list[tuple[str, torch.Tensor]]:

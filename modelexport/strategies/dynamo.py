@@ -14,7 +14,7 @@ import ast
 import torch
 
 from ..wrapping import WRAPPED_ATTRIBUTE, KeywordWrapper
-from .base import Capture, Strategy, quiet_exporter, register, root_reason
+from .base import Capture, Strategy, name_outputs, quiet_exporter, register, root_reason
 
 NAME_SCOPES = "pkg.torch.onnx.name_scopes"
 
@@ -61,19 +61,20 @@ class DynamoStrategy(Strategy):
     description = "torch.export + the dynamo ONNX exporter; scopes from its per-node name_scopes metadata"
 
     def capture(self, model, inputs, opset, positional):
-        wrapper = KeywordWrapper(model, inputs.names, positional=positional).eval()
+        # Outputs by name: torch.export's trace keeps no Python side effects (the wrapper's `output_names`), but
+        # its output spec keeps a dict's keys.
+        wrapper = KeywordWrapper(model, inputs.names, positional=positional, as_dict=True).eval()
         args = tuple(inputs.tensors.values())
         shapes = dynamic_shapes(inputs)
-        with torch.no_grad():
-            wrapper(*args)  # learns the output names: torch.export's trace keeps no Python side effects
         try:
-            program = self._export(wrapper, args, inputs.names, list(wrapper.output_names), opset, shapes)
+            program = self._export(wrapper, args, inputs.names, opset, shapes)
         except Exception as exc:
             if shapes is None:
                 raise
             raise RuntimeError(f"export with dynamic axes {sorted(set(_axis_names(inputs)))} failed: "
                                f"{root_reason(exc)}") from None
         proto = program.model_proto
+        name_outputs(proto.graph, list(program.exported_program.call_spec.out_spec.context))
         scopes = [
             scope_from_name_scopes(next((p.value for p in node.metadata_props if p.key == NAME_SCOPES), None))
             for node in proto.graph.node
@@ -81,13 +82,12 @@ class DynamoStrategy(Strategy):
         return Capture(proto, scopes, exporter=f"torch.onnx {torch.__version__} (dynamo)")
 
     @staticmethod
-    def _export(wrapper, args, input_names, output_names, opset, shapes):
+    def _export(wrapper, args, input_names, opset, shapes):
         with quiet_exporter(), torch.no_grad():
             return torch.onnx.export(
                 wrapper,
                 args,
                 input_names=input_names,
-                output_names=output_names,
                 dynamic_shapes=shapes,
                 opset_version=opset,
                 dynamo=True,
