@@ -81,6 +81,7 @@ def pipeline_figures(quick: bool, only: set[str], log) -> dict:
     except ImportError as exc:
         reason = f"not measured: the pipeline is not in this branch ({exc})"
         return {"cache_warm_over_cold": {"median": None, "min": None, "max": None, "n": 0, "error": reason},
+                "cache_floor_over_cold": {"median": None, "min": None, "max": None, "n": 0, "error": reason},
                 "pipeline_over_direct": {"median": None, "min": None, "max": None, "n": 0, "error": reason}}
     return pipeline_cost.measure(quick, only, log)
 
