@@ -115,7 +115,7 @@ def settle() -> None:
     """Pause before a timed run. Prefect's ephemeral API server writes a finished flow run's events to its SQLite
     database for a moment afterwards; a flow run created meanwhile gets HTTP 503 and Prefect's client retries it
     ~2 s later (measured: back-to-back empty flows take 2.2 s, 0.16 s a second apart). Scheduled runs are minutes
-    apart; a server with PostgreSQL does not do this."""
+    apart."""
     time.sleep(1.0)
 
 
