@@ -198,12 +198,13 @@ def test_outputs_are_named_after_the_trace_even_when_one_is_an_input_or_repeated
     from modelexport.strategies.base import name_outputs
 
     value = lambda name: helper.make_tensor_value_info(name, TensorProto.FLOAT, [1])  # noqa: E731
+    weight = helper.make_tensor("w", TensorProto.FLOAT, [1], [2.0])
     graph = helper.make_graph(
         [helper.make_node("Relu", ["x"], ["7"], name="relu"), helper.make_node("Neg", ["7"], ["9"], name="neg")],
-        "g", [value("x")], [value("7"), value("9"), value("x"), value("9")])
-    name_outputs(graph, ["hidden", "logits", "echo", "logits_again"])
-    assert [o.name for o in graph.output] == ["hidden", "logits", "echo", "logits_again"]
+        "g", [value("x")], [value("7"), value("9"), value("x"), value("9"), value("w")], initializer=[weight])
+    name_outputs(graph, ["hidden", "logits", "echo", "logits_again", "scale"])
+    assert [o.name for o in graph.output] == ["hidden", "logits", "echo", "logits_again", "scale"]
     assert list(graph.node[0].output) == ["hidden"] and list(graph.node[1].input) == ["hidden"]
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     onnx.checker.check_model(model, full_check=True)  # every output is produced, the input keeps its name
-    assert [i.name for i in graph.input] == ["x"]
+    assert [i.name for i in graph.input] == ["x"] and [i.name for i in graph.initializer] == ["w"]

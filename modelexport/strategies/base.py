@@ -116,24 +116,23 @@ def torchscript_export(module: KeywordWrapper, inputs: ExampleInputs, opset: int
 
 
 def name_outputs(graph: onnx.GraphProto, names: list[str]) -> None:
-    """Rename the graph's outputs to `names`; an output that is a graph input or repeats another gets an
-    Identity under its new name."""
+    """Rename the graph's outputs to `names`. A node's output is renamed where it is produced and consumed; an
+    output no node produces here (a graph input, a weight) or that repeats another gets an Identity instead."""
     if len(names) != len(graph.output):
         raise RuntimeError(f"the exporter wrote {len(graph.output)} outputs for the model's {len(names)}")
-    keep = {i.name for i in graph.input}
+    produced = {value for node in graph.node for value in node.output}
+    staying = {output.name for output, name in zip(graph.output, names) if output.name == name}
     renames: dict[str, str] = {}
     for output, name in zip(graph.output, names):
         old = output.name
         if old == name:
-            keep.add(old)
-        elif old in keep or old in renames:
+            continue
+        if old in produced and old not in staying and old not in renames:
+            renames[old] = name
+        else:
             graph.node.append(onnx.helper.make_node("Identity", [renames.get(old, old)], [name],
                                                     name=f"{name}_Identity"))
-        else:
-            renames[old] = name
         output.name = name
-    if not renames:
-        return
     for node in iter_nodes(graph):
         for values in (node.input, node.output):
             for i, value in enumerate(values):

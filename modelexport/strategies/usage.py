@@ -22,7 +22,7 @@ import torch
 from torch.utils import _pytree as pytree
 
 from ..wrapping import KeywordWrapper
-from .base import Capture, Strategy, register, torchscript_export
+from .base import Capture, Strategy, name_outputs, register, torchscript_export
 
 DOMAIN = "modelexport"
 ENTER, EXIT = 0, 1
@@ -97,31 +97,15 @@ def scopes_from_markers(graph: onnx.GraphProto, paths: list[str], constants: set
             scopes.append(None)  # a constant belongs to its consumers: tagging projects it
         else:
             scopes.append(stack[-1] if stack else "")
-    _keep_output_names(graph, kept, scopes, original)
     del graph.node[:]
     graph.node.extend(kept)
-    return scopes
-
-
-def _keep_output_names(graph, kept, scopes, original) -> None:
-    """Graph outputs that were marker outputs: rename the producing tensor back to the output's name."""
-    producer = {out: (node, i) for node in kept for i, out in enumerate(node.output)}
-    taken = {i.name for i in graph.input} | {o.name for o in graph.output}
+    # Graph outputs that were marker outputs: back onto the marked tensors, under the model's output names.
+    names = [output.name for output in graph.output]
     for output in graph.output:
-        source = original(output.name)
-        if source == output.name:
-            continue
-        if source in producer and source not in taken:
-            node, i = producer.pop(source)
-            node.output[i] = output.name
-            for other in kept:
-                for j, name in enumerate(other.input):
-                    if name == source:
-                        other.input[j] = output.name
-            taken.add(output.name)
-        else:  # a graph input or another output passed straight through: keep a copy under the output's name
-            kept.append(onnx.helper.make_node("Identity", [source], [output.name], name=f"{output.name}_Identity"))
-            scopes.append(None)
+        output.name = original(output.name)
+    name_outputs(graph, names)
+    scopes += [None] * (len(graph.node) - len(scopes))  # Identity copies: tagging gives them their input's module
+    return scopes
 
 
 @register
