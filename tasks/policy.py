@@ -127,12 +127,10 @@ class ContentCache(CachePolicy):
         store = task_ctx.result_store
         for generation in range(MAX_GENERATIONS):
             key = f"{task_ctx.task.name}-{base}-{generation}"
-            if not store.exists(key):
-                return key
-            try:
+            try:  # one read: Prefect's `exists` reads and deserializes the whole record as well
                 result = store.read(key).result
-            except Exception:  # a record cut short (the process was killed while writing it): skip it
-                continue
+            except Exception:  # no record yet, or one cut short (the process was killed while writing it)
+                return key
             if not isinstance(result, Produced) or result.intact():
                 return key
         return None
