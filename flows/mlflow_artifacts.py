@@ -1,9 +1,6 @@
-"""What a model run uploads to MLflow: its output files, the ONNX model (with a signature read from its graph)
-and, on pass, a registry version with the ``validated`` alias. Used by flows/tracking.py.
-
-No input example: MLflow would write it as JSON and then check it by loading the model and running it (its
-"serving input validation"), ~0.3 s per tiny model and more for image inputs, which repeats what the validate
-stage already proved under ONNX Runtime; the signature gives the same names, dtypes and shapes.
+"""What a model run uploads to MLflow: its output files, the ONNX model (with a signature read from its graph and
+the export's example inputs) and, on pass, a registry version with the ``validated`` alias. Used by
+flows/tracking.py.
 """
 
 from __future__ import annotations
@@ -52,8 +49,9 @@ def log_files(client, run_id: str, output_dir: Path, artifact_path: str = "outpu
             client.log_artifacts(run_id, str(staged), artifact_path)
 
 
-def log_onnx(onnx_path: Path, run_id: str, experiment: str) -> tuple[str, str]:
-    """Log the ONNX file with ``mlflow.onnx`` (with its signature) as the run's model; returns its URI and id."""
+def log_onnx(onnx_path: Path, run_id: str, experiment: str, example: dict | None) -> tuple[str, str]:
+    """Log the ONNX file with ``mlflow.onnx`` (its signature and input `example`) as the run's model; returns its
+    URI and id. MLflow checks the example by loading the model and running it once (~30 ms on a tiny model)."""
     import mlflow.onnx
     import onnx
 
@@ -63,7 +61,7 @@ def log_onnx(onnx_path: Path, run_id: str, experiment: str) -> tuple[str, str]:
     info = mlflow.onnx.log_model(
         proto, name="model", run_id=run_id, model_id=logged.model_id,
         onnx_execution_providers=["CPUExecutionProvider"], signature=signature(proto),
-        pip_requirements=[f"onnx=={onnx.__version__}", f"onnxruntime=={_version('onnxruntime')}"],
+        input_example=example, pip_requirements=[f"onnx=={onnx.__version__}", f"onnxruntime=={_version('onnxruntime')}"],
     )
     return info.model_uri, logged.model_id
 

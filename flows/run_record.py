@@ -151,3 +151,19 @@ def params_and_metrics(export: dict | None, validation: dict | None, profile: di
         metrics |= profile_metrics(profile, key, top)
     return params, {k: v for k, v in metrics.items() if v is not None}
 
+
+
+def input_example(export: dict | None) -> dict | None:
+    """The export's example inputs as numpy arrays: its recorded spec made into tensors the way validation and
+    profiling make them (same seed), so the logged example is one the model was checked on. None where there is
+    no spec, or an input is bfloat16 (numpy has no such type)."""
+    if not export or not export.get("inputs"):
+        return None
+    import torch
+
+    from modelexport.inputs import inputs_from_spec, parse_input_spec
+
+    tensors = inputs_from_spec(parse_input_spec(export["inputs"], source="the sidecar's inputs")).tensors
+    if any(t.dtype == torch.bfloat16 for t in tensors.values()):
+        return None
+    return {name: t.numpy() for name, t in tensors.items()}

@@ -314,7 +314,8 @@ class ModelRun:
                          json.dumps(export["strategy"], indent=1))
             onnx_path = run_record.find_onnx(output_dir, export)
             if onnx_path is not None:
-                self.model_uri, model_id = log_onnx(onnx_path, self.run_id, self.experiment_id)
+                self.model_uri, model_id = log_onnx(onnx_path, self.run_id, self.experiment_id,
+                                                        run_record.input_example(export))
                 tags[TAG + "model_uri"] = self.model_uri
         finally:
             _log_batch(self.client, self.run_id, params=params, metrics=metrics, tags=tags, model_id=model_id)
