@@ -51,7 +51,7 @@ def log_files(client, run_id: str, output_dir: Path, artifact_path: str = "outpu
 
 def log_onnx(onnx_path: Path, run_id: str, experiment: str, example: dict | None) -> tuple[str, str]:
     """Log the ONNX file with ``mlflow.onnx`` (its signature and input `example`) as the run's model; returns its
-    URI and id. MLflow checks the example by loading the model and running it once (~30 ms on a tiny model)."""
+    URI and id. MLflow checks the example by loading the model and running it once."""
     import mlflow.onnx
     import onnx
 

@@ -154,9 +154,11 @@ def params_and_metrics(export: dict | None, validation: dict | None, profile: di
 
 
 def input_example(export: dict | None) -> dict | None:
-    """The export's example inputs as numpy arrays: its recorded spec made into tensors the way validation and
-    profiling make them (same seed), so the logged example is one the model was checked on. None where there is
-    no spec, or an input is bfloat16 (numpy has no such type)."""
+    """MLflow's input example: the first item of the export's example batch, made from its recorded spec the way
+    validation and profiling make it (same seed), so it is an input the model was checked on. One item, because
+    MLflow writes the example as JSON and checks it by parsing it back and running the model: ~1 µs per value
+    each way (0.33 s for one 3x224x224 image, twice that for two). None where there is no spec, or an input is
+    bfloat16 (numpy has no such type)."""
     if not export or not export.get("inputs"):
         return None
     import torch
@@ -166,4 +168,4 @@ def input_example(export: dict | None) -> dict | None:
     tensors = inputs_from_spec(parse_input_spec(export["inputs"], source="the sidecar's inputs")).tensors
     if any(t.dtype == torch.bfloat16 for t in tensors.values()):
         return None
-    return {name: t.numpy() for name, t in tensors.items()}
+    return {name: t[:1].numpy() if t.dim() else t.numpy() for name, t in tensors.items()}
