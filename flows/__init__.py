@@ -8,6 +8,7 @@ PREFECT_API_URL points at a server.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 from pathlib import Path
 
@@ -35,13 +36,29 @@ def _storage(cache_dir: str | Path) -> Path:
 def _heartbeats_where_useful():
     """Flow-run heartbeats let a server notice crashed runs; Prefect's ephemeral API dies with this process, so
     there they only cost time: ~1 s per flow run, waiting for the heartbeat thread to stop."""
-    from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+    import prefect.context
+    from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY
 
-    if PREFECT_API_URL.value():
+    if PREFECT_API_URL.value() or PREFECT_FLOWS_HEARTBEAT_FREQUENCY.value() is None:
         yield
         return
-    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+    context = prefect.context.get_settings_context()
+    with prefect.context.SettingsContext(profile=context.profile, settings=_without_heartbeats(context.settings)):
         yield
+
+
+_quiet: tuple = (None, None)  # the last settings seen, and their copy without heartbeats
+
+
+def _without_heartbeats(settings):
+    """A copy of `settings` with heartbeats off, made once per settings object (``temporary_settings`` makes one
+    each time: ~20 ms)."""
+    global _quiet
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY
+
+    if _quiet[0] is not settings:
+        _quiet = (settings, settings.copy_with_update(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}))
+    return _quiet[1]
 
 
 def run_fleet(fleet_file: str, output_dir: str, concurrency: int | None = None,
@@ -52,15 +69,25 @@ def run_fleet(fleet_file: str, output_dir: str, concurrency: int | None = None,
     ``runner="dask"`` runs the stages on a Dask cluster: the scheduler at DASK_ADDRESS, else a local one of
     CONCURRENCY single-threaded worker processes.
     """
-    from .fleet import DEFAULT_CONCURRENCY, export_fleet
-    from .runners import LocalCallback, task_runner
+    from .fleet import DEFAULT_CONCURRENCY
+    from .runners import LocalCallback
 
-    concurrency = concurrency or DEFAULT_CONCURRENCY
     on_model_done = LocalCallback(on_model_done) if on_model_done is not None else None
-    configured = export_fleet.with_options(task_runner=task_runner(runner, concurrency, dask_address),
-                                           result_storage=_storage(cache_dir or Path(output_dir) / ".cache"))
+    configured = _configured_fleet(runner, concurrency or DEFAULT_CONCURRENCY, dask_address,
+                                   _storage(cache_dir or Path(output_dir) / ".cache"))
     with _heartbeats_where_useful():
         return _value(configured(fleet_file, output_dir, on_model_done, tracking_uri, track, return_state=True))
+
+
+@functools.lru_cache(maxsize=8)
+def _configured_fleet(runner: str, concurrency: int, dask_address: str | None, storage: Path):
+    """The fleet flow with its task runner and result storage (each run duplicates the runner); made once per
+    setup, as ``with_options`` copies the flow (~10 ms)."""
+    from .fleet import export_fleet
+    from .runners import task_runner
+
+    return export_fleet.with_options(task_runner=task_runner(runner, concurrency, dask_address),
+                                     result_storage=storage)
 
 
 def run_model(model: str, output_dir: str, cache_dir: str | None = None, **settings) -> ModelOutcome:

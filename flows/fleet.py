@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from .artifacts import artifact_key, report_fleet, report_model
 from .pipeline import ModelOutcome, collect, ending, submit_pipeline
 
 DEFAULT_CONCURRENCY = 2
+PROGRESS_EVERY_S = 1.0  # at most one progress update a second (each is an API call), and one at the end
 
 
 @dataclass
@@ -60,6 +62,7 @@ def _export_fleet(fleet, output_dir, on_model_done, parent: tracking.FleetRun | 
     plans = {p.name: p for p in fleet.models}
     last = {list(stages.values())[-1]: name for name, stages in runs.items()}
     outcomes: dict[str, ModelOutcome] = {}
+    shown = time.monotonic()
     for future in as_completed(list(last)):
         name = last[future]
         outcome = outcomes[name] = collect(plans[name], runs[name])
@@ -68,10 +71,11 @@ def _export_fleet(fleet, output_dir, on_model_done, parent: tracking.FleetRun | 
             # stage's Python both wait on the GIL (measured: slower than one after the other), and a profile
             # stage's latency figures would be disturbed.
             with computing():
-                tracking.log_outcome(outcome, out / name, fleet=fleet.name, parent_run_id=parent.run_id,
-                                     tracking_uri=parent.tracking_uri)
+                tracking.log_outcome(outcome, out / name, fleet=parent)
         report_model(outcome, fleet.name)
-        update_progress_artifact(progress, 100 * len(outcomes) / len(plans))
+        if len(outcomes) == len(plans) or time.monotonic() - shown > PROGRESS_EVERY_S:
+            update_progress_artifact(progress, 100 * len(outcomes) / len(plans))
+            shown = time.monotonic()
         if on_model_done is not None:
             on_model_done(outcome)
     summary = FleetSummary(fleet.name, str(out), [outcomes[p.name] for p in fleet.models])

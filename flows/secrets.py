@@ -22,15 +22,17 @@ SECRET_PATTERNS = [
 TRIGGERS = [("://",), ("token=", "api_key=", "apikey=", "password=", "secret=", "sig="), ("hf_",), ("bearer",)]
 
 
-def _secret_values() -> list[str]:
-    """Values of environment variables whose names say they hold a secret (long enough to be one)."""
+def secret_values() -> list[str]:
+    """Values of environment variables whose names say they hold a secret (long enough to be one); read once for
+    many texts (:func:`scrub`'s `secrets`), since scanning the environment costs more than scrubbing a param."""
     values = {v for k, v in os.environ.items() if SECRET_NAME.search(k) and len(v) >= 8}
     return sorted(values, key=len, reverse=True)
 
 
-def scrub(text: str) -> str:
-    """`text` with credentials and secret environment values replaced by ``***``."""
-    for value in _secret_values():
+def scrub(text: str, secrets: list[str] | None = None) -> str:
+    """`text` with credentials and secret environment values (`secrets`, else :func:`secret_values`) replaced by
+    ``***``."""
+    for value in secret_values() if secrets is None else secrets:
         text = text.replace(value, "***")
     folded = text.casefold()  # as the patterns' (?i) matching: "paſſword=" casefolds to "password="
     for (pattern, replacement), triggers in zip(SECRET_PATTERNS, TRIGGERS):

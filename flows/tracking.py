@@ -24,6 +24,7 @@ environment variable whose name says it is a secret are replaced by ``***``).
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -38,7 +39,7 @@ from pathlib import Path
 
 from . import run_record
 from .mlflow_artifacts import ALIAS, TAG, log_files, log_onnx, log_text, register, registered_name  # noqa: F401
-from .secrets import scrub
+from .secrets import scrub, secret_values
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # MLflow 3's own default: a database in the working directory
 DEFAULT_EXPERIMENT = "modelexport"
@@ -120,7 +121,7 @@ def _open_sqlite_store(uri: str) -> None:
         _OPENED.add(uri)
 
 
-def experiment_id(client, name: str = DEFAULT_EXPERIMENT) -> str:
+def find_or_create_experiment(client, name: str = DEFAULT_EXPERIMENT) -> str:
     """The id of experiment `name`, created on first use.
 
     A SQLite store keeps the new experiment's artifacts in ``mlruns/`` beside the database file (for the default
@@ -162,13 +163,34 @@ def _log_batch(client, run_id: str, params: dict | None = None, metrics: dict | 
     from mlflow.entities import Metric, Param, RunTag
 
     now = int(time.time() * 1000)
-    p = [Param(k, scrub(str(v))[:6000]) for k, v in (params or {}).items() if v is not None]
-    t = [RunTag(k, scrub(str(v))[:8000]) for k, v in (tags or {}).items() if v is not None]
+    secrets = secret_values()
+    p = [Param(k, scrub(str(v), secrets)[:6000]) for k, v in (params or {}).items() if v is not None]
+    t = [RunTag(k, scrub(str(v), secrets)[:8000]) for k, v in (tags or {}).items() if v is not None]
     m = [Metric(k, float(v), now, 0, model_id=model_id, run_id=run_id if model_id else None)
          for k, v in (metrics or {}).items() if isinstance(v, (int, float))]
     for start in range(0, max(len(p), len(t), len(m)), 100):
         client.log_batch(run_id, metrics=m[start:start + 100], params=p[start:start + 100],
                          tags=t[start:start + 100])
+
+
+@dataclass
+class Batch:
+    """What a run will log when it ends, in one :func:`_log_batch`: each MLflow write is a few SQLite
+    transactions, and a run's params, metrics and tags are only read once it has ended."""
+
+    params: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    tags: dict = field(default_factory=dict)
+    model_id: str | None = None  # the logged model that shares the metrics
+
+    def add(self, params: dict | None = None, metrics: dict | None = None, tags: dict | None = None) -> None:
+        self.params |= params or {}
+        self.metrics |= metrics or {}
+        self.tags |= tags or {}
+
+    def write(self, client, run_id: str) -> None:
+        _log_batch(client, run_id, self.params, self.metrics, self.tags, self.model_id)
+        self.params, self.metrics, self.tags = {}, {}, {}
 
 
 def _short(exc: BaseException) -> str:
@@ -188,17 +210,21 @@ def _process_started(pid: int) -> str | None:
         return None
 
 
+@functools.cache
+def _owner(pid: int) -> dict:
+    """The tags naming this process (cached per pid: a forked child has its own)."""
+    return {TAG + "host": socket.gethostname(), TAG + "pid": str(pid), TAG + "pid_started": _process_started(pid)}
+
+
 def _start_run(client, experiment: str, name: str, tags: dict, reap: bool = True):
-    """Create a run owned by this process with its `tags` (scrubbed), after reaping the experiment's runs whose
-    process is gone (`reap`: a model run nested in a fleet run leaves that to the fleet run, started just before).
-    """
-    exp = experiment_id(client, experiment)
+    """Create a run owned by this process with its `tags` (scrubbed) in the experiment whose id is `experiment`,
+    after reaping its runs whose process is gone (`reap`: a model run nested in a fleet run leaves that to the
+    fleet run, started just before)."""
     if reap:
-        reap_interrupted(client, [exp])
-    owner = {TAG + "host": socket.gethostname(), TAG + "pid": str(os.getpid()),
-             TAG + "pid_started": _process_started(os.getpid())}
-    tags = {k: scrub(str(v))[:8000] for k, v in {**owner, **tags}.items() if v is not None}
-    return client.create_run(exp, run_name=name, tags=tags)
+        reap_interrupted(client, [experiment])
+    secrets = secret_values()
+    tags = {k: scrub(str(v), secrets)[:8000] for k, v in {**_owner(os.getpid()), **tags}.items() if v is not None}
+    return client.create_run(experiment, run_name=name, tags=tags)
 
 
 def reap_interrupted(client, experiment_ids: list[str]) -> list[str]:
@@ -232,9 +258,9 @@ def fleet_run(fleet: str, *, tracking_uri: str | None = None, experiment: str = 
     """A parent run for one fleet run; FAILED if the block raises or any of its model runs failed."""
     client = connect(tracking_uri)
     tags = {TAG + "kind": "fleet", TAG + "fleet": fleet, TAG + "prefect_flow_run_id": prefect_flow_run_id()}
-    run = _start_run(client, experiment, fleet, tags)
+    run = _start_run(client, find_or_create_experiment(client, experiment), fleet, tags)
     handle = FleetRun(run.info.run_id, fleet, resolve_tracking_uri(tracking_uri), run.info.experiment_id)
-    _log_batch(client, handle.run_id, params={"fleet": fleet, **(params or {})})
+    _log_batch(client, handle.run_id, params={"fleet": fleet, **(params or {})})  # now: a long run shows them
     try:
         yield handle
         children = client.search_runs([handle.experiment_id], f"tags.`mlflow.parentRunId` = '{handle.run_id}'",
@@ -243,18 +269,21 @@ def fleet_run(fleet: str, *, tracking_uri: str | None = None, experiment: str = 
         _end(client, handle.run_id, failed=_short(exc))
         raise
     failed = sorted(r.info.run_name for r in children if r.info.status != "FINISHED")
-    _log_batch(client, handle.run_id, metrics={"models_total": len(children), "models_failed": len(failed),
-                                               "models_passed": len(children) - len(failed)})
+    counts = Batch(metrics={"models_total": len(children), "models_failed": len(failed),
+                            "models_passed": len(children) - len(failed)})
     _end(client, handle.run_id, failed=f"{len(failed)} of {len(children)} models failed: {', '.join(failed)}"
-         if failed else None)
+         if failed else None, batch=counts)
 
 
-def _end(client, run_id: str, failed: str | None, outcome: str | None = None) -> None:
-    """Close a run: FINISHED with outcome passed (or `outcome`), or FAILED with the reason as tag and param."""
+def _end(client, run_id: str, failed: str | None, outcome: str | None = None, batch: Batch | None = None) -> None:
+    """Close a run: FINISHED with outcome passed (or `outcome`), or FAILED with the reason as tag and param;
+    `batch` (what the run still has to log) goes in the same write."""
+    batch = batch or Batch()
     if failed:
-        _log_batch(client, run_id, params={"error": failed}, tags={TAG + "outcome": "failed", TAG + "error": failed})
+        batch.add(params={"error": failed}, tags={TAG + "outcome": "failed", TAG + "error": failed})
     else:
-        _log_batch(client, run_id, tags={TAG + "outcome": outcome or "passed"})
+        batch.add(tags={TAG + "outcome": outcome or "passed"})
+    batch.write(client, run_id)
     client.set_terminated(run_id, status="FAILED" if failed else "FINISHED")
 
 
@@ -274,6 +303,7 @@ class ModelRun:
     model_uri: str | None = None
     registered_version: str | None = None
     reused_run_id: str | None = None  # a cached export: the earlier run whose artifacts and model this one cites
+    batch: Batch = field(default_factory=Batch, repr=False)  # logged when the run ends
 
     def fail(self, reason: str) -> None:
         """Mark the model failed (e.g. a task failed and the flow carried on); the run will end FAILED."""
@@ -288,6 +318,7 @@ class ModelRun:
         (``*.hierarchy.json``), ``validation.json`` and ``profile.json``. With `reuse` (every stage came from the
         cache), a finished earlier run with the same results is cited (tag ``reused_run_id``, its model URI)
         instead of uploading the same ONNX model and files again; params and metrics are logged all the same.
+        Params, metrics and tags are logged when the run ends, also when uploading failed.
         """
         output_dir = Path(output_dir)
         export = export if export is not None else run_record.find_sidecar(output_dir)
@@ -303,26 +334,21 @@ class ModelRun:
         if earlier is not None:
             self.reused_run_id, self.model_uri = earlier.info.run_id, earlier.data.tags[TAG + "model_uri"]
             tags |= {TAG + "reused_run_id": self.reused_run_id, TAG + "model_uri": self.model_uri}
-            _log_batch(self.client, self.run_id, params=params, metrics=metrics, tags=tags)
+            self.batch.add(params, metrics, tags)
             self._judge(validation)
             return
-        model_id = onnx_path = None
-        try:  # the numbers are logged (in one batch, with the model's id) even if uploading fails
-            log_files(self.client, self.run_id, output_dir)
-            if export and export.get("strategy"):
-                log_text(self.client, self.run_id, "strategy_attempts.json",
-                         json.dumps(export["strategy"], indent=1))
-            onnx_path = run_record.find_onnx(output_dir, export)
-            if onnx_path is not None:
-                self.model_uri, model_id = log_onnx(onnx_path, self.run_id, self.experiment_id,
-                                                        run_record.input_example(export))
-                tags[TAG + "model_uri"] = self.model_uri
-        finally:
-            _log_batch(self.client, self.run_id, params=params, metrics=metrics, tags=tags, model_id=model_id)
+        self.batch.add(params, metrics, tags)
+        log_files(self.client, self.run_id, output_dir)
+        if export and export.get("strategy"):
+            log_text(self.client, self.run_id, "strategy_attempts.json", json.dumps(export["strategy"], indent=1))
+        onnx_path = run_record.find_onnx(output_dir, export)
         if onnx_path is None:
             self.fail(self.failure or f"no ONNX file in {output_dir}")
-        else:
-            self._judge(validation)
+            return
+        self.model_uri, self.batch.model_id = log_onnx(onnx_path, self.run_id, self.experiment_id,
+                                                       run_record.input_example(export))
+        self.batch.add(tags={TAG + "model_uri": self.model_uri})
+        self._judge(validation)
 
     def _judge(self, validation: dict | None) -> None:
         if validation is not None:
@@ -336,9 +362,11 @@ class ModelRun:
                  f" and attributes.status = 'FINISHED'")
         if self.fleet:
             query += f" and tags.`{TAG}fleet` = '{self.fleet}'"
-        runs = self.client.search_runs([self.experiment_id], query, max_results=5,
+        # One: a finished run has its model logged or cited (a run without ends FAILED), and loading each found
+        # run with its params and metrics is what makes this search slow.
+        runs = self.client.search_runs([self.experiment_id], query, max_results=1,
                                        order_by=["attributes.start_time DESC"])
-        return next((r for r in runs if r.data.tags.get(TAG + "model_uri")), None)
+        return runs[0] if runs and runs[0].data.tags.get(TAG + "model_uri") else None
 
     @property
     def passed(self) -> bool:
@@ -348,8 +376,10 @@ class ModelRun:
 @contextlib.contextmanager
 def model_run(name: str, *, fleet: str | None = None, parent_run_id: str | None = None,
               tracking_uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT,
-              model_ref: str | None = None, tags: dict | None = None) -> Iterator[ModelRun]:
-    """A run for one model (nested under `parent_run_id`).
+              experiment_id: str | None = None, model_ref: str | None = None,
+              tags: dict | None = None) -> Iterator[ModelRun]:
+    """A run for one model (nested under `parent_run_id`), in `experiment` (or the one of id `experiment_id`: a
+    fleet run's, which it has already looked up).
 
     It ends FAILED when the block raises, called :meth:`ModelRun.fail` or recorded a failed validation or no
     ONNX file; FINISHED and registered when validation passed; FINISHED "unvalidated" when there was no report.
@@ -358,9 +388,10 @@ def model_run(name: str, *, fleet: str | None = None, parent_run_id: str | None 
     tags = {TAG + "kind": "model", TAG + "model": name, TAG + "fleet": fleet,
             TAG + "prefect_flow_run_id": prefect_flow_run_id(), "mlflow.parentRunId": parent_run_id,
             **(tags or {})}
-    run = _start_run(client, experiment, name, tags, reap=parent_run_id is None)
+    run = _start_run(client, experiment_id or find_or_create_experiment(client, experiment), name, tags,
+                     reap=parent_run_id is None)
     handle = ModelRun(client, run.info.run_id, run.info.experiment_id, name, fleet)
-    _log_batch(client, handle.run_id, params={"model.name": name, "model.ref": model_ref})
+    handle.batch.add(params={"model.name": name, "model.ref": model_ref})
     try:
         yield handle
         if handle.failure is None and handle.model_uri is None:
@@ -368,18 +399,19 @@ def model_run(name: str, *, fleet: str | None = None, parent_run_id: str | None 
         if handle.failure is None and handle.validated and handle.reused_run_id is None:
             handle.registered_version = register(handle.model_uri, name, fleet, handle.run_id)
     except BaseException as exc:
-        _end(client, handle.run_id, failed=_short(exc))
+        _end(client, handle.run_id, failed=_short(exc), batch=handle.batch)
         raise
-    _end(client, handle.run_id, failed=handle.failure, outcome=None if handle.validated else "unvalidated")
+    _end(client, handle.run_id, failed=handle.failure, outcome=None if handle.validated else "unvalidated",
+         batch=handle.batch)
 
 
 def log_model_export(name: str, output_dir: str | os.PathLike | None, *, fleet: str | None = None,
                      parent_run_id: str | None = None, tracking_uri: str | None = None,
-                     error: str | None = None, model_ref: str | None = None, tags: dict | None = None,
-                     **results) -> ModelRun:
+                     experiment_id: str | None = None, error: str | None = None, model_ref: str | None = None,
+                     tags: dict | None = None, **results) -> ModelRun:
     """One call for a flow that has all results: open, record (or fail with `error`), close the model's run."""
     with model_run(name, fleet=fleet, parent_run_id=parent_run_id, tracking_uri=tracking_uri,
-                   model_ref=model_ref, tags=tags) as run:
+                   experiment_id=experiment_id, model_ref=model_ref, tags=tags) as run:
         if output_dir is not None and Path(output_dir).is_dir():
             run.record(output_dir, **results)
         if error:
@@ -387,13 +419,18 @@ def log_model_export(name: str, output_dir: str | os.PathLike | None, *, fleet: 
     return run
 
 
-def log_outcome(outcome, output_dir: str | os.PathLike, *, fleet: str | None = None,
-                parent_run_id: str | None = None, tracking_uri: str | None = None) -> ModelRun:
-    """Log a pipeline ``ModelOutcome`` (flows.pipeline): its files in `output_dir`, its failure if it failed."""
+def log_outcome(outcome, output_dir: str | os.PathLike, *, fleet: FleetRun | None = None,
+                tracking_uri: str | None = None) -> ModelRun:
+    """Log a pipeline ``ModelOutcome`` (flows.pipeline): its files in `output_dir`, its failure if it failed;
+    nested under `fleet`'s run if given."""
     error = None if outcome.status == "ok" else f"failed at {outcome.failed_stage}: {outcome.reason}"
     stages = ",".join(f"{stage}={state}" for stage, state in outcome.stages.items())
-    return log_model_export(outcome.name, output_dir, fleet=fleet, parent_run_id=parent_run_id,
-                            tracking_uri=tracking_uri, error=error, model_ref=outcome.ref,
+    if fleet is None:
+        where = {"tracking_uri": tracking_uri}
+    else:
+        where = {"fleet": fleet.fleet, "parent_run_id": fleet.run_id, "tracking_uri": fleet.tracking_uri,
+                 "experiment_id": fleet.experiment_id}
+    return log_model_export(outcome.name, output_dir, **where, error=error, model_ref=outcome.ref,
                             tags={TAG + "stages": stages, TAG + "cached": outcome.cached},
                             export_seconds=outcome.results.get("export", {}).get("seconds"),
                             reuse=outcome.cached and outcome.status == "ok")

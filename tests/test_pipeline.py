@@ -58,6 +58,20 @@ def run(fleet_file: str, out):
     return {m.name: m for m in summary.models}
 
 
+def prefect_artifacts(*keys: str) -> dict:
+    """The latest Prefect artifact of each key, its data parsed."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactCollectionFilter, ArtifactCollectionFilterKey
+
+    with get_client(sync_client=True) as client:
+        found = client.read_latest_artifacts(
+            artifact_filter=ArtifactCollectionFilter(key=ArtifactCollectionFilterKey(any_=list(keys))))
+    for artifact in found:
+        if isinstance(artifact.data, str) and artifact.type == "table":
+            artifact.data = json.loads(artifact.data)
+    return {a.key: a for a in found}
+
+
 def test_fleet_caches_by_content_and_reruns_only_what_changed(prefect_harness, fleet_dir):
     out = fleet_dir.root / "out"
     first = run(fleet_dir(), out)
@@ -78,6 +92,10 @@ def test_fleet_caches_by_content_and_reruns_only_what_changed(prefect_harness, f
 
     second = run(fleet_dir(), out)
     assert all(second[n].cached for n in ("bert", "resnet")), {n: second[n].stages for n in second}
+    shown = prefect_artifacts("fleet-test-fleet-progress", "fleet-test-fleet-summary", "model-test-fleet-bert")
+    assert shown["fleet-test-fleet-progress"].data == 100.0  # updates are throttled, the last one always shown
+    assert [row["cached"] for row in shown["fleet-test-fleet-summary"].data] == ["yes", "yes", "no"]
+    assert "| inputs | cached |" in shown["model-test-fleet-bert"].data
     assert second["bert"].results == first["bert"].results  # the cached results, not new measurements
 
     third = run(fleet_dir(resnet_opset=17, bert_iterations=3), out)

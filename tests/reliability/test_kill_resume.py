@@ -137,7 +137,7 @@ def test_runs_of_a_killed_process_are_ended_interrupted_and_live_ones_are_not(tm
     wait_for(marker, proc)
     kill_group(proc)
     client = tracking.connect(uri)
-    experiment = tracking.experiment_id(client)
+    experiment = tracking.find_or_create_experiment(client)
     killed = client.search_runs([experiment])
     assert sorted(r.info.status for r in killed) == ["RUNNING", "RUNNING"]  # what a SIGKILL leaves
 
