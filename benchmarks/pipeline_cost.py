@@ -1,9 +1,9 @@
 """Cache and orchestration: the demo fleet through Prefect + MLflow, cold and warm, against the same stages
 called directly in a loop (the tasks' plain functions, ``task.fn``: no Prefect, no MLflow).
 
-Each repetition runs, in alternating order, the direct loop (fresh output folder) and a cold pipeline run (fresh
-cache, fresh output folder), then a warm re-run of that pipeline (same cache and folder: every stage but
-resolving comes from the cache). All in one process after one untimed pipeline run, so the figures are what
+Each repetition runs, in turns, the direct loop (fresh output folder), a cold pipeline run (fresh cache, fresh
+output folder) and a cold run without MLflow (``prefect_over_direct``: what orchestration alone costs), then a
+warm re-run of the tracked pipeline (same cache and folder: every stage but resolving comes from the cache). All in one process after one untimed pipeline run, so the figures are what
 each further run costs; the first run in a process also starts Prefect's ephemeral API server, timed apart
 (``first_run_s``), as are imports.
 """
@@ -69,29 +69,31 @@ def measure(quick: bool, only: set[str], log) -> dict:
     fleet = fleet_file(quick)
     uri = f"sqlite:///{root / 'mlflow.db'}"
 
-    def pipeline(name: str) -> float:
+    def pipeline(name: str, track: bool = True) -> float:
         settle()
         start = time.perf_counter()
         summary_ = flows.run_fleet(str(fleet), str(root / name), cache_dir=str(root / name / ".cache"),
-                                   tracking_uri=uri)
+                                   tracking_uri=uri, track=track)
         if summary_.failed:
             raise RuntimeError(f"fleet failed: {[(m.name, m.reason) for m in summary_.failed]}")
         return time.perf_counter() - start
 
-    log("pipeline: first run (starts Prefect's API server)")
-    first_s = pipeline("first")
-    cold, warm, plain = [], [], []
-    reps = 3 if quick else 7
-    for i in range(reps):
-        log(f"pipeline: repetition {i + 1}/{reps} (direct, cold, warm)")
-        if i % 2:
-            cold.append(pipeline(f"run{i}"))
+    def plain_loop(name: str) -> float:
         settle()
         start = time.perf_counter()
-        direct(fleet, root / f"direct{i}")
-        plain.append(time.perf_counter() - start)
-        if not i % 2:
-            cold.append(pipeline(f"run{i}"))
+        direct(fleet, root / name)
+        return time.perf_counter() - start
+
+    log("pipeline: first run (starts Prefect's API server)")
+    first_s = pipeline("first")
+    cold, warm, plain, bare = [], [], [], []
+    reps = 3 if quick else 7
+    for i in range(reps):
+        log(f"pipeline: repetition {i + 1}/{reps} (direct, cold, cold without MLflow, in turns; then warm)")
+        runs = [lambda: plain.append(plain_loop(f"direct{i}")), lambda: cold.append(pipeline(f"run{i}")),
+                lambda: bare.append(pipeline(f"bare{i}", track=False))]
+        for run in runs[i % 3:] + runs[:i % 3]:
+            run()
         warm.append(pipeline(f"run{i}"))
     log("pipeline: an empty flow of as many task runs as a warm run")
     models = len(yaml_models(fleet))
@@ -108,6 +110,8 @@ def measure(quick: bool, only: set[str], log) -> dict:
                                          b_s=statistics.median(cold)),
         "pipeline_over_direct": summary([c / d for c, d in zip(cold, plain)], a_s=statistics.median(cold),
                                         b_s=statistics.median(plain), **common),
+        "prefect_over_direct": summary([b / d for b, d in zip(bare, plain)], a_s=statistics.median(bare),
+                                       b_s=statistics.median(plain)),
     }
 
 

@@ -55,7 +55,9 @@ def measure(quick: bool, only: set[str], log) -> dict:
                 results.setdefault("profiling_overhead", {})[model.name] = runtime_cost.profiling_overhead(
                     tagged, block_s=0.05 if quick else 0.6, reps=3 if quick else 8)
     if only & {"cache", "pipeline"}:
-        results.update(pipeline_figures(quick, only, log))
+        from . import pipeline_cost
+
+        results.update(pipeline_cost.measure(quick, only, log))
     results["meta"]["seconds"] = round(time.perf_counter() - START, 1)
     return results
 
@@ -72,18 +74,6 @@ def runtime_files(model) -> tuple[Path, Path]:
     export_model(str(build(model)), tagged, strategy="htp")
     export_model(str(build(model)), clean, strategy="htp", clean=True)
     return tagged, clean
-
-
-def pipeline_figures(quick: bool, only: set[str], log) -> dict:
-    """Cache and orchestration figures, when the Prefect pipeline and MLflow tracking are present."""
-    try:
-        from . import pipeline_cost
-    except ImportError as exc:
-        reason = f"not measured: the pipeline is not in this branch ({exc})"
-        return {"cache_warm_over_cold": {"median": None, "min": None, "max": None, "n": 0, "error": reason},
-                "cache_floor_over_cold": {"median": None, "min": None, "max": None, "n": 0, "error": reason},
-                "pipeline_over_direct": {"median": None, "min": None, "max": None, "n": 0, "error": reason}}
-    return pipeline_cost.measure(quick, only, log)
 
 
 def meta(quick: bool) -> dict:
