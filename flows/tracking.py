@@ -260,7 +260,7 @@ def fleet_run(fleet: str, *, tracking_uri: str | None = None, experiment: str = 
     tags = {TAG + "kind": "fleet", TAG + "fleet": fleet, TAG + "prefect_flow_run_id": prefect_flow_run_id()}
     run = _start_run(client, find_or_create_experiment(client, experiment), fleet, tags)
     handle = FleetRun(run.info.run_id, fleet, resolve_tracking_uri(tracking_uri), run.info.experiment_id)
-    _log_batch(client, handle.run_id, params={"fleet": fleet, **(params or {})})  # now: a long run shows them
+    _log_batch(client, handle.run_id, params={"fleet": fleet, **(params or {})})  # shown while it runs
     try:
         yield handle
         children = client.search_runs([handle.experiment_id], f"tags.`mlflow.parentRunId` = '{handle.run_id}'",
