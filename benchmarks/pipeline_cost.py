@@ -3,9 +3,9 @@ called directly in a loop (the tasks' plain functions, ``task.fn``: no Prefect, 
 
 Each repetition runs, in turns, the direct loop (fresh output folder), a cold pipeline run (fresh cache, fresh
 output folder) and a cold run without MLflow (``prefect_over_direct``: what orchestration alone costs), then a
-warm re-run of the tracked pipeline (same cache and folder: every stage but resolving comes from the cache). All in one process after one untimed pipeline run, so the figures are what
-each further run costs; the first run in a process also starts Prefect's ephemeral API server, timed apart
-(``first_run_s``), as are imports.
+warm re-run of the tracked pipeline (same cache and folder: every stage but resolving comes from the cache).
+All in one process after one untimed pipeline run, so the figures are what each further run costs; the first
+run in a process also starts Prefect's ephemeral API server, timed apart (``first_run_s``), as are imports.
 """
 
 from __future__ import annotations

@@ -61,7 +61,8 @@ def log_onnx(onnx_path: Path, run_id: str, experiment: str, example: dict | None
     info = mlflow.onnx.log_model(
         proto, name="model", run_id=run_id, model_id=logged.model_id,
         onnx_execution_providers=["CPUExecutionProvider"], signature=signature(proto),
-        input_example=example, pip_requirements=[f"onnx=={onnx.__version__}", f"onnxruntime=={_version('onnxruntime')}"],
+        input_example=example,
+        pip_requirements=[f"onnx=={onnx.__version__}", f"onnxruntime=={_version('onnxruntime')}"],
     )
     return info.model_uri, logged.model_id
 

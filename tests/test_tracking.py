@@ -300,6 +300,25 @@ def test_a_failing_run_never_moves_the_alias(sqlite_store, outputs):
     assert len(client.search_model_versions(f"name = '{name}'")) == 1
 
 
+def test_a_run_whose_upload_fails_ends_failed_with_its_numbers(sqlite_store, outputs, monkeypatch):
+    """Params, metrics and tags are written when a run ends: also when uploading the model failed."""
+    import mlflow
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    uri, _ = sqlite_store
+    monkeypatch.setattr(tracking, "log_onnx", full_disk)  # a fault we cannot cause on the test's disk
+    with pytest.raises(OSError):
+        tracking.log_model_export(PASSING, outputs[PASSING], fleet="upload-fails", tracking_uri=uri)
+    client = mlflow.MlflowClient(uri)
+    experiment = tracking.find_or_create_experiment(client)
+    [run] = client.search_runs([experiment], "tags.`modelexport.fleet` = 'upload-fails'")
+    assert run.info.status == "FAILED" and run.data.tags["modelexport.error"].startswith("OSError")
+    assert run.data.params["model.name"] == PASSING and run.data.metrics["tag_coverage"] == 1.0
+    assert "modelexport.model_uri" not in run.data.tags
+
+
 def test_no_secret_reaches_mlflow(store, tmp_path, monkeypatch):
     """The planted token (env HF_TOKEN, URL credentials in the model reference) is in no param, tag or artifact."""
     import mlflow
