@@ -25,9 +25,9 @@ def model_line(outcome) -> str:
 def summary_table(outcomes, title: str):
     from rich.table import Table
 
-    table = Table(title=title)
+    table = Table(title=title, pad_edge=False)  # fits 80 columns with a status of "ok"
     for column in COLUMNS:
-        table.add_column(column, overflow="fold", no_wrap=column in ("model", "cached", "p50 ms"))
+        table.add_column(column, overflow="fold", no_wrap=column != "status")  # short values: only status wraps
     for outcome in outcomes:
         row = outcome.row()
         style = None if outcome.status == "ok" else "red"
