@@ -152,7 +152,6 @@ def params_and_metrics(export: dict | None, validation: dict | None, profile: di
     return params, {k: v for k, v in metrics.items() if v is not None}
 
 
-
 def input_example(export: dict | None) -> dict | None:
     """MLflow's input example: the first item of the export's example batch, made from its recorded spec the way
     validation and profiling make it (same seed), so it is an input the model was checked on. One item, because
