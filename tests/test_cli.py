@@ -113,3 +113,17 @@ def test_subprocess_exit_code_for_bad_input(tmp_path):
     result = run_cli("export", str(tmp_path / "missing"), str(tmp_path / "o.onnx"))
     assert result.returncode == 2
     assert result.stderr.strip().startswith("modelexport: error:") and "Traceback" not in result.stderr
+
+
+def test_output_that_is_not_a_terminal_is_not_squeezed_to_80_columns(monkeypatch):
+    """A nightly job's log: rich would fold the fleet and review tables into 80 columns."""
+    import io
+    import sys
+
+    from modelexport.cli.terminal import LOG_WIDTH, new_console
+
+    monkeypatch.setattr(sys, "stdout", io.StringIO())
+    monkeypatch.delenv("COLUMNS", raising=False)
+    assert new_console().width == LOG_WIDTH
+    monkeypatch.setenv("COLUMNS", "100")  # a width the user set wins
+    assert new_console().width == 100

@@ -24,7 +24,7 @@ def _ops(ops: dict[str, int], limit: int = 4) -> str:
 def run(args) -> int:
     import json
 
-    from rich.console import Console
+    from .terminal import new_console
     from rich.table import Table
 
     from ..compare import compare_files
@@ -40,7 +40,7 @@ def run(args) -> int:
         style = None if row.same else "yellow"
         table.add_row(row.tag, str(row.a_nodes), str(row.b_nodes), _ops(row.a_op_types), _ops(row.b_op_types),
                       style=style)
-    out = Console()
+    out = new_console()
     out.print(table)
     for label, tags in (("only in A", result.only_in_a), ("only in B", result.only_in_b)):
         if tags:

@@ -13,13 +13,13 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from rich.console import Console
+    from .terminal import new_console
 
     from ..demo_models import build_demo_models
     from ..export import export_model
     from ..report_tree import load_tree, render_tree
 
-    console = Console()
+    console = new_console()
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     model_dir = build_demo_models(out / "models", names=["tiny-bert"])["tiny-bert"]

@@ -33,7 +33,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from rich.console import Console
+    from .terminal import new_console
 
     from ..export import DEFAULT_OPSET, export_model
     from ..inputs import load_input_spec
@@ -42,7 +42,7 @@ def run(args) -> int:
     spec = load_input_spec(args.input_spec) if args.input_spec else None
     if args.strategy == "all":
         return _run_all(args, spec)
-    console = Console(stderr=True)
+    console = new_console(stderr=True)
     with console.status(f"exporting {args.model}"):
         result = export_model(
             args.model,
@@ -56,7 +56,7 @@ def run(args) -> int:
             revision=args.revision,
             trust_remote_code=args.trust_remote_code,
         )
-    out = Console()
+    out = new_console()
     for attempt in result.attempts:
         mark = "[green]ok[/]" if attempt.ok else f"[red]failed[/] ({attempt.reason})"
         out.print(f"strategy {attempt.strategy}: {mark} in {attempt.seconds:.2f}s")
@@ -71,13 +71,13 @@ def run(args) -> int:
 
 def _run_all(args, spec) -> int:
     """Export with every strategy into the OUTPUT directory; a table says how each did. Exit 0 if any worked."""
-    from rich.console import Console
+    from .terminal import new_console
     from rich.table import Table
 
     from ..export import DEFAULT_OPSET
     from ..export_all import export_all
 
-    with Console(stderr=True).status(f"exporting {args.model} with every strategy"):
+    with new_console(stderr=True).status(f"exporting {args.model} with every strategy"):
         runs = export_all(args.model, args.output, revision=args.revision, opset=args.opset or DEFAULT_OPSET,
                           clean=args.clean, torch_modules=args.torch_modules, input_spec=spec, task=args.task,
                           trust_remote_code=args.trust_remote_code)
@@ -93,7 +93,7 @@ def _run_all(args, spec) -> int:
             "" if run.agreement_with_htp is None else f"{run.agreement_with_htp:.1%}",
             f"{run.seconds:.2f}",
         )
-    Console().print(table)
-    Console().print("agreement with htp: overlap of the node-count distributions over modules (node names differ "
+    new_console().print(table)
+    new_console().print("agreement with htp: overlap of the node-count distributions over modules (node names differ "
                     "between exporters)")
     return 0 if any(run.ok for run in runs) else 1

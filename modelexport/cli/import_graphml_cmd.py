@@ -16,10 +16,10 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from rich.console import Console
+    from .terminal import new_console
 
     from ..graphml import import_graphml
 
     path = import_graphml(args.graphml, args.output)
-    Console().print(f"wrote {path}")
+    new_console().print(f"wrote {path}")
     return 0

@@ -12,12 +12,12 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from rich.console import Console
+    from .terminal import new_console
 
     from ..report_tree import load_tree
 
     tree = load_tree(args.onnx)
     from ..report_tree import render_tree
 
-    Console().print(render_tree(tree, depth=args.depth, op_types=True))
+    new_console().print(render_tree(tree, depth=args.depth, op_types=True))
     return 0

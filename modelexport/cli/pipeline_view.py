@@ -77,6 +77,6 @@ def write_json(path: str | None, summary: dict) -> None:
 
 def table_console(json_path: str | None):
     """The table goes to stdout, unless stdout carries the JSON summary."""
-    from rich.console import Console
+    from .terminal import new_console
 
-    return Console(stderr=json_path == "-")
+    return new_console(stderr=json_path == "-")

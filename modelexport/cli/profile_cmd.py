@@ -26,18 +26,18 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from rich.console import Console
+    from .terminal import new_console
     from rich.table import Table
 
     from ..profile import profile
 
     onnx_path = Path(args.onnx)
     output_dir = Path(args.output_dir) if args.output_dir else onnx_path.with_name(f"{onnx_path.stem}_profile")
-    with Console(stderr=True).status(f"profiling {args.onnx}"):
+    with new_console(stderr=True).status(f"profiling {args.onnx}"):
         result = profile(onnx_path, warmup=args.warmup, iterations=args.iterations, threads=args.threads,
                          output_dir=output_dir, optimization=args.optimization)
     lat = result.latency_ms
-    out = Console()
+    out = new_console()
     out.print(f"[bold]{onnx_path.name}[/] at {result.optimization}, {result.threads} thread(s): latency ms mean "
               f"{lat['mean']:.3f} p50 {lat['p50']:.3f} p90 {lat['p90']:.3f} p99 {lat['p99']:.3f} stdev "
               f"{lat['stdev']:.3f}; {result.throughput_per_s:.1f} samples/s; peak RSS +{result.peak_rss_delta_mb:.0f} MB")

@@ -19,12 +19,12 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from rich.console import Console
+    from .terminal import new_console
 
     from ..report import write_report
 
     onnx_path = Path(args.onnx)
     output_dir = Path(args.output_dir) if args.output_dir else onnx_path.with_name(f"{onnx_path.stem}_report")
     paths = write_report(onnx_path, output_dir)
-    Console().print(f"wrote {', '.join(str(p) for p in paths.values())}")
+    new_console().print(f"wrote {', '.join(str(p) for p in paths.values())}")
     return 0

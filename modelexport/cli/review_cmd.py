@@ -54,14 +54,14 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from rich.console import Console
+    from .terminal import new_console
 
     from flows import review
 
     thresholds = review.Thresholds(args.max_latency_increase, args.max_coverage_drop, args.max_node_change)
     reviews, report = review.review(args.tracking_uri, fleet=args.fleet, model=args.model, last=args.last,
                                     output_dir=args.output_dir, thresholds=thresholds, experiment=args.experiment)
-    console = Console()
+    console = new_console()
     console.print(review.table(reviews))
     regressed = [r for r in reviews if r.regressions]
     console.print(f"{len(regressed)} of {len(reviews)} models regressed; report: {report}")

@@ -48,7 +48,7 @@ def _settings(args) -> dict:
 def run(args) -> int:
     from pathlib import Path
 
-    from rich.console import Console
+    from .terminal import new_console
 
     from ..fleet import parse_fleet
     from .pipeline_view import check_json_target, model_line, quiet_prefect, summary_json, summary_table, \
@@ -62,7 +62,7 @@ def run(args) -> int:
     quiet_prefect(args.debug)
     from flows import run_model
 
-    console = Console(stderr=True)
+    console = new_console(stderr=True)
     with console.status(f"exporting {args.model}"):
         outcome = run_model(args.model, args.output_dir, args.cache_dir, **settings,
                             tracking_uri=args.tracking_uri, track=not args.no_tracking)

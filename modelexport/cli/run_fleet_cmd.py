@@ -29,7 +29,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from rich.console import Console
+    from .terminal import new_console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ..errors import BadInputError
@@ -48,7 +48,7 @@ def run(args) -> int:
     quiet_prefect(args.debug)
     from flows import run_fleet
 
-    console = Console(stderr=True)
+    console = new_console(stderr=True)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console) as progress:
         bar = progress.add_task(f"fleet {fleet.name}", total=len(fleet.models))

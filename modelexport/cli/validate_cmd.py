@@ -30,7 +30,7 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from rich.console import Console
+    from .terminal import new_console
     from rich.table import Table
 
     from ..errors import BadInputError
@@ -40,7 +40,7 @@ def run(args) -> int:
     if args.json and not Path(args.json).parent.resolve().is_dir():
         raise BadInputError(f"directory of --json {args.json} does not exist: create it first")
     spec = load_input_spec(args.input_spec) if args.input_spec else None
-    console = Console(stderr=True)
+    console = new_console(stderr=True)
     with console.status(f"validating {args.onnx}"):
         report = validate(args.onnx, args.model, atol=args.atol, rtol=args.rtol, seeds=tuple(args.seeds),
                           input_spec=spec, task=args.task, revision=args.revision,
@@ -54,7 +54,7 @@ def run(args) -> int:
         diff = "—" if c.max_abs_diff is None else f"{c.max_abs_diff:.3g}"
         rel = "—" if c.max_rel_diff is None else f"{c.max_rel_diff:.3g}"
         table.add_row(c.case, str(c.seed), c.output, diff, rel, "[green]ok[/]" if c.passed else f"[red]{c.error or 'over tolerance'}[/]")
-    Console().print(table)
+    new_console().print(table)
     raise_for_failure(report)
-    Console().print(f"[green]passed[/]: {report.summary()}")
+    new_console().print(f"[green]passed[/]: {report.summary()}")
     return 0
