@@ -1,6 +1,7 @@
 """MLflow tracking of exports: a parent run per fleet run, a nested run per model, the registry on pass.
 
-All of modelexport's MLflow code lives here; the core never imports mlflow. Functions take plain values (paths,
+All of modelexport's MLflow code lives here and beside it (mlflow_store.py: which store and experiment;
+mlflow_artifacts.py: what is uploaded); the core never imports mlflow. Functions take plain values (paths,
 the sidecar / validation / profile dicts) so any flow can call them with what it has::
 
     with tracking.fleet_run("nightly") as fleet:
@@ -31,7 +32,6 @@ import os
 import re
 import resource
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -39,10 +39,9 @@ from pathlib import Path
 
 from . import run_record
 from .mlflow_artifacts import ALIAS, TAG, log_files, log_onnx, log_text, register, registered_name  # noqa: F401
+from .mlflow_store import (  # noqa: F401
+    DEFAULT_EXPERIMENT, DEFAULT_TRACKING_URI, connect, find_or_create_experiment, resolve_tracking_uri)
 from .secrets import scrub, secret_values
-
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # MLflow 3's own default: a database in the working directory
-DEFAULT_EXPERIMENT = "modelexport"
 TOP_MODULES = 5  # modules whose self time becomes a metric
 
 
@@ -58,89 +57,6 @@ def metric_key(*parts: str) -> str:
     if len(key) > 240:  # MLflow's key limit is 250: keep the end (the innermost module) and a hash
         key = key[:20] + "-" + hashlib.sha1(key.encode()).hexdigest()[:8] + key[-200:]
     return key
-
-
-# --- backend ----------------------------------------------------------------------------------------------------
-
-def resolve_tracking_uri(uri: str | None = None) -> str:
-    """`uri`, else ``MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db`` in the working directory (absolute)."""
-    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        uri = "sqlite:///" + os.path.abspath(uri[len("sqlite:///"):])
-    return uri
-
-
-def connect(uri: str | None = None):
-    """An ``MlflowClient`` on the resolved URI; also made the process default (``mlflow.onnx`` logs through it)."""
-    import mlflow
-
-    uri = resolve_tracking_uri(uri)
-    # set_*_uri also export MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI into os.environ: keep the caller's
-    # environment as it was, or later runs and subprocesses (workers, tests) would log into this store.
-    saved = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    for name, value in saved.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
-    if uri.startswith("sqlite:///"):
-        _open_sqlite_store(uri)
-    return mlflow.MlflowClient(uri, registry_uri=uri)
-
-
-_OPENED: set[str] = set()  # SQLite stores this process has opened (their schema is in place)
-_OPENING = threading.Lock()
-
-
-def _open_sqlite_store(uri: str) -> None:
-    """Open (creating if new) a SQLite store once per process, under a lock file beside it: processes or threads
-    creating the same new store at once race in MLflow's schema migrations and fail (``alembic_version ...
-    0 found``, ``table _alembic_tmp_metrics already exists``).
-
-    The store is switched to SQLite's write-ahead log (it stays so: the mode is kept in the file): a model's
-    record is ~40 small transactions, and with the default rollback journal each costs several fsyncs of the
-    disk the exports are being written to; readers (``modelexport review``) no longer wait for a writer either.
-    """
-    import fcntl
-    import sqlite3
-
-    import mlflow
-
-    with _OPENING:
-        if uri in _OPENED:
-            return
-        database = Path(uri.removeprefix("sqlite:///"))
-        database.parent.mkdir(parents=True, exist_ok=True)
-        with open(database.with_name(database.name + ".lock"), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            with contextlib.closing(sqlite3.connect(database, timeout=20)) as db:
-                db.execute("PRAGMA journal_mode=WAL")
-            mlflow.MlflowClient(uri, registry_uri=uri).search_registered_models(max_results=1)  # the schema
-        _OPENED.add(uri)
-
-
-def find_or_create_experiment(client, name: str = DEFAULT_EXPERIMENT) -> str:
-    """The id of experiment `name`, created on first use.
-
-    A SQLite store keeps the new experiment's artifacts in ``mlruns/`` beside the database file (for the default
-    ``sqlite:///mlflow.db`` that is MLflow's own ``./mlruns``), so the store is one self-contained folder; a
-    server puts them where it is configured to.
-    """
-    from mlflow.exceptions import MlflowException
-
-    found = client.get_experiment_by_name(name)
-    if found is not None:
-        return found.experiment_id
-    uri = client.tracking_uri
-    location = None
-    if uri.startswith("sqlite:///"):
-        location = Path(uri.removeprefix("sqlite:///")).parent.joinpath("mlruns").as_uri()
-    try:
-        return client.create_experiment(name, artifact_location=location)
-    except MlflowException:  # created meanwhile by a concurrent run
-        return client.get_experiment_by_name(name).experiment_id
 
 
 def prefect_flow_run_id() -> str | None:
