@@ -69,20 +69,17 @@ def measure(quick: bool, only: set[str], log) -> dict:
     fleet = fleet_file(quick)
     uri = f"sqlite:///{root / 'mlflow.db'}"
 
-    def pipeline(name: str, track: bool = True) -> float:
-        settle()
-        start = time.perf_counter()
+    def run_fleet(name: str, track: bool) -> None:
         summary_ = flows.run_fleet(str(fleet), str(root / name), cache_dir=str(root / name / ".cache"),
                                    tracking_uri=uri, track=track)
         if summary_.failed:
             raise RuntimeError(f"fleet failed: {[(m.name, m.reason) for m in summary_.failed]}")
-        return time.perf_counter() - start
+
+    def pipeline(name: str, track: bool = True) -> float:
+        return settled(lambda: run_fleet(name, track))
 
     def plain_loop(name: str) -> float:
-        settle()
-        start = time.perf_counter()
-        direct(fleet, root / name)
-        return time.perf_counter() - start
+        return settled(lambda: direct(fleet, root / name))
 
     log("pipeline: first run (starts Prefect's API server)")
     first_s = pipeline("first")
@@ -100,8 +97,7 @@ def measure(quick: bool, only: set[str], log) -> dict:
     empty_flow(models)  # fills its cache
     floor = []
     for _ in range(reps):
-        settle()
-        floor.append(timed(lambda: empty_flow(models)))
+        floor.append(settled(lambda: empty_flow(models)))
     common = {"first_run_s": round(first_s, 2), "import_s": round(import_s, 2)}
     return {
         "cache_warm_over_cold": summary([w / c for w, c in zip(warm, cold)], a_s=statistics.median(warm),
@@ -115,12 +111,13 @@ def measure(quick: bool, only: set[str], log) -> dict:
     }
 
 
-def settle() -> None:
-    """Pause before a timed run. Prefect's ephemeral API server writes a finished flow run's events to its SQLite
+def settled(fn) -> float:
+    """Seconds `fn` takes, timed after a pause. Prefect's ephemeral API server writes a finished flow run's events to its SQLite
     database for a moment afterwards; a flow run created meanwhile gets HTTP 503 and Prefect's client retries it
     ~2 s later (measured: back-to-back empty flows take 2.2 s, 0.16 s a second apart). Scheduled runs are minutes
     apart."""
     time.sleep(1.0)
+    return timed(fn)
 
 
 def yaml_models(fleet: Path) -> list:

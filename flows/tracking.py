@@ -246,14 +246,13 @@ class ModelRun:
             metrics["export_seconds"] = export_seconds
         metrics["process_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         tags = {TAG + "results_digest": run_record.results_digest(export, validation, profile)}
+        self.batch.add(params, metrics, tags)
         earlier = self._earlier_run(tags[TAG + "results_digest"]) if reuse else None
         if earlier is not None:
             self.reused_run_id, self.model_uri = earlier.info.run_id, earlier.data.tags[TAG + "model_uri"]
-            tags |= {TAG + "reused_run_id": self.reused_run_id, TAG + "model_uri": self.model_uri}
-            self.batch.add(params, metrics, tags)
+            self.batch.add(tags={TAG + "reused_run_id": self.reused_run_id, TAG + "model_uri": self.model_uri})
             self._judge(validation)
             return
-        self.batch.add(params, metrics, tags)
         log_files(self.client, self.run_id, output_dir)
         if export and export.get("strategy"):
             log_text(self.client, self.run_id, "strategy_attempts.json", json.dumps(export["strategy"], indent=1))
