@@ -159,10 +159,7 @@ def collect(plan: ModelPlan, futures: dict[str, PrefectFuture]) -> ModelOutcome:
     resolved, model = futures["resolve"], futures.get("model")
     resolved.wait()
     if model is None or not resolved.state.is_completed():
-        outcome = ModelOutcome(plan.name, plan.id, status="failed", failed_stage="resolve",
-                               stages={s: "skipped" for s in stages_of(plan)} | {"resolve": "failed"})
-        outcome.reason, outcome.exit_code = _reason(resolved.state)
-        return outcome
+        return _failed_outside_stages(plan, "resolve", resolved.state)
     model.wait()
     state = model.state
     if state.is_completed():
@@ -174,8 +171,14 @@ def collect(plan: ModelPlan, futures: dict[str, PrefectFuture]) -> ModelOutcome:
     error = state.result(raise_on_failure=False)
     if isinstance(error, ModelFailed):
         return error.outcome
-    outcome = ModelOutcome(plan.name, plan.id, status="failed", failed_stage="model",
-                           stages={s: "skipped" for s in stages_of(plan)} | {"resolve": "done"})
+    return _failed_outside_stages(plan, "model", state)
+
+
+def _failed_outside_stages(plan: ModelPlan, where: str, state) -> ModelOutcome:
+    """A model whose stages never reported: resolving failed, or the `model` task itself did (a crash)."""
+    outcome = ModelOutcome(plan.name, plan.id, status="failed", failed_stage=where,
+                           stages={s: "skipped" for s in stages_of(plan)}
+                           | {"resolve": "failed" if where == "resolve" else "done"})
     outcome.reason, outcome.exit_code = _reason(state)
     return outcome
 
