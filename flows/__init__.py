@@ -70,7 +70,11 @@ def run_fleet(fleet_file: str, output_dir: str, concurrency: int | None = None,
     CONCURRENCY single-threaded worker processes.
     """
     from .fleet import DEFAULT_CONCURRENCY
+    from .recorder import recorder
     from .runners import LocalCallback
+
+    if track:
+        recorder()  # its start (importing MLflow) overlaps Prefect's
 
     on_model_done = LocalCallback(on_model_done) if on_model_done is not None else None
     configured = _configured_fleet(runner, concurrency or DEFAULT_CONCURRENCY, dask_address,
@@ -93,7 +97,10 @@ def _configured_fleet(runner: str, concurrency: int, dask_address: str | None, s
 def run_model(model: str, output_dir: str, cache_dir: str | None = None, **settings) -> ModelOutcome:
     """Run the one-model flow; `settings` are export_model's keyword arguments."""
     from .model import export_model
+    from .recorder import recorder
 
+    if settings.get("track", True):
+        recorder()  # its start (importing MLflow) overlaps Prefect's
     configured = export_model.with_options(result_storage=_storage(cache_dir or Path(output_dir) / ".cache"))
     with _heartbeats_where_useful():
         return _value(configured(model, output_dir, **settings, return_state=True))

@@ -14,9 +14,7 @@ from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from modelexport.fleet import check_output_folders, load_fleet
-from tasks.policy import computing
-
-from . import tracking
+from . import recorder
 from .artifacts import artifact_key, report_fleet, report_model
 from .pipeline import ModelOutcome, collect, ending, submit_pipeline
 
@@ -42,18 +40,19 @@ def export_fleet(fleet_file: str, output_dir: str | None = None,
     """Export every model of FLEET_FILE into OUTPUT_DIR/<name>/ and end with a summary table.
 
     Concurrency is the task runner's: ``export_fleet.with_options(task_runner=ThreadPoolTaskRunner(N))``.
-    With `track`, the fleet run is an MLflow run and each model a run nested under it (flows.tracking).
+    With `track`, the fleet run is an MLflow run and each model a run nested under it (flows.tracking), written
+    by the recorder process (flows.recorder) while the next models compute.
     The run ends Failed (still carrying the summary) when a model failed; the others still ran.
     """
     fleet = load_fleet(fleet_file)
     params = {"fleet.file": fleet_file, "fleet.models": len(fleet.models)}
-    run = tracking.fleet_run(fleet.name, tracking_uri=tracking_uri, params=params) if track else nullcontext()
-    with run as parent:
-        summary = _export_fleet(fleet, output_dir, on_model_done, parent)
+    run = recorder.fleet_run(fleet.name, tracking_uri=tracking_uri, params=params) if track else nullcontext()
+    with run as records:
+        summary = _export_fleet(fleet, output_dir, on_model_done, records)
     return ending(summary, summary.failed)
 
 
-def _export_fleet(fleet, output_dir, on_model_done, parent: tracking.FleetRun | None) -> FleetSummary:
+def _export_fleet(fleet, output_dir, on_model_done, records: recorder.FleetRecords | None) -> FleetSummary:
     out = Path(output_dir or f"out/{fleet.name}")
     check_output_folders(fleet, out)
     progress = create_progress_artifact(0.0, key=artifact_key("fleet", fleet.name, "progress"),
@@ -66,12 +65,8 @@ def _export_fleet(fleet, output_dir, on_model_done, parent: tracking.FleetRun | 
     for future in as_completed(list(last)):
         name = last[future]
         outcome = outcomes[name] = collect(plans[name], runs[name])
-        if parent is not None:
-            # Taking turns with the stages: beside a computing stage, MLflow's many small database calls and the
-            # stage's Python both wait on the GIL (measured: slower than one after the other), and a profile
-            # stage's latency figures would be disturbed.
-            with computing():
-                tracking.log_outcome(outcome, out / name, fleet=parent)
+        if records is not None:
+            records.log(outcome, out / name)
         report_model(outcome, fleet.name)
         if len(outcomes) == len(plans) or time.monotonic() - shown > PROGRESS_EVERY_S:
             update_progress_artifact(progress, 100 * len(outcomes) / len(plans))

@@ -8,7 +8,7 @@ from prefect import flow
 
 from modelexport.fleet import parse_fleet
 
-from . import tracking
+from . import recorder
 from .artifacts import report_model
 from .pipeline import ModelOutcome, collect, ending, submit_pipeline
 
@@ -20,16 +20,18 @@ def export_model(model: str, output_dir: str = "out/run", name: str | None = Non
                  profiling: dict | None = None, tracking_uri: str | None = None, track: bool = True) -> ModelOutcome:
     """Export one model into OUTPUT_DIR/<name>/; settings are those of a fleet file's model entry.
 
-    With `track`, the model's run is logged to MLflow (flows.tracking) at `tracking_uri`. The run ends Failed
+    With `track`, the model's run is logged to MLflow (flows.tracking, by flows.recorder) at `tracking_uri`. The run ends Failed
     (still carrying the outcome) when the model failed.
     """
     entry = {"id": model, "name": name, "revision": revision, "task": task, "strategy": strategy, "opset": opset,
              "input_spec": input_spec, "validate": validation, "profile": profiling}
     plan = parse_fleet({"models": [{k: v for k, v in entry.items() if v is not None}]}, base=Path.cwd(),
                        source="model settings").models[0]
+    if track:
+        recorder.recorder()  # its start (importing MLflow) overlaps the stages
     runs = submit_pipeline([plan], Path(output_dir))
     outcome = collect(plan, runs[plan.name])
     if track:
-        tracking.log_outcome(outcome, Path(output_dir) / plan.name, tracking_uri=tracking_uri)
+        recorder.log_outcome(outcome, Path(output_dir) / plan.name, tracking_uri=tracking_uri)
     report_model(outcome)
     return ending(outcome, [outcome] if outcome.status != "ok" else [])

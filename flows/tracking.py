@@ -109,7 +109,7 @@ class Batch:
         self.params, self.metrics, self.tags = {}, {}, {}
 
 
-def _short(exc: BaseException) -> str:
+def short_reason(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:500]
 
@@ -126,9 +126,14 @@ def _process_started(pid: int) -> str | None:
         return None
 
 
+# The process whose runs this one writes: itself, or for the MLflow recorder (flows.recorder) the flow's process
+# that it records for, so that its runs are reaped when that process dies.
+OWNER_PID: int | None = None
+
+
 @functools.cache
 def _owner(pid: int) -> dict:
-    """The tags naming this process (cached per pid: a forked child has its own)."""
+    """The tags naming process `pid` (cached per pid: a forked child has its own)."""
     return {TAG + "host": socket.gethostname(), TAG + "pid": str(pid), TAG + "pid_started": _process_started(pid)}
 
 
@@ -139,7 +144,8 @@ def _start_run(client, experiment: str, name: str, tags: dict, reap: bool = True
     if reap:
         reap_interrupted(client, [experiment])
     secrets = secret_values()
-    tags = {k: scrub(str(v), secrets)[:8000] for k, v in {**_owner(os.getpid()), **tags}.items() if v is not None}
+    tags = {k: scrub(str(v), secrets)[:8000] for k, v in {**_owner(OWNER_PID or os.getpid()), **tags}.items()
+            if v is not None}
     return client.create_run(experiment, run_name=name, tags=tags)
 
 
@@ -170,25 +176,42 @@ class FleetRun:
 
 @contextlib.contextmanager
 def fleet_run(fleet: str, *, tracking_uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT,
-              params: dict | None = None) -> Iterator[FleetRun]:
+              params: dict | None = None, tags: dict | None = None) -> Iterator[FleetRun]:
     """A parent run for one fleet run; FAILED if the block raises or any of its model runs failed."""
+    handle = start_fleet(fleet, tracking_uri=tracking_uri, experiment=experiment, params=params, tags=tags)
+    try:
+        yield handle
+    except BaseException as exc:
+        end_fleet(handle, failed=short_reason(exc))
+        raise
+    end_fleet(handle)
+
+
+def start_fleet(fleet: str, *, tracking_uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT,
+                params: dict | None = None, tags: dict | None = None) -> FleetRun:
+    """Start the parent run of a fleet run (`tags` override ours); end it with :func:`end_fleet`."""
     client = connect(tracking_uri)
-    tags = {TAG + "kind": "fleet", TAG + "fleet": fleet, TAG + "prefect_flow_run_id": prefect_flow_run_id()}
+    tags = {TAG + "kind": "fleet", TAG + "fleet": fleet, TAG + "prefect_flow_run_id": prefect_flow_run_id(),
+            **(tags or {})}
     run = _start_run(client, find_or_create_experiment(client, experiment), fleet, tags)
     handle = FleetRun(run.info.run_id, fleet, resolve_tracking_uri(tracking_uri), run.info.experiment_id)
     _log_batch(client, handle.run_id, params={"fleet": fleet, **(params or {})})  # shown while it runs
-    try:
-        yield handle
-        children = client.search_runs([handle.experiment_id], f"tags.`mlflow.parentRunId` = '{handle.run_id}'",
-                                      max_results=5000)
-    except BaseException as exc:
-        _end(client, handle.run_id, failed=_short(exc))
-        raise
-    failed = sorted(r.info.run_name for r in children if r.info.status != "FINISHED")
-    counts = Batch(metrics={"models_total": len(children), "models_failed": len(failed),
-                            "models_passed": len(children) - len(failed)})
-    _end(client, handle.run_id, failed=f"{len(failed)} of {len(children)} models failed: {', '.join(failed)}"
-         if failed else None, batch=counts)
+    return handle
+
+
+def end_fleet(handle: FleetRun, failed: str | None = None) -> None:
+    """End a fleet's parent run: FAILED with `failed` as the reason, or when any of its model runs failed."""
+    client = connect(handle.tracking_uri)
+    if failed:
+        _end(client, handle.run_id, failed=failed)
+        return
+    children = client.search_runs([handle.experiment_id], f"tags.`mlflow.parentRunId` = '{handle.run_id}'",
+                                  max_results=5000)
+    failed_names = sorted(r.info.run_name for r in children if r.info.status != "FINISHED")
+    counts = Batch(metrics={"models_total": len(children), "models_failed": len(failed_names),
+                            "models_passed": len(children) - len(failed_names)})
+    _end(client, handle.run_id, batch=counts, failed=f"{len(failed_names)} of {len(children)} models failed: "
+         f"{', '.join(failed_names)}" if failed_names else None)
 
 
 def _end(client, run_id: str, failed: str | None, outcome: str | None = None, batch: Batch | None = None) -> None:
@@ -314,7 +337,7 @@ def model_run(name: str, *, fleet: str | None = None, parent_run_id: str | None 
         if handle.failure is None and handle.validated and handle.reused_run_id is None:
             handle.registered_version = register(handle.model_uri, name, fleet, handle.run_id)
     except BaseException as exc:
-        _end(client, handle.run_id, failed=_short(exc), batch=handle.batch)
+        _end(client, handle.run_id, failed=short_reason(exc), batch=handle.batch)
         raise
     _end(client, handle.run_id, failed=handle.failure, outcome=None if handle.validated else "unvalidated",
          batch=handle.batch)
@@ -335,9 +358,9 @@ def log_model_export(name: str, output_dir: str | os.PathLike | None, *, fleet: 
 
 
 def log_outcome(outcome, output_dir: str | os.PathLike, *, fleet: FleetRun | None = None,
-                tracking_uri: str | None = None) -> ModelRun:
+                tracking_uri: str | None = None, tags: dict | None = None) -> ModelRun:
     """Log a pipeline ``ModelOutcome`` (flows.pipeline): its files in `output_dir`, its failure if it failed;
-    nested under `fleet`'s run if given."""
+    nested under `fleet`'s run if given; `tags` are added to the run's."""
     error = None if outcome.status == "ok" else f"failed at {outcome.failed_stage}: {outcome.reason}"
     stages = ",".join(f"{stage}={state}" for stage, state in outcome.stages.items())
     if fleet is None:
@@ -346,6 +369,6 @@ def log_outcome(outcome, output_dir: str | os.PathLike, *, fleet: FleetRun | Non
         where = {"fleet": fleet.fleet, "parent_run_id": fleet.run_id, "tracking_uri": fleet.tracking_uri,
                  "experiment_id": fleet.experiment_id}
     return log_model_export(outcome.name, output_dir, **where, error=error, model_ref=outcome.ref,
-                            tags={TAG + "stages": stages, TAG + "cached": outcome.cached},
+                            tags={TAG + "stages": stages, TAG + "cached": outcome.cached, **(tags or {})},
                             export_seconds=outcome.results.get("export", {}).get("seconds"),
                             reuse=outcome.cached and outcome.status == "ok")
