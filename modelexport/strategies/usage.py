@@ -1,80 +1,89 @@
 """``usage`` — module scopes from forward hooks only; never reads the exporter's scope names.
 
-While the TorchScript exporter traces the model, a forward pre-hook on every module passes the module's tensor
-inputs through a marker op (``modelexport::Mark``, kind 0) and a forward hook its tensor outputs (kind 1). The
-markers land in the ONNX graph in trace order, so a stack walk over the nodes says which module call each op ran
-in: an enter marker pushes the module (after popping calls that are not its ancestors), an exit marker pops it.
-The markers are then removed (consumers rewired to the marked tensor) and every node keeps the scope on top of
-the stack when it was emitted; nodes computed from weights and constants only are left to tagging, which gives
-them their consumers' module.
+While the TorchScript exporter traces the model, a forward pre-hook and a forward hook on every module each emit a
+marker (``modelexport::Mark``, kind 0 on entry, 1 on exit). A marker takes no input and its output becomes an extra
+graph output, so it sits in the graph in trace order without touching the data path: the exporter folds and fuses
+exactly as it does for ``htp`` (a marker between a Conv and its BatchNorm would keep them apart), and the markers
+cost next to nothing. A stack walk over the nodes then says which module call each op ran in: an enter marker
+pushes the module (after popping calls that are not its ancestors), an exit marker pops it. The markers and their
+outputs are removed, and every node keeps the scope on top of the stack when it was emitted; nodes computed from
+weights and constants only are left to tagging, which gives them their consumers' module.
 
-Where it is less exact than ``htp``/``dynamo``: a module whose tensors reach it other than as ``forward``
-arguments (e.g. attributes) gets no enter marker and its ops go to its parent until its first child runs; a
-module whose outputs are unused loses its exit marker (the next sibling's enter closes it); constants the
-exporter hoists or folds are placed by the stack at their new position. Markers also stop constant folding across
-module boundaries, so a few shape computations stay in the graph that ``htp`` folds away.
+Where it is less exact than ``htp``/``dynamo``: it trusts the trace order of the nodes, so constants the exporter
+hoists or folds, and a graph-output Identity the export adds at the end, are placed by the stack at their new
+position (the root, or the module around them) rather than where they were computed.
 """
 
 from __future__ import annotations
 
+import itertools
+
 import onnx
 import torch
-from torch.utils import _pytree as pytree
 
 from ..wrapping import KeywordWrapper
-from .base import Capture, Strategy, name_outputs, register, torchscript_export
+from .base import Capture, Strategy, register, torchscript_export
 
 DOMAIN = "modelexport"
 ENTER, EXIT = 0, 1
+MARK_OUTPUT = "modelexport_mark_"  # names of the markers' graph outputs, removed after the export
 
 
 class Mark(torch.autograd.Function):
-    """Identity in eager mode; exported as ``modelexport::Mark(module=i, kind=k)``."""
+    """A scalar in eager mode; exported as ``modelexport::Mark(module=i, kind=k, call=c)`` with no input, so it
+    is no consumer of any tensor of the model (``call`` keeps two markers of one module distinct)."""
 
     @staticmethod
-    def forward(ctx, x, module: int, kind: int):
-        return x.view_as(x) if x.dim() else x.clone()
+    def forward(ctx, seed, module: int, kind: int, call: int):
+        return seed.clone()
 
     @staticmethod
-    def symbolic(g, x, module: int, kind: int):
-        out = g.op(f"{DOMAIN}::Mark", x, module_i=module, kind_i=kind)
-        out.setType(x.type())
+    def symbolic(g, seed, module: int, kind: int, call: int):
+        out = g.op(f"{DOMAIN}::Mark", module_i=module, kind_i=kind, call_i=call)
+        out.setType(seed.type())
         return out
 
 
-def install_markers(model: torch.nn.Module) -> tuple[list[str], list]:
-    """Hook every submodule of `model`; returns the attribute paths (marker ids index them) and the handles."""
+class MarkingWrapper(KeywordWrapper):
+    """The keyword wrapper, returning the markers of the call after the model's outputs."""
+
+    marks: list[torch.Tensor]
+
+    def forward(self, *args):
+        self.marks = []
+        outputs = super().forward(*args)
+        self.output_names += [f"{MARK_OUTPUT}{i}" for i in range(len(self.marks))]
+        return (*outputs, *self.marks)
+
+
+def install_markers(model: torch.nn.Module, wrapper: MarkingWrapper) -> tuple[list[str], list]:
+    """Hook every submodule of `model` to add its markers to `wrapper`'s; returns the attribute paths (marker ids
+    index them) and the hook handles."""
     paths: list[str] = []
     handles = []
+    seed = torch.zeros(())
+    calls = itertools.count()
+
+    def mark(index: int, kind: int) -> None:
+        wrapper.marks.append(Mark.apply(seed, index, kind, next(calls)))
+
     for path, module in model.named_modules():
         if not path:
             continue  # the root's ops are what remains outside every marker pair
         index = len(paths)
         paths.append(path)
-
-        def mark(value, index=index, kind=ENTER):
-            return pytree.tree_map_only(torch.Tensor, lambda t: Mark.apply(t, index, kind), value)
-
-        handles.append(module.register_forward_pre_hook(
-            lambda _m, args, kwargs, mark=mark: (mark(args), mark(kwargs)), with_kwargs=True))
-        handles.append(module.register_forward_hook(lambda _m, _a, out, mark=mark: mark(out, kind=EXIT)))
+        handles.append(module.register_forward_pre_hook(lambda _m, _args, index=index: mark(index, ENTER)))
+        handles.append(module.register_forward_hook(lambda _m, _args, _out, index=index: mark(index, EXIT)))
     return paths, handles
 
 
 def scopes_from_markers(graph: onnx.GraphProto, paths: list[str], constants: set[str]) -> list[str | None]:
-    """Walk the nodes in order with a call stack; remove the markers; one scope per remaining node.
-    `constants` names the initializers."""
+    """Walk the nodes in order with a call stack; remove the markers and their outputs; one scope per remaining
+    node. `constants` names the initializers."""
     stack: list[str] = []
     scopes: list[str | None] = []
     kept: list[onnx.NodeProto] = []
-    alias: dict[str, str] = {}  # marker output -> marked tensor
     constant = set(constants)  # values computed from weights and constants only
-
-    def original(name: str) -> str:
-        while name in alias:
-            name = alias[name]
-        return name
-
     for node in graph.node:
         if node.domain == DOMAIN and node.op_type == "Mark":
             attrs = {a.name: a.i for a in node.attribute}
@@ -87,10 +96,7 @@ def scopes_from_markers(graph: onnx.GraphProto, paths: list[str], constants: set
             elif path in stack:
                 while stack.pop() != path:
                     pass
-            alias[node.output[0]] = node.input[0]
             continue
-        for i, name in enumerate(node.input):
-            node.input[i] = original(name)
         kept.append(node)
         if all(name in constant for name in node.input):
             constant.update(node.output)
@@ -99,23 +105,21 @@ def scopes_from_markers(graph: onnx.GraphProto, paths: list[str], constants: set
             scopes.append(stack[-1] if stack else "")
     del graph.node[:]
     graph.node.extend(kept)
-    # Graph outputs that were marker outputs: back onto the marked tensors, under the model's output names.
-    names = [output.name for output in graph.output]
-    for output in graph.output:
-        output.name = original(output.name)
-    name_outputs(graph, names)
-    scopes += [None] * (len(graph.node) - len(scopes))  # Identity copies: tagging gives them their input's module
+    for values in (graph.output, graph.value_info):
+        kept_values = [v for v in values if not v.name.startswith(MARK_OUTPUT)]
+        del values[:]
+        values.extend(kept_values)
     return scopes
 
 
 @register
 class UsageStrategy(Strategy):
     name = "usage"
-    description = "forward hooks mark each module's inputs and outputs; scopes from a stack walk over the markers"
+    description = "forward hooks mark each module call's entry and exit; scopes from a stack walk over the markers"
 
     def capture(self, model, inputs, opset, positional):
-        wrapper = KeywordWrapper(model, inputs.names, positional=positional).eval()
-        paths, handles = install_markers(model)
+        wrapper = MarkingWrapper(model, inputs.names, positional=positional).eval()
+        paths, handles = install_markers(model, wrapper)
         try:
             proto, weights = torchscript_export(wrapper, inputs, opset, custom_opsets={DOMAIN: 1})
         finally:
