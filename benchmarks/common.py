@@ -71,16 +71,20 @@ def summary(values: list[float], **extra) -> dict:
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values), **extra}
 
 
-def timed(fn: Callable[[], object]) -> float:
+def timed(fn: Callable[[], object], before: Callable[[], object] | None = None) -> float:
+    """Seconds `fn` takes; `before` runs first, untimed."""
+    if before is not None:
+        before()
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
 
 
 def interleaved(a: Callable[[], object], b: Callable[[], object], reps: int, warmup: bool = True,
-                min_seconds: float = 0.0) -> dict:
+                min_seconds: float = 0.0, before: Callable[[], object] | None = None) -> dict:
     """Time `a` and `b` alternately (after one untimed run of each) at least `reps` times and, for quick pairs,
-    until `min_seconds` have passed (at most 4 × `reps`): a short pair's ratio is noisier. Summary of the a/b ratios.
+    until `min_seconds` have passed (at most 4 × `reps`): a short pair's ratio is noisier. `before` runs, untimed,
+    before each timed run. Summary of the a/b ratios.
     """
     if warmup:
         a(), b()
@@ -88,10 +92,21 @@ def interleaved(a: Callable[[], object], b: Callable[[], object], reps: int, war
     start = time.perf_counter()
     while len(a_s) < reps or (time.perf_counter() - start < min_seconds and len(a_s) < 4 * reps):
         if len(a_s) % 2 == 0:
-            a_s.append(timed(a)), b_s.append(timed(b))
+            a_s.append(timed(a, before)), b_s.append(timed(b, before))
         else:
-            b_s.append(timed(b)), a_s.append(timed(a))
+            b_s.append(timed(b, before)), a_s.append(timed(a, before))
     return summary([x / y for x, y in zip(a_s, b_s)], a_s=statistics.median(a_s), b_s=statistics.median(b_s))
+
+
+def quiet_disk(*paths: Path) -> None:
+    """Remove `paths` and write every dirty page to disk: the next timed run starts with nothing of the last one's
+    ~440 MB still being written back (the kernel throttles a writer while it is), and pays no unlink either."""
+    import os
+
+    for path in paths:
+        path.unlink(missing_ok=True)
+        Path(f"{path}.data").unlink(missing_ok=True)
+    os.sync()
 
 
 def failed(reason: str) -> dict:
