@@ -102,7 +102,7 @@ def capture_and_tag(loaded, inputs, strategies, opset, hierarchy: Hierarchy):
     for name in strategies:
         start = time.perf_counter()
         try:
-            capture = STRATEGIES[name].capture(loaded.model, inputs, opset, loaded.positional)
+            capture = STRATEGIES[name].capture(loaded.model, inputs, opset, loaded.positional, hierarchy)
             tagging.name_nodes(capture.onnx_model.graph)
             tags, projected = tagging.project_tags(capture.onnx_model.graph, capture.scopes, hierarchy)
             mapping = tagging.node_tags(capture.onnx_model, tags)

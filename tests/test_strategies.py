@@ -129,6 +129,21 @@ def test_usage_on_transformers_models(name, model_dirs, hierarchies, out):
     assert score >= 0.95  # the target; the figure is printed
 
 
+@pytest.mark.parametrize("name", ["tiny-resnet", "tiny-bert"])
+def test_usage_markers_leave_the_exporters_graph_as_htp_has_it(name, model_dirs, out):
+    """Markers are side nodes, never on the data path: the exporter folds and fuses as without them (a marker
+    between a Conv and its BatchNorm kept them apart), and none of them, their outputs or their domain remain."""
+    graphs = {}
+    for strategy in ("htp", "usage"):
+        path = export_model(str(model_dirs[name]), out / f"{name}-{strategy}-graph.onnx", strategy=strategy).onnx_path
+        graphs[strategy] = onnx.load(str(path))
+    htp, usage = graphs["htp"].graph, graphs["usage"].graph
+    assert sorted(n.op_type for n in usage.node) == sorted(n.op_type for n in htp.node)
+    assert [o.name for o in usage.output] == [o.name for o in htp.output]
+    assert {o.domain for o in graphs["usage"].opset_import} == {""}
+    onnx.checker.check_model(graphs["usage"], full_check=True)
+
+
 @pytest.mark.parametrize("name", HF_MODELS)
 def test_fx_fails_fast_with_reason_on_transformers_models(name, model_dirs, out):
     with pytest.raises(ExportFailedError, match=r"fx: .*torch\.fx cannot trace") as info:

@@ -12,6 +12,7 @@ from typing import ClassVar
 import onnx
 from torch import nn
 
+from ..hierarchy import Hierarchy
 from ..inputs import ExampleInputs
 from ..onnx_io import PROTOBUF_LIMIT
 from ..serialized_weights import SerializedWeights, split_weights
@@ -36,8 +37,10 @@ class Strategy:
     name: ClassVar[str]
     description: ClassVar[str]
 
-    def capture(self, model: nn.Module, inputs: ExampleInputs, opset: int, positional: bool) -> Capture:
-        """Graph outputs are named after the model's own output fields (``KeywordWrapper.output_names``)."""
+    def capture(self, model: nn.Module, inputs: ExampleInputs, opset: int, positional: bool,
+                hierarchy: Hierarchy | None = None) -> Capture:
+        """Graph outputs are named after the model's own output fields (``KeywordWrapper.output_names``).
+        `hierarchy` is the module tree the tags will come from (``usage`` marks only its modules; None: all)."""
         raise NotImplementedError
 
 

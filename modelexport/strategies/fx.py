@@ -107,7 +107,7 @@ class FxStrategy(Strategy):
     name = "fx"
     description = "torch.fx symbolic trace; scopes from FX node metadata (nn_module_stack); fails fast if untraceable"
 
-    def capture(self, model, inputs, opset, positional):
+    def capture(self, model, inputs, opset, positional, hierarchy=None):
         graph_module = trace(model, inputs.names, positional)
         runner = _FxRunner(model, graph_module, inputs.names, positional).eval()
         proto, weights = torchscript_export(runner, inputs, opset)

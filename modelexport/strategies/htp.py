@@ -66,7 +66,7 @@ class HTPStrategy(Strategy):
     name = "htp"
     description = "TorchScript tracing; node scopes read from the tracer, projected onto unscoped nodes"
 
-    def capture(self, model, inputs, opset, positional):
+    def capture(self, model, inputs, opset, positional, hierarchy=None):
         wrapper = KeywordWrapper(model, inputs.names, positional=positional).eval()
         proto, weights = torchscript_export(wrapper, inputs, opset)
         exporter = f"torch.onnx {torch.__version__} (TorchScript)"

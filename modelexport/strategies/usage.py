@@ -1,7 +1,7 @@
 """``usage`` — module scopes from forward hooks only; never reads the exporter's scope names.
 
-While the TorchScript exporter traces the model, a forward pre-hook and a forward hook on every module each emit a
-marker (``modelexport::Mark``, kind 0 on entry, 1 on exit). A marker takes no input and its output becomes an extra
+While the TorchScript exporter traces the model, a forward pre-hook and a forward hook on every module with a tag of
+its own (not built-in ``torch.nn`` leaves or containers, which share their parent's) each emit a marker (``modelexport::Mark``, kind 0 on entry, 1 on exit). A marker takes no input and its output becomes an extra
 graph output, so it sits in the graph in trace order without touching the data path: the exporter folds and fuses
 exactly as it does for ``htp`` (a marker between a Conv and its BatchNorm would keep them apart), and the markers
 cost next to nothing. A stack walk over the nodes then says which module call each op ran in: an enter marker
@@ -21,6 +21,7 @@ import itertools
 import onnx
 import torch
 
+from ..hierarchy import Hierarchy
 from ..wrapping import KeywordWrapper
 from .base import Capture, Strategy, register, torchscript_export
 
@@ -56,9 +57,14 @@ class MarkingWrapper(KeywordWrapper):
         return (*outputs, *self.marks)
 
 
-def install_markers(model: torch.nn.Module, wrapper: MarkingWrapper) -> tuple[list[str], list]:
-    """Hook every submodule of `model` to add its markers to `wrapper`'s; returns the attribute paths (marker ids
-    index them) and the hook handles."""
+def install_markers(model: torch.nn.Module, wrapper: MarkingWrapper,
+                    hierarchy: Hierarchy | None = None) -> tuple[list[str], list]:
+    """Hook the submodules of `model` that have a tag of their own in `hierarchy` (all of them without one) to add
+    their markers to `wrapper`'s; returns the attribute paths (marker ids index them) and the hook handles.
+
+    A built-in ``torch.nn`` leaf or a container shares its parent's tag, so its markers would say nothing, and
+    each marker costs the tracer ~1 ms (ResNet-50: 76 of its 278 modules have a tag of their own)."""
+    tagged = None if hierarchy is None else {info.module for info in hierarchy.modules.values()}
     paths: list[str] = []
     handles = []
     seed = torch.zeros(())
@@ -68,7 +74,7 @@ def install_markers(model: torch.nn.Module, wrapper: MarkingWrapper) -> tuple[li
         wrapper.marks.append(Mark.apply(seed, index, kind, next(calls)))
 
     for path, module in model.named_modules():
-        if not path:
+        if not path or (tagged is not None and path not in tagged):
             continue  # the root's ops are what remains outside every marker pair
         index = len(paths)
         paths.append(path)
@@ -117,9 +123,9 @@ class UsageStrategy(Strategy):
     name = "usage"
     description = "forward hooks mark each module call's entry and exit; scopes from a stack walk over the markers"
 
-    def capture(self, model, inputs, opset, positional):
+    def capture(self, model, inputs, opset, positional, hierarchy=None):
         wrapper = MarkingWrapper(model, inputs.names, positional=positional).eval()
-        paths, handles = install_markers(model, wrapper)
+        paths, handles = install_markers(model, wrapper, hierarchy)
         try:
             proto, weights = torchscript_export(wrapper, inputs, opset, custom_opsets={DOMAIN: 1})
         finally:
