@@ -58,13 +58,13 @@ class Recorder:
         """Arguments are plain values (str, dict, list, numbers): a flow loaded from a file by Prefect names its
         modules after the file (``model.pipeline``), and the recorder could not load such a class."""
         future: Future = Future()
+        payload = pickle.dumps((function, args, kwargs, dict(os.environ), os.getcwd()))
         with self._lock:
             if self._ended is not None:
                 future.set_exception(RecorderError(self._ended))
                 return future
             call_id = next(self._ids)
             self._pending[call_id] = future
-            payload = pickle.dumps((function, args, kwargs, dict(os.environ), os.getcwd()))
             try:
                 pickle.dump((call_id, payload), self._proc.stdin)
                 self._proc.stdin.flush()
@@ -82,9 +82,13 @@ class Recorder:
     def _read(self) -> None:
         try:
             while True:
-                call_id, ok, value = pickle.load(self._proc.stdout)
+                call_id, reply = pickle.load(self._proc.stdout)
                 with self._lock:
                     future = self._pending.pop(call_id)
+                try:
+                    ok, value = pickle.loads(reply)
+                except Exception as exc:  # a class this process cannot load
+                    ok, value = False, RecorderError(f"unreadable reply of the MLflow recorder: {exc}")
                 future.set_result(value) if ok else future.set_exception(value)
         except (EOFError, OSError, pickle.UnpicklingError):
             pass
@@ -199,13 +203,14 @@ CALLS = {"start_fleet": _start_fleet, "end_fleet": _end_fleet, "log_outcome": _l
 
 
 def _answer(call_id: int, ok: bool, value) -> bytes:
-    """The reply, checked to load again: an exception whose class cannot be rebuilt travels as its text."""
+    """The reply, checked to load again: an exception whose class cannot be rebuilt travels as its text (in a
+    RuntimeError: this module runs as ``__main__`` here, so its own classes would not load in the flow's)."""
     try:
-        data = pickle.dumps((call_id, ok, value))
-        pickle.loads(data)
-        return data
+        reply = pickle.dumps((ok, value))
+        pickle.loads(reply)
     except Exception:
-        return pickle.dumps((call_id, False, RecorderError(f"{type(value).__name__}: {value}")))
+        reply = pickle.dumps((False, RuntimeError(f"{type(value).__name__}: {value}")))
+    return pickle.dumps((call_id, reply))
 
 
 def serve(parent_pid: int) -> None:
