@@ -14,6 +14,7 @@ from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from modelexport.fleet import check_output_folders, load_fleet
+
 from . import recorder
 from .artifacts import artifact_key, report_fleet, report_model
 from .pipeline import ModelOutcome, collect, ending, submit_pipeline

@@ -20,8 +20,8 @@ def export_model(model: str, output_dir: str = "out/run", name: str | None = Non
                  profiling: dict | None = None, tracking_uri: str | None = None, track: bool = True) -> ModelOutcome:
     """Export one model into OUTPUT_DIR/<name>/; settings are those of a fleet file's model entry.
 
-    With `track`, the model's run is logged to MLflow (flows.tracking, by flows.recorder) at `tracking_uri`. The run ends Failed
-    (still carrying the outcome) when the model failed.
+    With `track`, the model's run is logged to MLflow (flows.tracking, written by flows.recorder) at
+    `tracking_uri`. The run ends Failed (still carrying the outcome) when the model failed.
     """
     entry = {"id": model, "name": name, "revision": revision, "task": task, "strategy": strategy, "opset": opset,
              "input_spec": input_spec, "validate": validation, "profile": profiling}

@@ -205,8 +205,12 @@ def end_fleet(handle: FleetRun, failed: str | None = None) -> None:
     if failed:
         _end(client, handle.run_id, failed=failed)
         return
-    children = client.search_runs([handle.experiment_id], f"tags.`mlflow.parentRunId` = '{handle.run_id}'",
-                                  max_results=5000)
+    try:
+        children = client.search_runs([handle.experiment_id], f"tags.`mlflow.parentRunId` = '{handle.run_id}'",
+                                      max_results=5000)
+    except Exception as exc:  # the store went away: the run must not stay RUNNING
+        _end(client, handle.run_id, failed=short_reason(exc))
+        raise
     failed_names = sorted(r.info.run_name for r in children if r.info.status != "FINISHED")
     counts = Batch(metrics={"models_total": len(children), "models_failed": len(failed_names),
                             "models_passed": len(children) - len(failed_names)})
