@@ -13,6 +13,7 @@ from pathlib import Path
 SIDECAR_SUFFIX = ".hierarchy.json"
 VERSIONED = ("modelexport", "torch", "onnx", "onnxruntime", "onnxscript", "transformers")
 LATENCY_KEYS = ("mean", "p50", "p90", "p99", "stdev")
+EXAMPLE_MAX_VALUES = 16_384  # a 512-token text example has 1,536; a 3x224x224 image 150,528
 
 
 def find_sidecar(output_dir: Path) -> dict | None:
@@ -154,10 +155,11 @@ def params_and_metrics(export: dict | None, validation: dict | None, profile: di
 
 def input_example(export: dict | None) -> dict | None:
     """MLflow's input example: the first item of the export's example batch, made from its recorded spec the way
-    validation and profiling make it (same seed), so it is an input the model was checked on. One item, because
-    MLflow writes the example as JSON and checks it by parsing it back and running the model: ~1 µs per value
-    each way (0.33 s for one 3x224x224 image, twice that for two). None where there is no spec, or an input is
-    bfloat16 (numpy has no such type)."""
+    validation and profiling make it (same seed), so it is an input the model was checked on. One item, and only
+    up to EXAMPLE_MAX_VALUES values: MLflow writes the example as JSON, parses it back and runs the model on it,
+    ~1 s per 3x224x224 image on 2 cores, the longest part of such a model's record; a larger input (an image) is
+    described by the signature alone. None also where there is no spec, or an input is bfloat16 (numpy has no
+    such type)."""
     if not export or not export.get("inputs"):
         return None
     import torch
@@ -165,6 +167,8 @@ def input_example(export: dict | None) -> dict | None:
     from modelexport.inputs import inputs_from_spec, parse_input_spec
 
     tensors = inputs_from_spec(parse_input_spec(export["inputs"], source="the sidecar's inputs")).tensors
-    if any(t.dtype == torch.bfloat16 for t in tensors.values()):
+    first = {name: t[:1] if t.dim() else t for name, t in tensors.items()}
+    if any(t.dtype == torch.bfloat16 for t in first.values()) or sum(t.numel() for t in first.values()) > \
+            EXAMPLE_MAX_VALUES:
         return None
-    return {name: t[:1].numpy() if t.dim() else t.numpy() for name, t in tensors.items()}
+    return {name: t.numpy() for name, t in first.items()}

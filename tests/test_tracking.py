@@ -257,6 +257,20 @@ def test_logged_onnx_model_has_signature_and_runs_in_ort(store, outputs, monkeyp
     np.testing.assert_array_equal(logged[0], original[0])
 
 
+def test_input_example_is_one_item_and_large_images_get_the_signature_alone():
+    from flows import run_record
+
+    def spec(**shapes):
+        return {"inputs": {n: {"shape": s, "dtype": "float32", "dynamic_axes": {"0": "batch"}}
+                           for n, s in shapes.items()}}
+
+    small = run_record.input_example(spec(pixel_values=[2, 3, 32, 32]))
+    assert small["pixel_values"].shape == (1, 3, 32, 32)
+    # MLflow would write 150,528 values as JSON, parse them back and run the model: ~1 s of the record.
+    assert run_record.input_example(spec(pixel_values=[2, 3, 224, 224])) is None
+    assert run_record.input_example({"inputs": {}}) is None
+
+
 def test_registry_has_validated_alias_for_passing_models_only(store):
     import mlflow
 
