@@ -9,14 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from prefect import flow
-from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from modelexport.fleet import check_output_folders, load_fleet
 
 from . import recorder
-from .artifacts import artifact_key, report_fleet, report_model
+from .artifacts import Artifacts, artifact_key, report_fleet, report_model
 from .pipeline import ModelOutcome, collect, ending, submit_pipeline
 
 DEFAULT_CONCURRENCY = 2
@@ -56,24 +55,25 @@ def export_fleet(fleet_file: str, output_dir: str | None = None,
 def _export_fleet(fleet, output_dir, on_model_done, records: recorder.FleetRecords | None) -> FleetSummary:
     out = Path(output_dir or f"out/{fleet.name}")
     check_output_folders(fleet, out)
-    progress = create_progress_artifact(0.0, key=artifact_key("fleet", fleet.name, "progress"),
-                                        description=f"models of fleet {fleet.name} finished")
-    runs = submit_pipeline(fleet.models, out)
-    plans = {p.name: p for p in fleet.models}
-    last = {list(stages.values())[-1]: name for name, stages in runs.items()}
-    outcomes: dict[str, ModelOutcome] = {}
-    shown = time.monotonic()
-    for future in as_completed(list(last)):
-        name = last[future]
-        outcome = outcomes[name] = collect(plans[name], runs[name])
-        if records is not None:
-            records.log(outcome, out / name)
-        report_model(outcome, fleet.name)
-        if len(outcomes) == len(plans) or time.monotonic() - shown > PROGRESS_EVERY_S:
-            update_progress_artifact(progress, 100 * len(outcomes) / len(plans))
-            shown = time.monotonic()
-        if on_model_done is not None:
-            on_model_done(outcome)
-    summary = FleetSummary(fleet.name, str(out), [outcomes[p.name] for p in fleet.models])
-    report_fleet(fleet.name, summary.models)
+    with Artifacts() as artifacts:
+        progress = artifacts.progress(artifact_key("fleet", fleet.name, "progress"),
+                                      f"models of fleet {fleet.name} finished")
+        runs = submit_pipeline(fleet.models, out)
+        plans = {p.name: p for p in fleet.models}
+        last = {list(stages.values())[-1]: name for name, stages in runs.items()}
+        outcomes: dict[str, ModelOutcome] = {}
+        shown = time.monotonic()
+        for future in as_completed(list(last)):
+            name = last[future]
+            outcome = outcomes[name] = collect(plans[name], runs[name])
+            if records is not None:
+                records.log(outcome, out / name)
+            artifacts.post(report_model, outcome, fleet.name)
+            if len(outcomes) == len(plans) or time.monotonic() - shown > PROGRESS_EVERY_S:
+                progress(100 * len(outcomes) / len(plans))
+                shown = time.monotonic()
+            if on_model_done is not None:
+                on_model_done(outcome)
+        summary = FleetSummary(fleet.name, str(out), [outcomes[p.name] for p in fleet.models])
+        artifacts.post(report_fleet, fleet.name, summary.models)
     return summary

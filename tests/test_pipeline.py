@@ -169,3 +169,23 @@ def test_bad_run_options_fail_before_prefect_starts(tmp_path):
     result = run_cli("run", str(tmp_path), "--opset", "99", timeout=60)
     assert result.returncode == 2 and "opset" in result.stderr and "Traceback" not in result.stderr
     assert textwrap.dedent(result.stderr).count("\n") == 1
+
+
+def test_artifacts_are_posted_in_order_and_their_first_failure_raised_when_the_block_ends():
+    from flows.artifacts import Artifacts
+
+    def fail(message):
+        raise RuntimeError(message)
+
+    posted = []
+    with pytest.raises(RuntimeError, match="API down"):
+        with Artifacts() as artifacts:
+            artifacts.post(posted.append, 1)
+            artifacts.post(fail, "API down")
+            artifacts.post(fail, "later")
+            artifacts.post(posted.append, 2)
+    assert posted == [1, 2]  # one failure does not drop the others
+    with pytest.raises(KeyError):  # the block's own error wins
+        with Artifacts() as artifacts:
+            artifacts.post(fail, "API down")
+            raise KeyError("model")
