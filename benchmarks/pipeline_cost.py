@@ -75,11 +75,13 @@ def measure(quick: bool, only: set[str], log) -> dict:
         if summary_.failed:
             raise RuntimeError(f"fleet failed: {[(m.name, m.reason) for m in summary_.failed]}")
 
-    def pipeline(name: str, track: bool = True) -> float:
-        return settled(lambda: run_fleet(name, track))
+    cpu: dict[str, list[dict]] = {"direct": [], "cold": [], "warm": []}  # CPU seconds per process, per run
+
+    def pipeline(name: str, track: bool = True, kind: str | None = None) -> float:
+        return settled(lambda: run_fleet(name, track), cpu[kind] if kind else None)
 
     def plain_loop(name: str) -> float:
-        return settled(lambda: direct(fleet, root / name))
+        return settled(lambda: direct(fleet, root / name), cpu["direct"])
 
     log("pipeline: first run (starts Prefect's API server)")
     first_s = pipeline("first")
@@ -87,11 +89,11 @@ def measure(quick: bool, only: set[str], log) -> dict:
     reps = 3 if quick else 7
     for i in range(reps):
         log(f"pipeline: repetition {i + 1}/{reps} (direct, cold, cold without MLflow, in turns; then warm)")
-        runs = [lambda: plain.append(plain_loop(f"direct{i}")), lambda: cold.append(pipeline(f"run{i}")),
+        runs = [lambda: plain.append(plain_loop(f"direct{i}")), lambda: cold.append(pipeline(f"run{i}", kind="cold")),
                 lambda: bare.append(pipeline(f"bare{i}", track=False))]
         for run in runs[i % 3:] + runs[:i % 3]:
             run()
-        warm.append(pipeline(f"run{i}"))
+        warm.append(pipeline(f"run{i}", kind="warm"))
     log("pipeline: an empty flow of as many task runs as a warm run")
     models = len(yaml_models(fleet))
     empty_flow(models)  # fills its cache
@@ -101,23 +103,52 @@ def measure(quick: bool, only: set[str], log) -> dict:
     common = {"first_run_s": round(first_s, 2), "import_s": round(import_s, 2)}
     return {
         "cache_warm_over_cold": summary([w / c for w, c in zip(warm, cold)], a_s=statistics.median(warm),
-                                        b_s=statistics.median(cold), **common),
+                                        b_s=statistics.median(cold), cpu_s=medians(cpu["warm"]), **common),
         "cache_floor_over_cold": summary([f / statistics.median(cold) for f in floor], a_s=statistics.median(floor),
                                          b_s=statistics.median(cold)),
         "pipeline_over_direct": summary([c / d for c, d in zip(cold, plain)], a_s=statistics.median(cold),
-                                        b_s=statistics.median(plain), **common),
+                                        b_s=statistics.median(plain), cpu_s=medians(cpu["cold"]),
+                                        direct_cpu_s=medians(cpu["direct"]), **common),
         "prefect_over_direct": summary([b / d for b, d in zip(bare, plain)], a_s=statistics.median(bare),
                                        b_s=statistics.median(plain)),
     }
 
 
-def settled(fn) -> float:
-    """Seconds `fn` takes, timed after a pause. Prefect's ephemeral API server writes a finished flow run's events to its SQLite
-    database for a moment afterwards; a flow run created meanwhile gets HTTP 503 and Prefect's client retries it
-    ~2 s later (measured: back-to-back empty flows take 2.2 s, 0.16 s a second apart). Scheduled runs are minutes
-    apart."""
+def settled(fn, cpu: list[dict] | None = None) -> float:
+    """Seconds `fn` takes, timed after a pause; with `cpu`, appends the CPU seconds each process used meanwhile.
+
+    The pause: Prefect's ephemeral API server writes a finished flow run's events to its SQLite database for a
+    moment afterwards; a flow run created meanwhile gets HTTP 503 and Prefect's client retries it ~2 s later
+    (measured: back-to-back empty flows take 2.2 s, 0.16 s a second apart). Scheduled runs are minutes apart."""
     time.sleep(1.0)
-    return timed(fn)
+    before = cpu_seconds()
+    seconds = timed(fn)
+    if cpu is not None:
+        after = cpu_seconds()
+        cpu.append({role: round(after[role] - before.get(role, 0.0), 3) for role in after})
+    return seconds
+
+
+def cpu_seconds() -> dict[str, float]:
+    """CPU seconds (user + system) used so far by this process (the flow's) and by the processes it started:
+    Prefect's ephemeral API server and the MLflow recorder. On 2 cores, what they use competes with the stages."""
+    import psutil
+
+    me = psutil.Process()
+    used = {"flow_process": sum(me.cpu_times()[:2])}
+    for child in me.children(recursive=True):
+        try:
+            command, times = " ".join(child.cmdline()), child.cpu_times()
+        except psutil.Error:
+            continue
+        role = "prefect_server" if "uvicorn" in command else "recorder" if "flows.recorder" in command else "other"
+        used[role] = used.get(role, 0.0) + times.user + times.system
+    return used
+
+
+def medians(runs: list[dict]) -> dict[str, float]:
+    roles = sorted({role for run in runs for role in run})
+    return {role: round(statistics.median(run.get(role, 0.0) for run in runs), 2) for role in roles}
 
 
 def yaml_models(fleet: Path) -> list:

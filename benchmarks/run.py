@@ -107,7 +107,12 @@ def detail(figure: dict) -> str:
     if figure.get("error"):
         return figure["error"]
     if "a_s" in figure:
-        return f"{figure['a_s']:.2f} s vs {figure['b_s']:.2f} s"
+        text = f"{figure['a_s']:.2f} s vs {figure['b_s']:.2f} s"
+        if figure.get("cpu_s"):
+            text += "; CPU s: " + ", ".join(f"{role} {s:.2f}" for role, s in figure["cpu_s"].items())
+        if figure.get("direct_cpu_s"):
+            text += f" (direct loop: {sum(figure['direct_cpu_s'].values()):.2f})"
+        return text
     if "a_ms" in figure:
         return f"{figure['a_ms']:.2f} ms vs {figure['b_ms']:.2f} ms"
     if figure.get("unit") == "us/node":
