@@ -144,6 +144,28 @@ def test_usage_markers_leave_the_exporters_graph_as_htp_has_it(name, model_dirs,
     onnx.checker.check_model(graphs["usage"], full_check=True)
 
 
+def test_usage_marks_only_the_spans_that_traced_an_op(model_dirs, out, monkeypatch):
+    """A module call's entry and exit each close the span of ops traced since the last marker; an empty span (an
+    exit straight into the next sibling's entry) gets none, so there are fewer markers than module calls' ends
+    (each costs the tracer ~1 ms) and the tags stay those of htp."""
+    from modelexport.strategies import usage
+
+    seen = {}
+    scopes_from_markers = usage.scopes_from_markers
+
+    def counting(graph, paths, constants):
+        seen["markers"], seen["modules"] = sum(n.op_type == "Mark" for n in graph.node), len(paths)
+        return scopes_from_markers(graph, paths, constants)
+
+    monkeypatch.setattr(usage, "scopes_from_markers", counting)
+    tags = {}
+    for strategy in ("usage", "htp"):
+        result = export_model(str(model_dirs["tiny-resnet"]), out / f"spans-{strategy}.onnx", strategy=strategy)
+        tags[strategy] = [result.sidecar["node_tags"][n.name] for n in onnx.load(str(result.onnx_path)).graph.node]
+    assert 0 < seen["markers"] <= seen["modules"] < 2 * seen["modules"]  # 10 markers for 12 calls here
+    assert tags["usage"] == tags["htp"]
+
+
 @pytest.mark.parametrize("name", HF_MODELS)
 def test_fx_fails_fast_with_reason_on_transformers_models(name, model_dirs, out):
     with pytest.raises(ExportFailedError, match=r"fx: .*torch\.fx cannot trace") as info:

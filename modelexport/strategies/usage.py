@@ -1,17 +1,18 @@
 """``usage`` — module scopes from forward hooks only; never reads the exporter's scope names.
 
 While the TorchScript exporter traces the model, a forward pre-hook and a forward hook on every module with a tag of
-its own (built-in ``torch.nn`` leaves and containers share their parent's) each emit a marker (``modelexport::Mark``,
-kind 0 on entry, 1 on exit). A marker takes no input and its output becomes an extra graph output, so it sits in the
-graph in trace order without touching the data path: the exporter folds and fuses exactly as it does for ``htp`` (a
-marker between a Conv and its BatchNorm would keep them apart). Each costs the tracer about a millisecond. A stack
-walk over the nodes then says which module call each op ran in: an enter marker pushes the module (after popping
-calls that are not its ancestors), an exit marker pops it. The markers and their outputs are removed, and every
-node keeps the scope on top of the stack when it was emitted; nodes computed from weights and constants only are
-left to tagging, which gives them their consumers' module.
+its own (built-in ``torch.nn`` leaves and containers share their parent's) close the span of ops traced since the
+last marker with a marker (``modelexport::Mark``) naming the module call those ops ran in: the innermost tagged call
+being traced, or the root. A span with no op (an exit straight into the next sibling's entry) gets no marker: each
+costs the tracer about a millisecond, and ResNet-50 has 71 spans for its 152 entries and exits. A marker takes no
+input and its output becomes an extra graph output, so it sits in the graph in trace order without touching the
+data path: the exporter folds and fuses exactly as it does for ``htp`` (a marker between a Conv and its BatchNorm
+would keep them apart). Each node then gets the module of the first marker after it (the root after the last); the
+markers and their outputs are removed; nodes computed from weights and constants only are left to tagging, which
+gives them their consumers' module.
 
 Where it is less exact than ``htp``/``dynamo``: it trusts the trace order of the nodes, so constants the exporter
-hoists or folds, and a graph-output Identity the export adds at the end, are placed by the stack at their new
+hoists or folds, and a graph-output Identity the export adds at the end, are placed by the markers around their new
 position (the root, or the module around them) rather than where they were computed.
 """
 
@@ -27,21 +28,21 @@ from ..wrapping import KeywordWrapper
 from .base import Capture, Strategy, register, torchscript_export
 
 DOMAIN = "modelexport"
-ENTER, EXIT = 0, 1
+ROOT = -1  # the module id of the model itself (its ops outside every tagged submodule)
 MARK_OUTPUT = "modelexport_mark_"  # names of the markers' graph outputs, removed after the export
 
 
 class Mark(torch.autograd.Function):
-    """A scalar in eager mode; exported as ``modelexport::Mark(module=i, kind=k, call=c)`` with no input, so it
-    is no consumer of any tensor of the model (``call`` keeps two markers of one module distinct)."""
+    """A scalar in eager mode; exported as ``modelexport::Mark(module=i, call=c)`` with no input, so it is no
+    consumer of any tensor of the model (``call`` keeps two markers of one module distinct)."""
 
     @staticmethod
-    def forward(ctx, seed, module: int, kind: int, call: int):
+    def forward(ctx, seed, module: int, call: int):
         return seed.clone()
 
     @staticmethod
-    def symbolic(g, seed, module: int, kind: int, call: int):
-        out = g.op(f"{DOMAIN}::Mark", module_i=module, kind_i=kind, call_i=call)
+    def symbolic(g, seed, module: int, call: int):
+        out = g.op(f"{DOMAIN}::Mark", module_i=module, call_i=call)
         out.setType(seed.type())
         return out
 
@@ -60,56 +61,96 @@ class MarkingWrapper(KeywordWrapper):
 
 def install_markers(model: torch.nn.Module, wrapper: MarkingWrapper,
                     hierarchy: Hierarchy | None = None) -> tuple[list[str], list]:
-    """Hook the submodules of `model` that have a tag of their own in `hierarchy` (all of them without one) to add
-    their markers to `wrapper`'s; returns the attribute paths (marker ids index them) and the hook handles.
+    """Hook the submodules of `model` that have a tag of their own in `hierarchy` (all of them without one) so that
+    each of their entries and exits closes the span of ops traced since the last marker, with a marker naming the
+    module call it ran in; returns the attribute paths (marker ids index them) and the hook handles.
 
-    A built-in ``torch.nn`` leaf or a container shares its parent's tag, so its markers would say nothing, and
-    each marker costs the tracer ~1 ms (ResNet-50: 76 of its 278 modules have a tag of their own)."""
+    A span with no op gets no marker (an exit straight into the next sibling's entry, a block that calls its first
+    child first), and a built-in ``torch.nn`` leaf or a container shares its parent's tag: each marker costs the
+    tracer ~1 ms (ResNet-50: 76 of its 278 modules have a tag of their own, 152 entries and exits, 71 markers)."""
     tagged = None if hierarchy is None else {info.module for info in hierarchy.modules.values()}
     paths: list[str] = []
     handles = []
     seed = torch.zeros(())
     calls = itertools.count()
+    inside: list[int] = []  # the tagged module calls being traced, innermost last
+    after_mark: list[str | None] = [None]  # the last traced node after the last marker (the marker's own trail)
 
-    def mark(index: int, kind: int) -> None:
-        wrapper.marks.append(Mark.apply(seed, index, kind, next(calls)))
+    def close_span() -> None:
+        state = torch._C._get_tracing_state()
+        graph = state.graph() if state is not None else None
+        if graph is not None:
+            last = _last_node(graph)
+            if last is None or (wrapper.marks and last == after_mark[0]):
+                return  # nothing traced since the start, or since this trace's last marker
+        wrapper.marks.append(Mark.apply(seed, inside[-1] if inside else ROOT, next(calls)))
+        if graph is not None:
+            after_mark[0] = _last_node(graph)
+
+    def enter(index: int) -> None:
+        close_span()
+        inside.append(index)
+
+    def leave() -> None:
+        close_span()
+        inside.pop()
 
     for path, module in model.named_modules():
         if not path or (tagged is not None and path not in tagged):
-            continue  # the root's ops are what remains outside every marker pair
+            continue  # the root's ops are those of spans marked ROOT and those after the last marker
         index = len(paths)
         paths.append(path)
-        handles.append(module.register_forward_pre_hook(lambda _m, _args, index=index: mark(index, ENTER)))
-        handles.append(module.register_forward_hook(lambda _m, _args, _out, index=index: mark(index, EXIT)))
+        handles.append(module.register_forward_pre_hook(lambda _m, _args, index=index: enter(index)))
+        handles.append(module.register_forward_hook(lambda _m, _args, _out: leave()))
     return paths, handles
 
 
+def _last_node(graph) -> str | None:
+    """The last op the tracer added, by its first output's unique name; None before the first. Constants are no
+    ops (a marker's seed is one), and the tracer nests each module call's ops in a block of its own."""
+
+    def last_in(node):
+        while node.kind() != "prim::Param":  # the start of the block
+            if node.kind() == "prim::TracedModuleForward":
+                inner = last_in(next(node.blocks()).returnNode().prev())
+                if inner is not None:
+                    return inner
+            elif node.kind() != "prim::Constant":
+                return node
+            node = node.prev()
+        return None
+
+    node = last_in(graph.return_node().prev())
+    if node is None:
+        return None
+    # An op without outputs has no name: a new one each time, so its span is always marked.
+    return node.outputsAt(0).debugName() if node.outputsSize() else f"{node.kind()}#{next(_unnamed)}"
+
+
+_unnamed = itertools.count()
+
+
 def scopes_from_markers(graph: onnx.GraphProto, paths: list[str], constants: set[str]) -> list[str | None]:
-    """Walk the nodes in order with a call stack; remove the markers and their outputs; one scope per remaining
-    node. `constants` names the initializers."""
-    stack: list[str] = []
+    """Give each node the module of the first marker after it (the root after the last one); remove the markers and
+    their outputs; one scope per remaining node. `constants` names the initializers."""
     scopes: list[str | None] = []
     kept: list[onnx.NodeProto] = []
+    span: list[int] = []  # the nodes (indices into `scopes`) since the last marker
     constant = set(constants)  # values computed from weights and constants only
     for node in graph.node:
         if node.domain == DOMAIN and node.op_type == "Mark":
-            attrs = {a.name: a.i for a in node.attribute}
-            path = paths[attrs["module"]]
-            if attrs["kind"] == ENTER:
-                while stack and not path.startswith(stack[-1] + ".") and stack[-1] != path:
-                    stack.pop()
-                if not stack or stack[-1] != path:
-                    stack.append(path)
-            elif path in stack:
-                while stack.pop() != path:
-                    pass
+            module = next(a.i for a in node.attribute if a.name == "module")
+            for i in span:
+                scopes[i] = paths[module] if module != ROOT else ""
+            span = []
             continue
         kept.append(node)
         if all(name in constant for name in node.input):
             constant.update(node.output)
             scopes.append(None)  # a constant belongs to its consumers: tagging projects it
         else:
-            scopes.append(stack[-1] if stack else "")
+            span.append(len(scopes))
+            scopes.append("")
     del graph.node[:]
     graph.node.extend(kept)
     for values in (graph.output, graph.value_info):
@@ -122,7 +163,7 @@ def scopes_from_markers(graph: onnx.GraphProto, paths: list[str], constants: set
 @register
 class UsageStrategy(Strategy):
     name = "usage"
-    description = "forward hooks mark each module call's entry and exit; scopes from a stack walk over the markers"
+    description = "forward hooks mark the ops traced in each module call; scopes from the markers"
 
     def capture(self, model, inputs, opset, positional, hierarchy=None):
         wrapper = MarkingWrapper(model, inputs.names, positional=positional).eval()
