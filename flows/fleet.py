@@ -46,34 +46,36 @@ def export_fleet(fleet_file: str, output_dir: str | None = None,
     """
     fleet = load_fleet(fleet_file)
     params = {"fleet.file": fleet_file, "fleet.models": len(fleet.models)}
-    run = recorder.fleet_run(fleet.name, tracking_uri=tracking_uri, params=params) if track else nullcontext()
-    with run as records:
-        summary = _export_fleet(fleet, output_dir, on_model_done, records)
+    run = (recorder.fleet_run(fleet.name, tracking_uri=tracking_uri, params=params, models=len(fleet.models))
+           if track else nullcontext())
+    # Leaving the blocks, the last records and the last artifacts are written at once (the run's end first).
+    with Artifacts() as artifacts, run as records:
+        summary = _export_fleet(fleet, output_dir, on_model_done, records, artifacts)
     return ending(summary, summary.failed)
 
 
-def _export_fleet(fleet, output_dir, on_model_done, records: recorder.FleetRecords | None) -> FleetSummary:
+def _export_fleet(fleet, output_dir, on_model_done, records: recorder.FleetRecords | None,
+                  artifacts: Artifacts) -> FleetSummary:
     out = Path(output_dir or f"out/{fleet.name}")
     check_output_folders(fleet, out)
-    with Artifacts() as artifacts:
-        progress = artifacts.progress(artifact_key("fleet", fleet.name, "progress"),
-                                      f"models of fleet {fleet.name} finished")
-        runs = submit_pipeline(fleet.models, out)
-        plans = {p.name: p for p in fleet.models}
-        last = {list(stages.values())[-1]: name for name, stages in runs.items()}
-        outcomes: dict[str, ModelOutcome] = {}
-        shown = time.monotonic()
-        for future in as_completed(list(last)):
-            name = last[future]
-            outcome = outcomes[name] = collect(plans[name], runs[name])
-            if records is not None:
-                records.log(outcome, out / name)
-            artifacts.post(report_model, outcome, fleet.name)
-            if len(outcomes) == len(plans) or time.monotonic() - shown > PROGRESS_EVERY_S:
-                progress(100 * len(outcomes) / len(plans))
-                shown = time.monotonic()
-            if on_model_done is not None:
-                on_model_done(outcome)
-        summary = FleetSummary(fleet.name, str(out), [outcomes[p.name] for p in fleet.models])
-        artifacts.post(report_fleet, fleet.name, summary.models)
+    progress = artifacts.progress(artifact_key("fleet", fleet.name, "progress"),
+                                  f"models of fleet {fleet.name} finished")
+    runs = submit_pipeline(fleet.models, out)
+    plans = {p.name: p for p in fleet.models}
+    last = {list(stages.values())[-1]: name for name, stages in runs.items()}
+    outcomes: dict[str, ModelOutcome] = {}
+    shown = time.monotonic()
+    for future in as_completed(list(last)):
+        name = last[future]
+        outcome = outcomes[name] = collect(plans[name], runs[name])
+        if records is not None:
+            records.log(outcome, out / name)
+        artifacts.post(report_model, outcome, fleet.name)
+        if len(outcomes) == len(plans) or time.monotonic() - shown > PROGRESS_EVERY_S:
+            progress(100 * len(outcomes) / len(plans))
+            shown = time.monotonic()
+        if on_model_done is not None:
+            on_model_done(outcome)
+    summary = FleetSummary(fleet.name, str(out), [outcomes[p.name] for p in fleet.models])
+    artifacts.post(report_fleet, fleet.name, summary.models)
     return summary

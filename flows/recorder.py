@@ -130,12 +130,15 @@ def _flow_run_tags() -> dict:
 class FleetRecords:
     """A fleet run being recorded: :meth:`log` sends each model's outcome as it finishes."""
 
-    def __init__(self, recorder_: Recorder, fleet: str, tracking_uri: str | None, params: dict | None):
+    def __init__(self, recorder_: Recorder, fleet: str, tracking_uri: str | None, params: dict | None,
+                 models: int = 0):
         self._recorder = recorder_
         self.key = f"{os.getpid()}-{next(_fleet_keys)}"  # the recorder's name for this fleet run
         self.started = recorder_.call("start_fleet", self.key, fleet, tracking_uri=tracking_uri, params=params,
                                       tags=_flow_run_tags())
-        self._logged: list[Future] = []
+        # Not awaited: the recorder looks for the runs to cite while the flow resolves its models (a failure fails
+        # the fleet run's end, as a record's does).
+        self._logged: list[Future] = [recorder_.call("find_earlier_runs", self.key, models)] if models else []
 
     def log(self, outcome, output_dir: str | os.PathLike) -> Future:
         """Record a ``ModelOutcome`` nested under this fleet's run; its files are read from `output_dir`."""
@@ -160,11 +163,13 @@ _fleet_keys = itertools.count()
 
 
 @contextlib.contextmanager
-def fleet_run(fleet: str, *, tracking_uri: str | None = None, params: dict | None = None) -> Iterator[FleetRecords]:
+def fleet_run(fleet: str, *, tracking_uri: str | None = None, params: dict | None = None,
+              models: int = 0) -> Iterator[FleetRecords]:
     """``tracking.fleet_run`` through the recorder: the fleet run exists in MLflow before the block runs (a process
     killed at any point leaves it, to be reaped as interrupted); it ends once every record sent has been written,
-    FAILED if the block raised or a record failed (raised here)."""
-    records = FleetRecords(recorder(), fleet, tracking_uri, params)
+    FAILED if the block raised or a record failed (raised here). With the fleet's number of `models`, the runs its
+    cached models will cite are looked up at once (``tracking.find_earlier_runs``)."""
+    records = FleetRecords(recorder(), fleet, tracking_uri, params, models)
     records.started.result()
     try:
         yield records
@@ -197,6 +202,12 @@ def _end_fleet(key: str, **kwargs) -> None:
     tracking.end_fleet(_fleets.pop(key), **kwargs)
 
 
+def _find_earlier_runs(key: str, models: int) -> None:
+    from . import tracking
+
+    tracking.find_earlier_runs(_fleets[key], models)
+
+
 def _log_outcome(outcome: dict, output_dir: str, fleet: str | None = None, **kwargs) -> str:
     from . import tracking
     from .pipeline import ModelOutcome
@@ -205,7 +216,8 @@ def _log_outcome(outcome: dict, output_dir: str, fleet: str | None = None, **kwa
                                 **kwargs).run_id
 
 
-CALLS = {"start_fleet": _start_fleet, "end_fleet": _end_fleet, "log_outcome": _log_outcome}
+CALLS = {"start_fleet": _start_fleet, "find_earlier_runs": _find_earlier_runs, "end_fleet": _end_fleet,
+         "log_outcome": _log_outcome}
 
 
 def _answer(call_id: int, ok: bool, value) -> bytes:

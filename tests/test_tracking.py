@@ -271,6 +271,32 @@ def test_input_example_is_one_item_and_large_images_get_the_signature_alone():
     assert run_record.input_example({"inputs": {}}) is None
 
 
+def test_a_cached_fleet_run_finds_the_runs_it_cites_in_one_search(outputs, tmp_path, monkeypatch):
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with tracking.fleet_run(FLEET, tracking_uri=uri) as first:
+        logged = tracking.log_model_export(PASSING, outputs[PASSING], fleet=FLEET, parent_run_id=first.run_id,
+                                           tracking_uri=uri)
+    searches = []
+    search_runs = mlflow.MlflowClient.search_runs
+
+    def counted(self, ids, query="", *args, **kwargs):
+        searches.append(query)
+        return search_runs(self, ids, query, *args, **kwargs)
+
+    monkeypatch.setattr(mlflow.MlflowClient, "search_runs", counted)
+    again = tracking.start_fleet(FLEET, tracking_uri=uri)
+    tracking.find_earlier_runs(again, models=2)
+    searches.clear()
+    cited = tracking.log_model_export(PASSING, outputs[PASSING], fleet=FLEET, parent_run_id=again.run_id,
+                                      tracking_uri=uri, experiment_id=again.experiment_id, earlier=again.earlier,
+                                      reuse=True)
+    assert cited.reused_run_id == logged.run_id and cited.model_uri == logged.model_uri
+    assert not [q for q in searches if "results_digest" in q]  # found beforehand, not searched for one by one
+    tracking.end_fleet(again)
+
+
 def test_registry_has_validated_alias_for_passing_models_only(store):
     import mlflow
 
