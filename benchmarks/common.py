@@ -103,9 +103,11 @@ def quiet_disk(*paths: Path) -> None:
     ~440 MB still being written back (the kernel throttles a writer while it is), and pays no unlink either."""
     import os
 
+    from modelexport.onnx_io import external_data_path
+
     for path in paths:
         path.unlink(missing_ok=True)
-        Path(f"{path}.data").unlink(missing_ok=True)
+        external_data_path(path).unlink(missing_ok=True)
     os.sync()
 
 

@@ -74,15 +74,15 @@ class Artifacts:
     def progress(self, key: str, description: str) -> Callable[[float], Future]:
         """Post a progress artifact at 0%; returns the function that posts an update of it, after the last one (the
         pool starts calls in the order posted, so waiting on an earlier one cannot deadlock)."""
-        last = [self.post(create_progress_artifact, 0.0, key=key, description=description)]
-        created = last[0]
+        created = last = self.post(create_progress_artifact, 0.0, key=key, description=description)
 
         def update(percent: float, previous: Future) -> None:
             previous.exception()  # finished, failed or not: its own failure is raised on leaving
             update_progress_artifact(created.result(), percent)
 
         def post_update(percent: float) -> Future:
-            last[0] = self.post(update, percent, last[0])
-            return last[0]
+            nonlocal last
+            last = self.post(update, percent, last)
+            return last
 
         return post_update

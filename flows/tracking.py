@@ -319,13 +319,13 @@ class ModelRun:
 
     def _earlier_run(self, digest: str):
         """The latest finished run of this model whose results had `digest` and whose model was logged."""
+        known = self.earlier.get((self.name, digest))
+        if known is not None:
+            return known
         query = (f"tags.`{TAG}results_digest` = '{digest}' and tags.`{TAG}model` = '{self.name}'"
                  f" and attributes.status = 'FINISHED'")
         if self.fleet:
             query += f" and tags.`{TAG}fleet` = '{self.fleet}'"
-        known = self.earlier.get((self.name, digest))
-        if known is not None:
-            return known
         # One: a finished run has its model logged or cited (a run without ends FAILED), and loading each found
         # run with its params and metrics is what makes this search slow.
         runs = self.client.search_runs([self.experiment_id], query, max_results=1,

@@ -14,6 +14,12 @@ from .serialized_weights import SerializedWeights, write_model
 PROTOBUF_LIMIT = 1_800_000_000  # a little under 2 GiB: beyond it weights must go to an external file
 
 
+def external_data_path(path: str | os.PathLike) -> Path:
+    """Where the weights of the ONNX file `path` go when they are external: beside it, named after it."""
+    path = Path(path)
+    return path.with_name(f"{path.name}.data")
+
+
 def _weight_bytes(model: onnx.ModelProto) -> int:
     return sum(t.ByteSize() for t in model.graph.initializer)  # ByteSize: no copy of the raw bytes
 
@@ -37,11 +43,11 @@ def save_atomic(model: onnx.ModelProto, path: str | os.PathLike,
                 write_model(model, weights, out)
         elif external:
             onnx.save_model(model, staged, save_as_external_data=True, all_tensors_to_one_file=True,
-                            location=f"{path.name}.data", size_threshold=1024)
+                            location=external_data_path(path).name, size_threshold=1024)
         else:
             onnx.save_model(model, staged)
         written = []
-        data = staging / f"{path.name}.data"
+        data = external_data_path(staged)
         if data.exists():
             os.replace(data, path.parent / data.name)
             written.append(path.parent / data.name)

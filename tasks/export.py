@@ -19,6 +19,7 @@ def export_onnx(source: ModelSource, output: str, input_spec: dict, strategy: st
     """Write OUTPUT and its sidecar; the result holds the strategy, node stats and every attempt."""
     from modelexport.export import export_model
     from modelexport.inputs import parse_input_spec
+    from modelexport.onnx_io import external_data_path
 
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     with computing():
@@ -27,4 +28,4 @@ def export_onnx(source: ModelSource, output: str, input_spec: dict, strategy: st
                          trust_remote_code=trust_remote_code)
     data = {"onnx_path": str(r.onnx_path), "sidecar_path": str(r.sidecar_path), "strategy": r.strategy,
             "stats": r.sidecar["stats"], "attempts": [asdict(a) for a in r.attempts], "seconds": r.seconds}
-    return produced(data, r.onnx_path, r.sidecar_path, f"{r.onnx_path}.data")
+    return produced(data, r.onnx_path, r.sidecar_path, external_data_path(r.onnx_path))

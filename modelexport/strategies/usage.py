@@ -74,18 +74,19 @@ def install_markers(model: torch.nn.Module, wrapper: MarkingWrapper,
     seed = torch.zeros(())
     calls = itertools.count()
     inside: list[int] = []  # the tagged module calls being traced, innermost last
-    after_mark: list[str | None] = [None]  # the last traced node after the last marker (the marker's own trail)
+    after_mark: str | None = None  # the last traced node after the last marker (the marker's own trail)
 
     def close_span() -> None:
+        nonlocal after_mark
         state = torch._C._get_tracing_state()
         graph = state.graph() if state is not None else None
         if graph is not None:
             last = _last_node(graph)
-            if last is None or (wrapper.marks and last == after_mark[0]):
+            if last is None or (wrapper.marks and last == after_mark):
                 return  # nothing traced since the start, or since this trace's last marker
         wrapper.marks.append(Mark.apply(seed, inside[-1] if inside else ROOT, next(calls)))
         if graph is not None:
-            after_mark[0] = _last_node(graph)
+            after_mark = _last_node(graph)
 
     def enter(index: int) -> None:
         close_span()
