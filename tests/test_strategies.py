@@ -147,14 +147,18 @@ def test_usage_markers_leave_the_exporters_graph_as_htp_has_it(name, model_dirs,
 def test_usage_marks_only_the_spans_that_traced_an_op(model_dirs, out, monkeypatch):
     """A module call's entry and exit each close the span of ops traced since the last marker; an empty span (an
     exit straight into the next sibling's entry) gets none, so there are fewer markers than module calls' ends
-    (each costs the tracer ~1 ms) and the tags stay those of htp."""
+    (each costs the tracer ~1 ms) and the tags stay those of htp. The markers are one chain with one graph output
+    (every output costs the exporter's passes), each marker's input the one before it."""
     from modelexport.strategies import usage
 
     seen = {}
     scopes_from_markers = usage.scopes_from_markers
 
     def counting(graph, paths, constants):
-        seen["markers"], seen["modules"] = sum(n.op_type == "Mark" for n in graph.node), len(paths)
+        marks = [n for n in graph.node if n.op_type == "Mark"]
+        seen["markers"], seen["modules"] = len(marks), len(paths)
+        seen["chained"] = [list(n.input) for n in marks] == [[]] + [list(m.output) for m in marks[:-1]]
+        seen["outputs"] = [o.name for o in graph.output if o.name.startswith(usage.MARK_OUTPUT)]
         return scopes_from_markers(graph, paths, constants)
 
     monkeypatch.setattr(usage, "scopes_from_markers", counting)
@@ -163,6 +167,7 @@ def test_usage_marks_only_the_spans_that_traced_an_op(model_dirs, out, monkeypat
         result = export_model(str(model_dirs["tiny-resnet"]), out / f"spans-{strategy}.onnx", strategy=strategy)
         tags[strategy] = [result.sidecar["node_tags"][n.name] for n in onnx.load(str(result.onnx_path)).graph.node]
     assert 0 < seen["markers"] <= seen["modules"] < 2 * seen["modules"]  # 10 markers for 12 calls here
+    assert seen["chained"] and seen["outputs"] == [usage.MARK_OUTPUT]
     assert tags["usage"] == tags["htp"]
 
 
