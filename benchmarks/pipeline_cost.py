@@ -161,9 +161,9 @@ def empty_flow(models: int) -> None:
     """The least any warm run of the fleet costs here: one flow run on the same task runner with, per model, a
     task run and a cache hit that do nothing (no MLflow, no artifacts). ``cache_floor_over_cold`` is its time ÷
     the cold run: the cache ratio cannot go below it."""
-    from flows import _heartbeats_where_useful
+    from flows import _flow_run_setup
 
-    with _heartbeats_where_useful():
+    with _flow_run_setup():
         _empty_fleet_flow()(models)
 
 

@@ -165,6 +165,33 @@ def test_only_transient_faults_are_retried(prefect_harness, tmp_path):
     assert flaky() == "ok" and calls["flaky"] == 3
 
 
+def test_flow_runs_of_one_process_share_one_tls_context(prefect_harness, monkeypatch):
+    """Each flow run gets a new API client, and Prefect's would load the CA bundle each time (~40 ms); ours reuse
+    the process's TLS context, and an artifact posted in the run uses the run's client."""
+    import ssl
+
+    from prefect import flow
+    from prefect.artifacts import create_markdown_artifact
+
+    import flows
+
+    @flow(name="tls-test")
+    def posting() -> str:
+        create_markdown_artifact("posted", key="tls-test")
+        return "done"
+
+    made = []
+    real = ssl.create_default_context
+    monkeypatch.setattr(ssl, "create_default_context", lambda *args, **kwargs: made.append(1) or real(*args, **kwargs))
+    with flows._flow_run_setup():
+        assert posting() == "done"
+    made.clear()  # the first run may also start what lives as long as the process (the events client)
+    for _ in range(2):
+        with flows._flow_run_setup():
+            assert posting() == "done"
+    assert made == []
+
+
 def test_bad_run_options_fail_before_prefect_starts(tmp_path):
     result = run_cli("run", str(tmp_path), "--opset", "99", timeout=60)
     assert result.returncode == 2 and "opset" in result.stderr and "Traceback" not in result.stderr
