@@ -121,7 +121,7 @@ def settled(fn, cpu: list[dict] | None = None) -> float:
     moment afterwards; a flow run created meanwhile gets HTTP 503 and Prefect's client retries it ~2 s later
     (measured: back-to-back empty flows take 2.2 s, 0.16 s a second apart). Scheduled runs are minutes apart."""
     time.sleep(1.0)
-    before = cpu_seconds()
+    before = cpu_seconds() if cpu is not None else {}
     seconds = timed(fn)
     if cpu is not None:
         after = cpu_seconds()

@@ -35,16 +35,16 @@ MARK_OUTPUT = "modelexport_marks"  # the name of the last marker's graph output,
 
 
 class Mark(torch.autograd.Function):
-    """A scalar in eager mode; exported as ``modelexport::Mark(previous, module=i, call=c)``, the first without an
-    input, so it consumes no tensor of the model (``call`` numbers the markers of one trace)."""
+    """A scalar in eager mode; exported as ``modelexport::Mark(previous, module=i)``, the first without an input, so
+    it consumes no tensor of the model (and no two markers are alike, each taking the one before it)."""
 
     @staticmethod
-    def forward(ctx, previous, module: int, call: int, first: bool):
+    def forward(ctx, previous, module: int, first: bool):
         return previous.clone()
 
     @staticmethod
-    def symbolic(g, previous, module: int, call: int, first: bool):
-        out = g.op(f"{DOMAIN}::Mark", *([] if first else [previous]), module_i=module, call_i=call)
+    def symbolic(g, previous, module: int, first: bool):
+        out = g.op(f"{DOMAIN}::Mark", *([] if first else [previous]), module_i=module)
         out.setType(previous.type())
         return out
 
@@ -77,7 +77,6 @@ def install_markers(model: torch.nn.Module, wrapper: MarkingWrapper,
     paths: list[str] = []
     handles = []
     seed = torch.zeros(())
-    calls = itertools.count()
     inside: list[int] = []  # the tagged module calls being traced, innermost last
     after_mark: str | None = None  # the last traced node after the last marker (the marker's own trail)
 
@@ -90,7 +89,7 @@ def install_markers(model: torch.nn.Module, wrapper: MarkingWrapper,
             if last is None or (wrapper.mark is not None and last == after_mark):
                 return  # nothing traced since the start, or since this trace's last marker
         first = wrapper.mark is None
-        wrapper.mark = Mark.apply(seed if first else wrapper.mark, inside[-1] if inside else ROOT, next(calls), first)
+        wrapper.mark = Mark.apply(seed if first else wrapper.mark, inside[-1] if inside else ROOT, first)
         if graph is not None:
             after_mark = _last_node(graph)
 
