@@ -34,8 +34,8 @@ def _storage(cache_dir: str | Path) -> Path:
 
 @contextlib.contextmanager
 def _flow_run_setup():
-    """What each of our flow runs runs in: heartbeats only where useful, an API client with a shared TLS context."""
-    with _heartbeats_where_useful(), _api_client():
+    """What each of our flow runs runs in: settings for the ephemeral API, an API client with a shared TLS context."""
+    with _ephemeral_api_settings(), _api_client():
         yield
 
 
@@ -67,33 +67,53 @@ def _tls_context(cert_file: str | None):
     return ssl.create_default_context(cafile=cert_file or certifi.where())
 
 
-@contextlib.contextmanager
-def _heartbeats_where_useful():
-    """Flow-run heartbeats let a server notice crashed runs; Prefect's ephemeral API dies with this process, so
-    there they only cost time: ~1 s per flow run, waiting for the heartbeat thread to stop."""
-    import prefect.context
-    from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY
+EPHEMERAL_STARTUP_S = 120  # how long Prefect's ephemeral API server may take to start, unless the user set it
 
-    if PREFECT_API_URL.value() or PREFECT_FLOWS_HEARTBEAT_FREQUENCY.value() is None:
+
+@contextlib.contextmanager
+def _ephemeral_api_settings():
+    """Settings for Prefect's ephemeral API (none where PREFECT_API_URL names a server).
+
+    - No flow-run heartbeats. They let a server notice crashed runs, but the ephemeral API dies with this
+      process, so there they only cost time: ~1 s per flow run, waiting for the heartbeat thread to stop.
+    - EPHEMERAL_STARTUP_S for the server to start, where the user set no limit of their own. Its first start on a
+      new PREFECT_HOME migrates the database: 19 s of Prefect's default 20 on this 2-core VM (9 s later on), and
+      past 20 s under load, which failed the run with "Timed out while attempting to connect".
+    """
+    import prefect.context
+    from prefect.settings import PREFECT_API_URL
+
+    if PREFECT_API_URL.value():
         yield
         return
     context = prefect.context.get_settings_context()
-    with prefect.context.SettingsContext(profile=context.profile, settings=_without_heartbeats(context.settings)):
+    settings = _for_ephemeral_api(context.settings)
+    if settings is context.settings:
+        yield
+        return
+    with prefect.context.SettingsContext(profile=context.profile, settings=settings):
         yield
 
 
-_quiet: tuple = (None, None)  # the last settings seen, and their copy without heartbeats
+_adjusted: tuple = (None, None)  # the last settings seen, and their copy for the ephemeral API
 
 
-def _without_heartbeats(settings):
-    """A copy of `settings` with heartbeats off, made once per settings object (``temporary_settings`` makes one
-    each time: ~20 ms)."""
-    global _quiet
-    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY
+def _for_ephemeral_api(settings):
+    """`settings` with heartbeats off and the startup limit raised (`settings` itself if nothing changes), made
+    once per settings object (``temporary_settings`` makes one each time: ~20 ms)."""
+    global _adjusted
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
 
-    if _quiet[0] is not settings:
-        _quiet = (settings, settings.copy_with_update(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}))
-    return _quiet[1]
+    if _adjusted[0] is not settings:
+        updates = {}
+        if settings.flows.heartbeat_frequency is not None:
+            updates[PREFECT_FLOWS_HEARTBEAT_FREQUENCY] = None
+        ephemeral = settings.server.ephemeral
+        if "startup_timeout_seconds" not in ephemeral.model_fields_set:
+            updates[PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS] = max(ephemeral.startup_timeout_seconds,
+                                                                            EPHEMERAL_STARTUP_S)
+        _adjusted = (settings, settings.copy_with_update(updates=updates) if updates else settings)
+    return _adjusted[1]
 
 
 def run_fleet(fleet_file: str, output_dir: str, concurrency: int | None = None,

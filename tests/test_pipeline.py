@@ -192,6 +192,20 @@ def test_flow_runs_of_one_process_share_one_tls_context(prefect_harness, monkeyp
     assert made == []
 
 
+def test_the_ephemeral_api_gets_time_to_start_unless_the_user_set_a_limit():
+    """Its first start on a new PREFECT_HOME migrates the database: ~19 s of Prefect's default 20 on 2 cores."""
+    from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS as LIMIT
+    from prefect.settings import Settings
+
+    import flows
+
+    adjusted = flows._for_ephemeral_api(Settings())
+    assert adjusted.server.ephemeral.startup_timeout_seconds == flows.EPHEMERAL_STARTUP_S > 20
+    assert adjusted.flows.heartbeat_frequency is None
+    users = Settings().copy_with_update(updates={LIMIT: 33})
+    assert flows._for_ephemeral_api(users).server.ephemeral.startup_timeout_seconds == 33
+
+
 def test_bad_run_options_fail_before_prefect_starts(tmp_path):
     result = run_cli("run", str(tmp_path), "--opset", "99", timeout=60)
     assert result.returncode == 2 and "opset" in result.stderr and "Traceback" not in result.stderr
