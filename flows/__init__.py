@@ -83,11 +83,8 @@ def _ephemeral_api_settings():
     import prefect.context
     from prefect.settings import PREFECT_API_URL
 
-    if PREFECT_API_URL.value():
-        yield
-        return
     context = prefect.context.get_settings_context()
-    settings = _for_ephemeral_api(context.settings)
+    settings = context.settings if PREFECT_API_URL.value() else _for_ephemeral_api(context.settings)
     if settings is context.settings:
         yield
         return
@@ -108,10 +105,8 @@ def _for_ephemeral_api(settings):
         updates = {}
         if settings.flows.heartbeat_frequency is not None:
             updates[PREFECT_FLOWS_HEARTBEAT_FREQUENCY] = None
-        ephemeral = settings.server.ephemeral
-        if "startup_timeout_seconds" not in ephemeral.model_fields_set:
-            updates[PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS] = max(ephemeral.startup_timeout_seconds,
-                                                                            EPHEMERAL_STARTUP_S)
+        if "startup_timeout_seconds" not in settings.server.ephemeral.model_fields_set:
+            updates[PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS] = EPHEMERAL_STARTUP_S  # Prefect's is 20
         _adjusted = (settings, settings.copy_with_update(updates=updates) if updates else settings)
     return _adjusted[1]
 
