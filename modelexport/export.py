@@ -25,7 +25,8 @@ DEFAULT_OPSET = 18
 SIDECAR_FORMAT = "modelexport.hierarchy/1"
 # Order tried by `--strategy auto`: the first that succeeds (and passes the coverage check) wins. htp is fast and
 # exact; dynamo follows what tracing cannot (torch.cond, Python control flow torch.export handles) at ~2 s; usage
-# needs only forward hooks where the exporter's scope names are unusable; fx rarely traces what the others miss.
+# takes modules from forward hooks where the exporter's attribute names cannot be resolved; fx rarely traces what
+# the others miss.
 AUTO_ORDER = ("htp", "dynamo", "usage", "fx")
 
 

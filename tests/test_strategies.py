@@ -130,45 +130,58 @@ def test_usage_on_transformers_models(name, model_dirs, hierarchies, out):
 
 
 @pytest.mark.parametrize("name", ["tiny-resnet", "tiny-bert"])
-def test_usage_markers_leave_the_exporters_graph_as_htp_has_it(name, model_dirs, out):
-    """Markers are side nodes, never on the data path: the exporter folds and fuses as without them (a marker
-    between a Conv and its BatchNorm kept them apart), and none of them, their outputs or their domain remain."""
-    graphs = {}
+def test_usage_leaves_the_exporters_graph_and_names_as_htp_has_them(name, model_dirs, out):
+    """usage's scopes are tracer scopes, not nodes: the graph is htp's node for node, and once its levels are taken
+    out of the names, so are node and value names; the tags agree with htp's."""
+    graphs, tags = {}, {}
     for strategy in ("htp", "usage"):
-        path = export_model(str(model_dirs[name]), out / f"{name}-{strategy}-graph.onnx", strategy=strategy).onnx_path
-        graphs[strategy] = onnx.load(str(path))
+        result = export_model(str(model_dirs[name]), out / f"{name}-{strategy}-graph.onnx", strategy=strategy)
+        graphs[strategy] = onnx.load(str(result.onnx_path))
+        tags[strategy] = [result.sidecar["node_tags"][n.name] for n in graphs[strategy].graph.node]
     htp, usage = graphs["htp"].graph, graphs["usage"].graph
-    assert sorted(n.op_type for n in usage.node) == sorted(n.op_type for n in htp.node)
+    assert [(n.name, n.op_type, list(n.input), list(n.output)) for n in usage.node] == \
+        [(n.name, n.op_type, list(n.input), list(n.output)) for n in htp.node]
     assert [o.name for o in usage.output] == [o.name for o in htp.output]
-    assert {o.domain for o in graphs["usage"].opset_import} == {""}
+    assert "~usage" not in str(usage)
+    assert tags["usage"] == tags["htp"]
     onnx.checker.check_model(graphs["usage"], full_check=True)
 
 
-def test_usage_marks_only_the_spans_that_traced_an_op(model_dirs, out, monkeypatch):
-    """A module call's entry and exit each close the span of ops traced since the last marker; an empty span (an
-    exit straight into the next sibling's entry) gets none, so there are fewer markers than module calls' ends
-    (each costs the tracer ~1 ms) and the tags stay those of htp. The markers are one chain with one graph output
-    (every output costs the exporter's passes), each marker's input the one before it."""
-    from modelexport.strategies import usage
+def test_usage_reads_the_innermost_of_its_own_levels():
+    from modelexport.strategies.usage import scope_of
 
-    seen = {}
-    scopes_from_markers = usage.scopes_from_markers
+    paths = ["encoder", "encoder.layer.0", "encoder.layer.0.attention"]
+    assert scope_of("/model/~usage0/encoder/~usage1/layer.0/~usage2_1/attention_1/MatMul", paths) == paths[2]
+    assert scope_of("/model/~usage0/encoder/Add", paths) == "encoder"
+    assert scope_of("/model/Add", paths) == ""  # the model's own op: the root
+    assert scope_of("Identity_7", paths) is None  # named outside every scope: left to tagging
 
-    def counting(graph, paths, constants):
-        marks = [n for n in graph.node if n.op_type == "Mark"]
-        seen["markers"], seen["modules"] = len(marks), len(paths)
-        seen["chained"] = [list(n.input) for n in marks] == [[]] + [list(m.output) for m in marks[:-1]]
-        seen["outputs"] = [o.name for o in graph.output if o.name.startswith(usage.MARK_OUTPUT)]
-        return scopes_from_markers(graph, paths, constants)
 
-    monkeypatch.setattr(usage, "scopes_from_markers", counting)
-    tags = {}
-    for strategy in ("usage", "htp"):
-        result = export_model(str(model_dirs["tiny-resnet"]), out / f"spans-{strategy}.onnx", strategy=strategy)
-        tags[strategy] = [result.sidecar["node_tags"][n.name] for n in onnx.load(str(result.onnx_path)).graph.node]
-    assert 0 < seen["markers"] <= seen["modules"] < 2 * seen["modules"]  # 10 markers for 12 calls here
-    assert seen["chained"] and seen["outputs"] == [usage.MARK_OUTPUT]
-    assert tags["usage"] == tags["htp"]
+def test_usage_strips_its_levels_from_names_but_keeps_weights_and_unique_names():
+    """Values are renamed everywhere they appear (a subgraph reading an outer value too); a weight keeps its name
+    (it is in the serialized bytes), and so does a value whose plain name another value already has."""
+    from onnx import TensorProto, helper
+
+    from modelexport.strategies.usage import strip_levels
+
+    then = helper.make_graph([helper.make_node("Identity", ["/~usage0/a/Relu_output_0"], ["t"], name="/~usage0/a/Id")],
+                             "then", [], [helper.make_tensor_value_info("t", TensorProto.FLOAT, [1])])
+    nodes = [
+        helper.make_node("Relu", ["x"], ["/~usage0/a/Relu_output_0"], name="/~usage0/a/Relu"),
+        helper.make_node("Add", ["/~usage0/a/Relu_output_0", "/~usage1/w"], ["/~usage0/b/Add_output_0"],
+                         name="/~usage0/b/Add"),
+        helper.make_node("Neg", ["x"], ["/b/Add_output_0"], name="/b/Neg"),
+        helper.make_node("If", ["c"], ["y"], name="/~usage0/If", then_branch=then, else_branch=then),
+    ]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("/~usage0/b/Add_output_0", TensorProto.FLOAT, [1])])
+    strip_levels(graph, keep={"/~usage1/w"})
+    assert [n.name for n in graph.node] == ["/a/Relu", "/b/Add", "/b/Neg", "/If"]
+    assert list(graph.node[0].output) == ["/a/Relu_output_0"]
+    assert list(graph.node[1].input) == ["/a/Relu_output_0", "/~usage1/w"]  # the weight keeps its name
+    assert list(graph.node[1].output) == ["/~usage0/b/Add_output_0"] == [graph.output[0].name]  # taken
+    body = graph.node[3].attribute[0].g.node[0]
+    assert body.name == "/a/Id" and list(body.input) == ["/a/Relu_output_0"]
 
 
 @pytest.mark.parametrize("name", HF_MODELS)

@@ -1,26 +1,28 @@
-"""``usage`` — module scopes from forward hooks only; never reads the exporter's scope names.
+"""``usage`` — module scopes from forward hooks only; never resolves the exporter's module names.
 
-While the TorchScript exporter traces the model, a forward pre-hook and a forward hook on every module with a tag of
-its own (built-in ``torch.nn`` leaves and containers share their parent's) close the span of ops traced since the
-last marker with a marker (``modelexport::Mark``) naming the module call those ops ran in: the innermost tagged call
-being traced, or the root. A span with no op (an exit straight into the next sibling's entry) gets no marker: each
-costs the tracer about a millisecond, and ResNet-50 has 71 spans for its 152 entries and exits. The markers form a
-chain beside the data path: each takes the previous marker's output (the first takes nothing) and the last one's
-output becomes one extra graph output, so they sit in the graph in trace order without touching the model's values:
-the exporter folds and fuses exactly as it does for ``htp`` (a marker between a Conv and its BatchNorm would keep
-them apart). One output for all of them, not one each: every graph output costs the exporter's passes (ResNet-50's
-capture, in CPU seconds: 1.05 times htp's, 1.07-1.16 with an output per marker). Each node then gets the module of
-the first marker after it (the root after the last); the markers and their values are removed; nodes computed from
-weights and constants only are left to tagging, which gives them their consumers' module.
+While the TorchScript exporter traces the model, a forward pre-hook on every module with a tag of its own (built-in
+``torch.nn`` leaves and containers share their parent's) opens a tracer scope naming that module by its index, and a
+forward hook closes it. The tracer files every op it records under the scopes open at that moment, and the exporter
+writes them into each node's name, ours among its own (``/model/~usage3/encoder/~usage9/layer.0/.../MatMul``): a
+node's module is the innermost index in its name, the root where there is none. The indices are then taken out of
+the node and value names, which become the exporter's own (those of ``htp``). Nothing is resolved from attribute
+names, as ``htp`` must (a called ``Sequential``'s children are named relative to its holder, a second call gets a
+suffix): the hook knew which module ran. It adds no node to the graph. An earlier design marked each module's entry
+and exit with a marker op in the graph; the markers' nodes cost the exporter's passes 5-15% of a ResNet-50 export
+(71 markers), where two scope calls per module call cost nothing measurable.
 
-Where it is less exact than ``htp``/``dynamo``: it trusts the trace order of the nodes, so constants the exporter
-hoists or folds, and a graph-output Identity the export adds at the end, are placed by the markers around their new
-position (the root, or the module around them) rather than where they were computed.
+Where it is less exact than ``htp``/``dynamo``: only a module called through ``__call__`` is seen (its hooks run);
+ops a module runs by calling a child's ``forward`` directly, or with a child's parameters, are the caller's. A
+module's forward hooks registered before ours run inside its scope, so their ops are the module's, where ``htp``
+gives them to the parent. Nodes the exporter names outside every scope (none on the test models) are left to
+tagging, which gives them their neighbours' module.
 """
 
 from __future__ import annotations
 
-import itertools
+import re
+from collections import Counter
+from collections.abc import Iterator
 
 import onnx
 import torch
@@ -29,162 +31,98 @@ from ..hierarchy import Hierarchy
 from ..wrapping import KeywordWrapper
 from .base import Capture, Strategy, register, torchscript_export
 
-DOMAIN = "modelexport"
-ROOT = -1  # the module id of the model itself (its ops outside every tagged submodule)
-MARK_OUTPUT = "modelexport_marks"  # the name of the last marker's graph output, removed after the export
+SCOPE_PREFIX = "~usage"  # a level no attribute name can be: the exporter writes the part after "::" into names
+# One of our levels in a node or value name; a module called again may get the exporter's call suffix (``_1``).
+LEVEL = re.compile(rf"/{re.escape(SCOPE_PREFIX)}(\d+)(?:_\d+)?(?=/)")
 
 
-class Mark(torch.autograd.Function):
-    """A scalar in eager mode; exported as ``modelexport::Mark(previous, module=i)``, the first without an input, so
-    it consumes no tensor of the model (and no two markers are alike, each taking the one before it)."""
-
-    @staticmethod
-    def forward(ctx, previous, module: int, first: bool):
-        return previous.clone()
-
-    @staticmethod
-    def symbolic(g, previous, module: int, first: bool):
-        out = g.op(f"{DOMAIN}::Mark", *([] if first else [previous]), module_i=module)
-        out.setType(previous.type())
-        return out
-
-
-class MarkingWrapper(KeywordWrapper):
-    """The keyword wrapper, returning the last marker of the call (the end of their chain) after the model's
-    outputs."""
-
-    mark: torch.Tensor | None
-
-    def forward(self, *args):
-        self.mark = None
-        outputs = super().forward(*args)
-        if self.mark is None:
-            return outputs
-        self.output_names.append(MARK_OUTPUT)
-        return (*outputs, self.mark)
-
-
-def install_markers(model: torch.nn.Module, wrapper: MarkingWrapper,
-                    hierarchy: Hierarchy | None = None) -> tuple[list[str], list]:
+def install_scopes(model: torch.nn.Module, hierarchy: Hierarchy | None = None) -> tuple[list[str], list]:
     """Hook the submodules of `model` that have a tag of their own in `hierarchy` (all of them without one) so that
-    each of their entries and exits closes the span of ops traced since the last marker, with a marker naming the
-    module call it ran in; returns the attribute paths (marker ids index them) and the hook handles.
-
-    A span with no op gets no marker (an exit straight into the next sibling's entry, a block that calls its first
-    child first), and a built-in ``torch.nn`` leaf or a container shares its parent's tag: each marker costs the
-    tracer ~1 ms (ResNet-50: 76 of its 278 modules have a tag of their own, 152 entries and exits, 71 markers)."""
+    each call of one, while tracing, runs in a tracer scope naming the module's index; returns the attribute paths
+    (the indices index them) and the hook handles."""
     tagged = None if hierarchy is None else {info.module for info in hierarchy.modules.values()}
     paths: list[str] = []
     handles = []
-    seed = torch.zeros(())
-    inside: list[int] = []  # the tagged module calls being traced, innermost last
-    after_mark: str | None = None  # the last traced node after the last marker (the marker's own trail)
 
-    def close_span() -> None:
-        nonlocal after_mark
+    def enter(scope: str) -> None:
         state = torch._C._get_tracing_state()
-        graph = state.graph() if state is not None else None
-        if graph is not None:
-            last = _last_node(graph)
-            if last is None or (wrapper.mark is not None and last == after_mark):
-                return  # nothing traced since the start, or since this trace's last marker
-        first = wrapper.mark is None
-        wrapper.mark = Mark.apply(seed if first else wrapper.mark, inside[-1] if inside else ROOT, first)
-        if graph is not None:
-            after_mark = _last_node(graph)
-
-    def enter(index: int) -> None:
-        close_span()
-        inside.append(index)
+        if state is not None:
+            state.push_scope(scope)
 
     def leave() -> None:
-        close_span()
-        inside.pop()
+        state = torch._C._get_tracing_state()
+        if state is not None:
+            state.pop_scope()
 
     for path, module in model.named_modules():
         if not path or (tagged is not None and path not in tagged):
-            continue  # the root's ops are those of spans marked ROOT and those after the last marker
-        index = len(paths)
+            continue  # the root's ops are those outside every scope of ours
+        scope = f"modelexport::{SCOPE_PREFIX}{len(paths)}"
         paths.append(path)
-        handles.append(module.register_forward_pre_hook(lambda _m, _args, index=index: enter(index)))
+        handles.append(module.register_forward_pre_hook(lambda _m, _args, scope=scope: enter(scope)))
         handles.append(module.register_forward_hook(lambda _m, _args, _out: leave()))
     return paths, handles
 
 
-def _last_node(graph) -> str | None:
-    """The last op the tracer added, by its first output's unique name; None before the first. Constants are no
-    ops (a marker's seed is one), and the tracer nests each module call's ops in a block of its own."""
-
-    def last_in(node):
-        while node.kind() != "prim::Param":  # the start of the block
-            if node.kind() == "prim::TracedModuleForward":
-                inner = last_in(next(node.blocks()).returnNode().prev())
-                if inner is not None:
-                    return inner
-            elif node.kind() != "prim::Constant":
-                return node
-            node = node.prev()
+def scope_of(name: str, paths: list[str]) -> str | None:
+    """The module of a node by its name: its innermost level of ours; the root ("") where it has none; None where
+    the exporter named it outside every scope."""
+    if not name.startswith("/"):
         return None
-
-    node = last_in(graph.return_node().prev())
-    if node is None:
-        return None
-    # An op without outputs has no name: a new one each time, so its span is always marked.
-    return node.outputsAt(0).debugName() if node.outputsSize() else f"{node.kind()}#{next(_unnamed)}"
+    levels = LEVEL.findall(name)
+    return paths[int(levels[-1])] if levels else ""
 
 
-_unnamed = itertools.count()
+def strip_levels(graph: onnx.GraphProto, keep: set[str]) -> None:
+    """Take our levels out of node and value names, subgraphs included. A value named in `keep` (the weights,
+    whose names are in their serialized bytes) keeps its name, as does one whose plain name would not be unique."""
+    graphs = list(_graphs(graph))
+    values = {name for g in graphs for name in _value_names(g)}
+    plain = {name: LEVEL.sub("", name) for name in values - keep}
+    plain = {name: new for name, new in plain.items() if new != name}
+    taken = Counter(new for new in plain.values()) + Counter(values - plain.keys())
+    renamed = {name: new for name, new in plain.items() if taken[new] == 1}
+    for g in graphs:
+        for node in g.node:
+            node.name = LEVEL.sub("", node.name)
+            for field in (node.input, node.output):
+                for i, name in enumerate(field):
+                    if name in renamed:
+                        field[i] = renamed[name]
+        for value in (*g.input, *g.output, *g.value_info):
+            value.name = renamed.get(value.name, value.name)
 
 
-def scopes_from_markers(graph: onnx.GraphProto, paths: list[str], constants: set[str]) -> list[str | None]:
-    """Give each node the module of the first marker after it (the root after the last one); remove the markers and
-    their values; one scope per remaining node. `constants` names the initializers."""
-    scopes: list[str | None] = []
-    kept: list[onnx.NodeProto] = []
-    span: list[int] = []  # the nodes (indices into `scopes`) since the last marker
-    constant = set(constants)  # values computed from weights and constants only
-    marks: set[str] = set()  # the markers' outputs
+def _graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
+    yield graph
     for node in graph.node:
-        if node.domain == DOMAIN and node.op_type == "Mark":
-            marks.update(node.output)
-            module = next(a.i for a in node.attribute if a.name == "module")
-            for i in span:
-                scopes[i] = paths[module] if module != ROOT else ""
-            span = []
-            continue
-        kept.append(node)
-        if all(name in constant for name in node.input):
-            constant.update(node.output)
-            scopes.append(None)  # a constant belongs to its consumers: tagging projects it
-        else:
-            span.append(len(scopes))
-            scopes.append("")
-    del graph.node[:]
-    graph.node.extend(kept)
-    for values in (graph.output, graph.value_info):
-        kept_values = [v for v in values if v.name not in marks]
-        del values[:]
-        values.extend(kept_values)
-    return scopes
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else attr.graphs):
+                yield from _graphs(sub)
+
+
+def _value_names(graph: onnx.GraphProto) -> Iterator[str]:
+    for node in graph.node:
+        yield from node.input
+        yield from node.output
+    for value in (*graph.input, *graph.output, *graph.value_info):
+        yield value.name
 
 
 @register
 class UsageStrategy(Strategy):
     name = "usage"
-    description = "forward hooks mark the ops traced in each module call; scopes from the markers"
+    description = "forward hooks open a tracer scope per module call; scopes read back from our own levels"
 
     def capture(self, model, inputs, opset, positional, hierarchy=None):
-        wrapper = MarkingWrapper(model, inputs.names, positional=positional).eval()
-        paths, handles = install_markers(model, wrapper, hierarchy)
+        wrapper = KeywordWrapper(model, inputs.names, positional=positional).eval()
+        paths, handles = install_scopes(model, hierarchy)
         try:
-            proto, weights = torchscript_export(wrapper, inputs, opset, custom_opsets={DOMAIN: 1})
+            proto, weights = torchscript_export(wrapper, inputs, opset)
         finally:
             for handle in handles:
                 handle.remove()
-        constants = {i.name for i in proto.graph.initializer} | set(weights.names)
-        scopes = scopes_from_markers(proto.graph, paths, constants)
-        kept = [o for o in proto.opset_import if o.domain != DOMAIN]
-        del proto.opset_import[:]
-        proto.opset_import.extend(kept)
-        return Capture(proto, scopes, exporter=f"torch.onnx {torch.__version__} (TorchScript, hook markers)",
+        scopes = [scope_of(node.name, paths) for node in proto.graph.node]
+        strip_levels(proto.graph, {i.name for i in proto.graph.initializer} | set(weights.names))
+        return Capture(proto, scopes, exporter=f"torch.onnx {torch.__version__} (TorchScript, hook scopes)",
                        weights=weights)
