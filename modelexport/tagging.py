@@ -68,12 +68,17 @@ def iter_nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
 
 def subgraph_nodes(node: onnx.NodeProto) -> Iterator[onnx.NodeProto]:
     """Every node inside the subgraphs that `node` holds as attributes."""
+    for sub in subgraphs(node):
+        yield from iter_nodes(sub)
+
+
+def subgraphs(node: onnx.NodeProto) -> Iterator[onnx.GraphProto]:
+    """The graphs `node` holds as attributes (If branches, Loop and Scan bodies), not those nested in them."""
     for attr in node.attribute:
         if attr.type == onnx.AttributeProto.GRAPH:
-            yield from iter_nodes(attr.g)
+            yield attr.g
         elif attr.type == onnx.AttributeProto.GRAPHS:
-            for sub in attr.graphs:
-                yield from iter_nodes(sub)
+            yield from attr.graphs
 
 
 def _set_meta(props, key: str, value: str) -> None:

@@ -28,6 +28,7 @@ import onnx
 import torch
 
 from ..hierarchy import Hierarchy
+from ..tagging import subgraphs
 from ..wrapping import KeywordWrapper
 from .base import Capture, Strategy, register, torchscript_export
 
@@ -96,9 +97,8 @@ def strip_levels(graph: onnx.GraphProto, keep: set[str]) -> None:
 def _graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
     yield graph
     for node in graph.node:
-        for attr in node.attribute:
-            for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else attr.graphs):
-                yield from _graphs(sub)
+        for sub in subgraphs(node):
+            yield from _graphs(sub)
 
 
 def _value_names(graph: onnx.GraphProto) -> Iterator[str]:
