@@ -42,7 +42,7 @@ def measure(quick: bool, only: set[str], log) -> dict:
                     model, strategy, reps, min_seconds=0 if quick else 40)
     if "tagging_pass" in only:
         log("tagging pass on 1x/4x/16x layers")
-        results["tagging_pass"] = export_cost.tagging_scaling((1, 2, 4) if quick else (1, 4, 16), 3 if quick else 15)
+        results["tagging_pass"] = export_cost.tagging_scaling((1, 2, 4) if quick else (1, 4, 16), 3 if quick else 31)
     if only & {"runtime_cost", "profiling_overhead"}:
         for model in models:
             tagged, clean = runtime_files(model)
