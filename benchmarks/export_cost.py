@@ -145,32 +145,33 @@ def tagging_pass(capture, hierarchy) -> tuple[float, int]:
 
     proto = onnx.ModelProto()
     proto.CopyFrom(capture.onnx_model)
-    gc.collect()
-    gc.disable()  # as timeit does: a collection landing in one repetition is not the pass's cost
-    try:
-        start = time.perf_counter()
-        tags, _ = tagging.project_tags(proto.graph, capture.scopes, hierarchy)
-        mapping = tagging.node_tags(proto, tags)
-        tagging.apply_tags(proto, mapping, hierarchy.tree())
-        return (time.perf_counter() - start) / len(mapping) * 1e6, len(mapping)
-    finally:
-        gc.enable()
+    start = time.perf_counter()
+    tags, _ = tagging.project_tags(proto.graph, capture.scopes, hierarchy)
+    mapping = tagging.node_tags(proto, tags)
+    tagging.apply_tags(proto, mapping, hierarchy.tree())
+    return (time.perf_counter() - start) / len(mapping) * 1e6, len(mapping)
 
 
 def tagging_scaling(layer_counts: tuple[int, ...], reps: int) -> dict:
     """Per-node time at each size, and the largest size's per-node time ÷ the smallest's (flat ≈ 1).
 
     Each repetition times every size once, in turns (the order rotating), and gives one largest ÷ smallest
-    ratio: a slow spell of the machine hits the sizes of a repetition alike, as in :func:`interleaved`.
+    ratio: a slow spell of the machine hits the sizes of a repetition alike, as in :func:`interleaved`. The garbage
+    collector is off within a repetition, as timeit does: a collection landing in one pass is not the pass's cost.
     """
     inputs = {n: tagging_input(n) for n in layer_counts}
     per_node: dict[int, list[float]] = {n: [] for n in layer_counts}
     nodes: dict[int, int] = {}
     for rep in range(reps):
         turn = rep % len(layer_counts)
-        for n in layer_counts[turn:] + layer_counts[:turn]:
-            seconds, nodes[n] = tagging_pass(*inputs[n])
-            per_node[n].append(seconds)
+        gc.collect()
+        gc.disable()
+        try:
+            for n in layer_counts[turn:] + layer_counts[:turn]:
+                seconds, nodes[n] = tagging_pass(*inputs[n])
+                per_node[n].append(seconds)
+        finally:
+            gc.enable()
     sizes = {f"x{n}": summary(per_node[n], nodes=nodes[n], layers=n, unit="us/node") for n in layer_counts}
     smallest, largest = per_node[layer_counts[0]], per_node[layer_counts[-1]]
     sizes["largest_over_smallest"] = summary([b / a for a, b in zip(smallest, largest)])

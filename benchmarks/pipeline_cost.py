@@ -86,7 +86,7 @@ def measure(quick: bool, only: set[str], log) -> dict:
     log("pipeline: first run (starts Prefect's API server)")
     first_s = pipeline("first")
     cold, warm, plain, bare = [], [], [], []
-    reps = 3 if quick else 9
+    reps = 3 if quick else 7
     for i in range(reps):
         log(f"pipeline: repetition {i + 1}/{reps} (direct, cold, cold without MLflow, in turns; then warm)")
         runs = [lambda: plain.append(plain_loop(f"direct{i}")), lambda: cold.append(pipeline(f"run{i}", kind="cold")),
