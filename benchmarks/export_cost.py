@@ -168,8 +168,8 @@ def tagging_scaling(layer_counts: tuple[int, ...], reps: int) -> dict:
         gc.disable()
         try:
             for n in layer_counts[turn:] + layer_counts[:turn]:
-                seconds, nodes[n] = tagging_pass(*inputs[n])
-                per_node[n].append(seconds)
+                us_per_node, nodes[n] = tagging_pass(*inputs[n])
+                per_node[n].append(us_per_node)
         finally:
             gc.enable()
     sizes = {f"x{n}": summary(per_node[n], nodes=nodes[n], layers=n, unit="us/node") for n in layer_counts}
