@@ -11,7 +11,7 @@ import shutil
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,6 +81,12 @@ def timed(fn: Callable[[], object], before: Callable[[], object] | None = None) 
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
+
+
+def in_turns(items: Sequence, rep: int) -> list:
+    """`items` in the order of repetition `rep`: rotated by one each repetition, so each goes first as often."""
+    turn = rep % len(items)
+    return [*items[turn:], *items[:turn]]
 
 
 def interleaved(a: Callable[[], object], b: Callable[[], object], reps: int, warmup: bool = True,

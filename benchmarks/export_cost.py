@@ -14,7 +14,7 @@ import gc
 import time
 from pathlib import Path
 
-from .common import RAM_DISK, BenchModel, build, failed, interleaved, quiet_disk, scratch_folder, summary
+from .common import RAM_DISK, BenchModel, build, failed, in_turns, interleaved, quiet_disk, scratch_folder, summary
 
 # The exporter each strategy runs under the hood; the plain baseline calls exactly that one.
 DYNAMO_STRATEGIES = {"dynamo"}
@@ -163,11 +163,10 @@ def tagging_scaling(layer_counts: tuple[int, ...], reps: int) -> dict:
     per_node: dict[int, list[float]] = {n: [] for n in layer_counts}
     nodes: dict[int, int] = {}
     for rep in range(reps):
-        turn = rep % len(layer_counts)
         gc.collect()
         gc.disable()
         try:
-            for n in layer_counts[turn:] + layer_counts[:turn]:
+            for n in in_turns(layer_counts, rep):
                 us_per_node, nodes[n] = tagging_pass(*inputs[n])
                 per_node[n].append(us_per_node)
         finally:

@@ -17,7 +17,7 @@ import statistics
 import time
 from pathlib import Path
 
-from .common import WORK, summary, timed
+from .common import WORK, in_turns, summary, timed
 
 
 def fleet_file(quick: bool) -> Path:
@@ -91,7 +91,7 @@ def measure(quick: bool, only: set[str], log) -> dict:
         log(f"pipeline: repetition {i + 1}/{reps} (direct, cold, cold without MLflow, in turns; then warm)")
         runs = [lambda: plain.append(plain_loop(f"direct{i}")), lambda: cold.append(pipeline(f"run{i}", kind="cold")),
                 lambda: bare.append(pipeline(f"bare{i}", track=False))]
-        for run in runs[i % 3:] + runs[:i % 3]:
+        for run in in_turns(runs, i):
             run()
         warm.append(pipeline(f"run{i}", kind="warm"))
     log("pipeline: an empty flow of as many task runs as a warm run")
