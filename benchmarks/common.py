@@ -7,6 +7,7 @@ shared machine hits both sides alike, and each pair gives one ratio; the summary
 from __future__ import annotations
 
 import contextlib
+import math
 import shutil
 import statistics
 import tempfile
@@ -89,17 +90,31 @@ def in_turns(items: Sequence, rep: int) -> list:
     return [*items[turn:], *items[:turn]]
 
 
+MIN_REPS = 3  # a figure's median is over at least this many repetitions, however late the run is
+
+
+def another(done: int, reps: int, deadline: float = math.inf) -> bool:
+    """Whether to start repetition `done` + 1 of `reps`; past the run's `deadline` (see run.BUDGET_S) only up to
+    MIN_REPS, so that on a slow day of the machine `make bench` ends in time with fewer repetitions, not later."""
+    return done < reps and (done < MIN_REPS or time.perf_counter() < deadline)
+
+
 def interleaved(a: Callable[[], object], b: Callable[[], object], reps: int, warmup: bool = True,
-                min_seconds: float = 0.0, before: Callable[[], object] | None = None) -> dict:
-    """Time `a` and `b` alternately (after one untimed run of each) at least `reps` times and, for quick pairs,
-    until `min_seconds` have passed (at most 4 × `reps`): a short pair's ratio is noisier. `before` runs, untimed,
-    before each timed run. Summary of the a/b ratios.
+                min_seconds: float = 0.0, before: Callable[[], object] | None = None,
+                deadline: float = math.inf) -> dict:
+    """Time `a` and `b` alternately (after one untimed run of each) `reps` times and, for quick pairs, until
+    `min_seconds` have passed (at most 4 × `reps`): a short pair's ratio is noisier. Past `deadline`, no pair beyond
+    MIN_REPS starts (:func:`another`). `before` runs, untimed, before each timed run. Summary of the a/b ratios.
     """
     if warmup:
         a(), b()
     a_s, b_s = [], []
     start = time.perf_counter()
-    while len(a_s) < reps or (time.perf_counter() - start < min_seconds and len(a_s) < 4 * reps):
+
+    def wanted() -> int:
+        return 4 * reps if time.perf_counter() - start < min_seconds else reps
+
+    while another(len(a_s), wanted(), deadline):
         if len(a_s) % 2 == 0:
             a_s.append(timed(a, before)), b_s.append(timed(b, before))
         else:

@@ -11,6 +11,7 @@ file with the same options.
 from __future__ import annotations
 
 import gc
+import math
 import time
 from pathlib import Path
 
@@ -67,13 +68,14 @@ def input_spec(model: BenchModel):
     return parse_input_spec(INPUT_SPECS[model.factory.split(":")[1]]) if model.factory else None
 
 
-def tag_cost(model: BenchModel, strategy: str, reps: int, min_seconds: float = 0.0) -> dict:
+def tag_cost(model: BenchModel, strategy: str, reps: int, min_seconds: float = 0.0,
+             deadline: float = math.inf) -> dict:
     """Tagged export ÷ plain export, interleaved, for one strategy and model."""
     with scratch_folder(f"{strategy}-{model.name}") as out:
-        return _tag_cost(model, strategy, reps, min_seconds, out)
+        return _tag_cost(model, strategy, reps, min_seconds, deadline, out)
 
 
-def _tag_cost(model: BenchModel, strategy: str, reps: int, min_seconds: float, out: Path) -> dict:
+def _tag_cost(model: BenchModel, strategy: str, reps: int, min_seconds: float, deadline: float, out: Path) -> dict:
     from modelexport.errors import ModelExportError
     from modelexport.export import DEFAULT_OPSET, export_model
 
@@ -88,8 +90,10 @@ def _tag_cost(model: BenchModel, strategy: str, reps: int, min_seconds: float, o
 
     # Both sides write a new file: the tagged export must (it renames a complete temporary file into place), and
     # rewriting an existing file in place is faster than writing a new one (~4x on this disk), which would
-    # otherwise be counted as the cost of tags. Before each timed run (untimed): both files go, and the disk
-    # writes back what the last run wrote (where the folder is not on the RAM disk, see scratch_folder).
+    # otherwise be counted as the cost of tags. Before each timed run (untimed): both files go, the disk writes
+    # back what the last run wrote (where the folder is not on the RAM disk, see scratch_folder), and the garbage
+    # the last run left in reference cycles (torch.export's graphs, a loaded model) is collected, so that neither
+    # side pays for the other's.
     def tagged():
         export_model(ref, tagged_path, strategy=strategy, input_spec=spec)
 
@@ -102,7 +106,8 @@ def _tag_cost(model: BenchModel, strategy: str, reps: int, min_seconds: float, o
         reps,
         warmup=False,  # the first export above warmed the tagged side; the plain one shares its libraries
         min_seconds=min_seconds,
-        before=lambda: quiet_disk(tagged_path, plain_path),
+        before=lambda: (quiet_disk(tagged_path, plain_path), gc.collect()),
+        deadline=deadline,
     )
     figure["nodes"] = first.stats.total_nodes
     figure["onnx_mb"] = onnx_mb

@@ -11,13 +11,14 @@ run in a process also starts Prefect's ephemeral API server, timed apart (``firs
 from __future__ import annotations
 
 import functools
+import math
 import os
 import shutil
 import statistics
 import time
 from pathlib import Path
 
-from .common import WORK, in_turns, summary, timed
+from .common import WORK, another, in_turns, summary, timed
 
 
 def fleet_file(quick: bool) -> Path:
@@ -56,7 +57,7 @@ def direct(fleet_path: Path, out: Path) -> None:
         report_onnx.fn(export, str(folder))
 
 
-def measure(quick: bool, only: set[str], log) -> dict:
+def measure(quick: bool, only: set[str], log, deadline: float = math.inf) -> dict:
     os.environ.setdefault("PREFECT_HOME", str(WORK / "prefect-home"))
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "ERROR")
     start = time.perf_counter()
@@ -87,7 +88,8 @@ def measure(quick: bool, only: set[str], log) -> dict:
     first_s = pipeline("first")
     cold, warm, plain, bare = [], [], [], []
     reps = 3 if quick else 7
-    for i in range(reps):
+    while another(len(warm), reps, deadline):
+        i = len(warm)
         log(f"pipeline: repetition {i + 1}/{reps} (direct, cold, cold without MLflow, in turns; then warm)")
         runs = [lambda: plain.append(plain_loop(f"direct{i}")), lambda: cold.append(pipeline(f"run{i}", kind="cold")),
                 lambda: bare.append(pipeline(f"bare{i}", track=False))]
@@ -98,7 +100,7 @@ def measure(quick: bool, only: set[str], log) -> dict:
     models = len(yaml_models(fleet))
     empty_flow(models)  # fills its cache
     floor = []
-    for _ in range(reps):
+    while len(floor) < len(warm):
         floor.append(settled(lambda: empty_flow(models)))
     common = {"first_run_s": round(first_s, 2), "import_s": round(import_s, 2)}
     return {

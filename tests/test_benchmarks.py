@@ -47,3 +47,19 @@ def test_plain_torch_benchmark_models_are_traceable_by_fx():
         scoped = [s for s in capture.scopes if s is not None]  # the rest are constants, projected by tagging
         assert len(scoped) > len(capture.scopes) / 2
         assert any(s.startswith(("layers.1", "stages.3")) for s in scoped)
+
+
+def test_past_the_deadline_figures_stop_at_their_minimum_of_repetitions():
+    """A slow day ends `make bench` in time: past the run's deadline no repetition beyond MIN_REPS starts (and
+    min_seconds extends nothing), before it the figure runs its full `reps`."""
+    from benchmarks.common import MIN_REPS, interleaved
+
+    calls = []
+    late = interleaved(lambda: calls.append("a"), lambda: calls.append("b"), reps=6, warmup=False,
+                       min_seconds=60, deadline=0.0)
+    assert late["n"] == MIN_REPS and len(calls) == 2 * MIN_REPS
+    def work():
+        return sum(range(100))
+
+    assert interleaved(work, work, reps=6, warmup=False)["n"] == 6
+    assert interleaved(work, work, reps=2, warmup=False, deadline=0.0)["n"] == 2
