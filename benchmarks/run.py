@@ -21,12 +21,12 @@ from .common import FULL_MODELS, MIN_REPS, QUICK_MODELS, TORCH_MODELS, WORK
 HERE = Path(__file__).parent
 TORCH_MODEL_STRATEGIES = {"fx"}  # cannot trace the transformers models: also measured on plain torch ones
 FIGURES = ("tag_cost", "tagging_pass", "runtime_cost", "profiling_overhead", "cache", "pipeline")
-# figure -> (target, what it means); a target is an upper bound on the median ratio.
 # Seconds the measuring may take before repeated figures drop to their minimum of repetitions (common.another):
 # `make bench` on a fresh clone must end within 20 minutes on 2 cores, the install included (~2.5 min). A usual day
-# of this VM measures in 12-13 min, a slow one in 16 (here it would run 6 of the 7 pipeline repetitions); a slower
-# one ends soon after the budget instead of minutes later.
+# of this VM measures in 12-13 min, a slow one in 16 (with the budget: 15.5, the pipeline figures at 5 of their 7
+# repetitions); a slower one ends soon after the budget instead of minutes later.
 BUDGET_S = 15 * 60
+# figure -> (target, what it means); a target is an upper bound on the median ratio.
 TARGETS = {"tag_cost": 1.05, "tagging_pass.largest_over_smallest": 1.25, "runtime_cost": 1.03,
            "cache_warm_over_cold": 0.05, "pipeline_over_direct": 1.15}
 
