@@ -21,7 +21,8 @@ from .common import FULL_MODELS, MIN_REPS, QUICK_MODELS, TORCH_MODELS, WORK
 HERE = Path(__file__).parent
 TORCH_MODEL_STRATEGIES = {"fx"}  # cannot trace the transformers models: also measured on plain torch ones
 FIGURES = ("tag_cost", "tagging_pass", "runtime_cost", "profiling_overhead", "cache", "pipeline")
-# Seconds the measuring may take before repeated figures drop to their minimum of repetitions (common.another):
+# Seconds the measuring may take before the tag-cost and pipeline figures (nine tenths of a run) drop to their
+# minimum of repetitions (common.another):
 # `make bench` on a fresh clone must end within 20 minutes on 2 cores, the install included (~2.5 min). A usual day
 # of this VM measures in 12-13 min, a slow one in 16 (with the budget: 15.5, the pipeline figures at 5 of their 7
 # repetitions); a slower one ends soon after the budget instead of minutes later.
@@ -168,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny models, few repetitions: a smoke test")
     parser.add_argument("--only", nargs="+", choices=FIGURES, default=list(FIGURES), help="figures to measure")
     parser.add_argument("--budget", type=float, default=BUDGET_S, metavar="SECONDS",
-                        help=f"past this, repeated figures stop at {MIN_REPS} repetitions (default {BUDGET_S})")
+                        help=f"past this, the tag-cost and pipeline figures stop at {MIN_REPS} repetitions "
+                             f"(default {BUDGET_S})")
     parser.add_argument("--output", type=Path, help="results.json path (default: benchmarks/results.json, "
                                                      "none with --quick)")
     args = parser.parse_args(argv)
