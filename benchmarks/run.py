@@ -22,10 +22,9 @@ HERE = Path(__file__).parent
 TORCH_MODEL_STRATEGIES = {"fx"}  # cannot trace the transformers models: also measured on plain torch ones
 FIGURES = ("tag_cost", "tagging_pass", "runtime_cost", "profiling_overhead", "cache", "pipeline")
 # Seconds the measuring may take before the tag-cost and pipeline figures (nine tenths of a run) drop to their
-# minimum of repetitions (common.another):
-# `make bench` on a fresh clone must end within 20 minutes on 2 cores, the install included (~2.5 min). A usual day
-# of this VM measures in 12-13 min, a slow one in 16 (with the budget: 15.5, the pipeline figures at 5 of their 7
-# repetitions); a slower one ends soon after the budget instead of minutes later.
+# minimum of repetitions (common.another). `make bench` on a fresh clone must end within 20 minutes on 2 cores, the
+# install included (~2.5 min). A usual day of this VM measures in 12-13 min, a slow one in 16 (with the budget:
+# 15.5, the pipeline figures at 5 of their 7 repetitions); a slower one ends soon after the budget, not minutes later.
 BUDGET_S = 15 * 60
 # figure -> (target, what it means); a target is an upper bound on the median ratio.
 TARGETS = {"tag_cost": 1.05, "tagging_pass.largest_over_smallest": 1.25, "runtime_cost": 1.03,

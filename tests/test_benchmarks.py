@@ -58,6 +58,7 @@ def test_past_the_deadline_figures_stop_at_their_minimum_of_repetitions():
     late = interleaved(lambda: calls.append("a"), lambda: calls.append("b"), reps=6, warmup=False,
                        min_seconds=60, deadline=0.0)
     assert late["n"] == MIN_REPS and len(calls) == 2 * MIN_REPS
+
     def work():
         return sum(range(100))
 
