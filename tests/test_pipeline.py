@@ -6,8 +6,10 @@ Few flow runs on purpose: each costs about a second (see MEASURED.md).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+import sqlite3
 import textwrap
 
 import pytest
@@ -125,6 +127,12 @@ def test_cli_run_fleet_hits_the_cache_of_an_earlier_process_and_exits_1_for_a_br
     assert "pass" in rows["bert"] and "failed at inputs" in rows["broken"]
     assert "broken at inputs:" in result.stderr and "config.json is not valid JSON" in result.stderr
     assert "Traceback" not in result.stderr
+    # Its ephemeral API records task runs in batches (flows.TASK_RUN_RECORDS): all of them are written, in their
+    # final state, though the process exits right after its flow run.
+    with contextlib.closing(sqlite3.connect(fleet_dir.root / "prefect-home" / "prefect.db")) as db:
+        task_runs = sorted(db.execute("SELECT task_key LIKE '%resolve%', state_name FROM task_run").fetchall())
+    assert task_runs == [(0, "Cached"), (0, "Cached"), (0, "Failed"), (0, "Failed"),
+                         (1, "Completed"), (1, "Completed"), (1, "Completed")], task_runs
 
 
 def test_run_one_model_flow(prefect_harness, model_dirs, tmp_path):
@@ -192,9 +200,10 @@ def test_flow_runs_of_one_process_share_one_tls_context(prefect_harness, monkeyp
     assert made == []
 
 
-def test_the_ephemeral_api_gets_time_to_start_unless_the_user_set_a_limit():
+def test_the_ephemeral_api_gets_time_to_start_and_records_task_runs_in_batches_unless_the_user_set_them():
     """Its first start on a new PREFECT_HOME migrates the database: ~19 s of Prefect's default 20 on 2 cores."""
     from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS as LIMIT
+    from prefect.settings import PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE as BATCH
     from prefect.settings import Settings
 
     import flows
@@ -202,8 +211,10 @@ def test_the_ephemeral_api_gets_time_to_start_unless_the_user_set_a_limit():
     adjusted = flows._for_ephemeral_api(Settings())
     assert adjusted.server.ephemeral.startup_timeout_seconds == flows.EPHEMERAL_STARTUP_S > 20
     assert adjusted.flows.heartbeat_frequency is None
-    users = Settings().copy_with_update(updates={LIMIT: 33})
+    assert adjusted.server.services.task_run_recorder.batch_size == flows.TASK_RUN_RECORDS["batch_size"] > 1
+    users = Settings().copy_with_update(updates={LIMIT: 33, BATCH: 7})
     assert flows._for_ephemeral_api(users).server.ephemeral.startup_timeout_seconds == 33
+    assert flows._for_ephemeral_api(users).server.services.task_run_recorder.batch_size == 7
 
 
 def test_bad_run_options_fail_before_prefect_starts(tmp_path):
