@@ -188,18 +188,21 @@ def log_outcome(outcome, output_dir: str | os.PathLike, *, tracking_uri: str | N
 # --- the recorder process ---------------------------------------------------------------------------------------
 
 _fleets: dict[str, object] = {}  # fleet key -> its tracking.FleetRun
+_children: dict[str, dict[str, bool]] = {}  # fleet key -> the model runs logged under it: name -> it finished
 
 
 def _start_fleet(key: str, *args, **kwargs) -> None:
     from . import tracking
 
     _fleets[key] = tracking.start_fleet(*args, **kwargs)
+    _children[key] = {}
 
 
 def _end_fleet(key: str, **kwargs) -> None:
+    """End the fleet run, counting the model runs this process logged under it (no search at the fleet's end)."""
     from . import tracking
 
-    tracking.end_fleet(_fleets.pop(key), **kwargs)
+    tracking.end_fleet(_fleets.pop(key), children=_children.pop(key), **kwargs)
 
 
 def _find_earlier_runs(key: str, models: int) -> None:
@@ -212,8 +215,15 @@ def _log_outcome(outcome: dict, output_dir: str, fleet: str | None = None, **kwa
     from . import tracking
     from .pipeline import ModelOutcome
 
-    return tracking.log_outcome(ModelOutcome(**outcome), output_dir, fleet=_fleets[fleet] if fleet else None,
-                                **kwargs).run_id
+    finished = False  # a record that raised ended its run FAILED (or made none, and the fleet run fails with it)
+    try:
+        run = tracking.log_outcome(ModelOutcome(**outcome), output_dir, fleet=_fleets[fleet] if fleet else None,
+                                   **kwargs)
+        finished = run.failure is None
+        return run.run_id
+    finally:
+        if fleet:
+            _children[fleet][outcome["name"]] = finished
 
 
 CALLS = {"start_fleet": _start_fleet, "find_earlier_runs": _find_earlier_runs, "end_fleet": _end_fleet,

@@ -217,19 +217,25 @@ def find_earlier_runs(handle: FleetRun, models: int) -> None:
             handle.earlier[(tags[TAG + "model"], tags[TAG + "results_digest"])] = run
 
 
-def end_fleet(handle: FleetRun, failed: str | None = None) -> None:
-    """End a fleet's parent run: FAILED with `failed` as the reason, or when any of its model runs failed."""
+def end_fleet(handle: FleetRun, failed: str | None = None, children: dict[str, bool] | None = None) -> None:
+    """End a fleet's parent run: FAILED with `failed` as the reason, or when any of its model runs failed.
+
+    `children` (model run name -> it finished) is given by a caller that logged every model run of the fleet
+    itself (the recorder); otherwise they are searched for, which loads each run with its params and metrics.
+    """
     client = connect(handle.tracking_uri)
     if failed:
         _end(client, handle.run_id, failed=failed)
         return
-    try:
-        children = client.search_runs([handle.experiment_id], f"tags.`mlflow.parentRunId` = '{handle.run_id}'",
+    if children is None:
+        try:
+            runs = client.search_runs([handle.experiment_id], f"tags.`mlflow.parentRunId` = '{handle.run_id}'",
                                       max_results=5000)
-    except Exception as exc:  # the store went away: the run must not stay RUNNING
-        _end(client, handle.run_id, failed=short_reason(exc))
-        raise
-    failed_names = sorted(r.info.run_name for r in children if r.info.status != "FINISHED")
+        except Exception as exc:  # the store went away: the run must not stay RUNNING
+            _end(client, handle.run_id, failed=short_reason(exc))
+            raise
+        children = {r.info.run_name: r.info.status == "FINISHED" for r in runs}
+    failed_names = sorted(name for name, finished in children.items() if not finished)
     counts = Batch(metrics={"models_total": len(children), "models_failed": len(failed_names),
                             "models_passed": len(children) - len(failed_names)})
     _end(client, handle.run_id, batch=counts, failed=f"{len(failed_names)} of {len(children)} models failed: "

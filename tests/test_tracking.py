@@ -464,6 +464,8 @@ def test_run_fleet_logs_a_parent_run_and_a_nested_run_per_model(backend, e2e_fle
     parent = parents[0]
     assert parent.data.tags["modelexport.prefect_flow_run_id"]  # the flow run that produced it
     assert parent.info.status == "FAILED" and "broken" in parent.data.tags["modelexport.error"]
+    counts = {k: parent.data.metrics[k] for k in ("models_total", "models_passed", "models_failed")}
+    assert counts == {"models_total": 2, "models_passed": 1, "models_failed": 1}  # counted by the recorder
     children = {r.info.run_name: r for r in client.search_runs(
         [experiment], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")}
     assert sorted(children) == ["bert", "broken"]
