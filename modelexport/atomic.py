@@ -4,23 +4,34 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
 
 @contextlib.contextmanager
 def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `final`; rename it onto `final` only if the block succeeds."""
+    """Yield a new temporary path beside `final`; rename it onto `final` only if the block succeeds."""
     final = Path(final)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent)
-    os.close(fd)
-    tmp = Path(tmp)
+    tmp = _new_file(final)
     try:
         yield tmp
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _new_file(final: Path) -> Path:
+    """Create an empty hidden file beside `final`, with the permissions any new file gets (0o666 less the umask):
+    ``tempfile.mkstemp`` makes it 0o600, and the rename kept that, so reports and sidecars were readable by
+    their owner alone while the ONNX file beside them was not."""
+    while True:
+        tmp = final.with_name(f".{final.name}.{secrets.token_hex(4)}.part")
+        try:
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            return tmp
+        except FileExistsError:  # another writer's name: draw again
+            continue
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:

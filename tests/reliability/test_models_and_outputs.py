@@ -6,6 +6,7 @@ import errno
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 
@@ -87,6 +88,21 @@ def test_disk_full_while_writing_leaves_nothing(model_dirs, tmp_path, monkeypatc
     err = capsys.readouterr().err
     assert "No space left on device" in err and err.count("\n") == 1
     assert list(out.iterdir()) == []
+
+
+def test_files_written_atomically_get_the_permissions_of_any_new_file(tmp_path):
+    """0o666 less the umask, as open() gives: not mkstemp's 0o600, which left reports readable by their owner only."""
+    from modelexport import atomic
+
+    saved = os.umask(0o027)
+    try:
+        atomic.write_text(tmp_path / "report.md", "# report\n")
+        (tmp_path / "plain.md").write_text("# plain\n")
+    finally:
+        os.umask(saved)
+    assert stat.S_IMODE((tmp_path / "report.md").stat().st_mode) == 0o640
+    assert stat.S_IMODE((tmp_path / "plain.md").stat().st_mode) == 0o640
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plain.md", "report.md"]  # no temporary file left
 
 
 def test_two_processes_exporting_the_same_model_to_the_same_file(model_dirs, tmp_path):
