@@ -5,6 +5,9 @@ flows/tracking.py.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import re
 import shutil
 import tempfile
@@ -94,10 +97,16 @@ def _version(package: str) -> str:
 
 
 def register(model_uri: str, model: str, fleet: str | None, run_id: str) -> str:
-    """Register `model_uri` as a new version of the model's registry name and point the alias at it."""
+    """Register `model_uri` as a new version of the model's registry name and point the alias at it.
+
+    MLflow prints what it registered to stderr ("Successfully registered model ...", "Created version ..."); those
+    lines follow MLflow's log level like its other notices (the CLI sets WARNING unless --debug).
+    """
     import mlflow
 
     name = registered_name(model, fleet)
-    version = mlflow.register_model(model_uri, name, tags={TAG + "run_id": run_id, TAG + "fleet": fleet or ""})
+    notices = logging.getLogger("mlflow").isEnabledFor(logging.INFO)
+    with contextlib.nullcontext() if notices else contextlib.redirect_stderr(io.StringIO()):
+        version = mlflow.register_model(model_uri, name, tags={TAG + "run_id": run_id, TAG + "fleet": fleet or ""})
     mlflow.MlflowClient().set_registered_model_alias(name, ALIAS, version.version)
     return str(version.version)

@@ -7,9 +7,11 @@ import os
 COLUMNS = ("model", "strategy", "nodes", "coverage", "parity", "p50 ms", "status", "cached")
 
 
-def quiet_prefect(debug: bool = False) -> None:
-    """Before Prefect is imported: our table says what failed and why, so Prefect's own logs stay quiet."""
+def quiet_libraries(debug: bool = False) -> None:
+    """Before Prefect and MLflow are imported (here and in the recorder process, which inherits this environment):
+    our table says what failed and why, so their own logs stay quiet unless --debug."""
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "DEBUG" if debug else "CRITICAL")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "DEBUG" if debug else "WARNING")  # also its registry notices
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")

@@ -51,7 +51,7 @@ def run(args) -> int:
     from .terminal import new_console
 
     from ..fleet import parse_fleet
-    from .pipeline_view import check_json_target, model_line, quiet_prefect, summary_json, summary_table, \
+    from .pipeline_view import check_json_target, model_line, quiet_libraries, summary_json, summary_table, \
         table_console, write_json
 
     settings = _settings(args)
@@ -59,7 +59,7 @@ def run(args) -> int:
                                    for k, v in settings.items()}}
     parse_fleet({"models": [entry]}, base=Path.cwd(), source="options")  # bad options fail before Prefect starts
     check_json_target(args.json)
-    quiet_prefect(args.debug)
+    quiet_libraries(args.debug)
     from flows import run_model
 
     console = new_console(stderr=True)

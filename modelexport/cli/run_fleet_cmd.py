@@ -34,7 +34,7 @@ def run(args) -> int:
 
     from ..errors import BadInputError
     from ..fleet import check_output_folders, load_fleet
-    from .pipeline_view import check_json_target, model_line, quiet_prefect, summary_json, summary_table, \
+    from .pipeline_view import check_json_target, model_line, quiet_libraries, summary_json, summary_table, \
         table_console, write_json
 
     if args.concurrency < 1:
@@ -45,7 +45,7 @@ def run(args) -> int:
     fleet = load_fleet(args.fleet)  # every mistake in the file, before Prefect starts
     output_dir = args.output_dir or f"out/{fleet.name}"
     check_output_folders(fleet, output_dir)
-    quiet_prefect(args.debug)
+    quiet_libraries(args.debug)
     from flows import run_fleet
 
     console = new_console(stderr=True)

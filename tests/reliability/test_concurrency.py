@@ -22,6 +22,8 @@ def test_two_processes_running_the_same_model_into_the_same_folder(model_dirs, t
              for _ in range(2)]
     results = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], "\n\n".join(o + e for o, e in results)
+    # Each says what it did, and no more: MLflow's logs and registry notices are quiet unless --debug.
+    assert [e.splitlines() for _, e in results] == [["ok     resnet"]] * 2, [e for _, e in results]
 
     import onnx
 
