@@ -8,15 +8,15 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[pipeline,test]'
 	touch $(STAMP)
 
 install: $(STAMP)
 
 # The demo fleet end to end: build the tiny models offline, then export, validate and profile them all.
 run: $(STAMP)
-	$(PY) -m modelexport demo-models out/demo-models
-	$(PY) -m modelexport run-fleet deployments/fleets/demo.yaml --output-dir out/fleet
+	$(PY) -m cli demo-models out/demo-models
+	$(PY) -m cli run-fleet deployments/fleets/demo.yaml --output-dir out/fleet
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -70,8 +70,8 @@ def measure(quick: bool, only: set[str], log, deadline: float = math.inf) -> dic
     fleet = fleet_file(quick)
     uri = f"sqlite:///{root / 'mlflow.db'}"
 
-    def run_fleet(name: str, track: bool) -> None:
-        summary_ = flows.run_fleet(str(fleet), str(root / name), cache_dir=str(root / name / ".cache"),
+    def run_fleet_flow(name: str, track: bool) -> None:
+        summary_ = flows.run_fleet_flow(str(fleet), str(root / name), cache_dir=str(root / name / ".cache"),
                                    tracking_uri=uri, track=track)
         if summary_.failed:
             raise RuntimeError(f"fleet failed: {[(m.name, m.reason) for m in summary_.failed]}")
@@ -79,7 +79,7 @@ def measure(quick: bool, only: set[str], log, deadline: float = math.inf) -> dic
     cpu: dict[str, list[dict]] = {"direct": [], "cold": [], "warm": []}  # CPU seconds per process, per run
 
     def pipeline(name: str, track: bool = True, kind: str | None = None) -> float:
-        return settled(lambda: run_fleet(name, track), cpu[kind] if kind else None)
+        return settled(lambda: run_fleet_flow(name, track), cpu[kind] if kind else None)
 
     def plain_loop(name: str) -> float:
         return settled(lambda: direct(fleet, root / name), cpu["direct"])
@@ -143,7 +143,7 @@ def cpu_seconds() -> dict[str, float]:
             command, times = " ".join(child.cmdline()), child.cpu_times()
         except psutil.Error:
             continue
-        role = "prefect_server" if "uvicorn" in command else "recorder" if "flows.recorder" in command else "other"
+        role = "prefect_server" if "uvicorn" in command else "recorder" if "tracking.recorder" in command else "other"
         used[role] = used.get(role, 0.0) + times.user + times.system
     return used
 

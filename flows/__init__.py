@@ -1,6 +1,6 @@
-"""Prefect flows: one model (``export_model``) and a fleet of them (``export_fleet``).
+"""Prefect flows: one model (``model_flow``) and a fleet of them (``fleet_flow``).
 
-``run_model`` / ``run_fleet`` call them with the result storage (the cache) on disk under CACHE_DIR and the
+``run_model_flow`` / ``run_fleet_flow`` call them with the result storage (the cache) on disk under CACHE_DIR and the
 fleet's concurrency; the CLI's ``run`` and ``run-fleet`` use them. Prefect's ephemeral API is used unless
 PREFECT_API_URL points at a server.
 """
@@ -11,13 +11,19 @@ import contextlib
 import functools
 import importlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-# Imported on first use, so modules that need no Prefect (flows.tracking, flows.review) load without it.
-_LAZY = {"DEFAULT_CONCURRENCY": "fleet", "FleetSummary": "fleet", "export_fleet": "fleet", "export_model": "model",
-         "ModelOutcome": "pipeline"}
+if TYPE_CHECKING:
+    from modelexport.outcome import ModelOutcome
 
-__all__ = ["DEFAULT_CONCURRENCY", "FleetSummary", "ModelOutcome", "export_fleet", "export_model", "run_fleet",
-           "run_model"]
+    from .fleet import FleetSummary
+
+# Imported on first use, so modules that need no Prefect (the CLI's help) load without it.
+_LAZY = {"DEFAULT_CONCURRENCY": "fleet", "FleetSummary": "fleet", "fleet_flow": "fleet", "model_flow": "model",
+         }
+
+__all__ = ["DEFAULT_CONCURRENCY", "FleetSummary", "fleet_flow", "model_flow", "run_fleet_flow",
+           "run_model_flow"]
 
 
 def __getattr__(name: str):
@@ -123,16 +129,16 @@ def _for_ephemeral_api(settings):
     return _adjusted[1]
 
 
-def run_fleet(fleet_file: str, output_dir: str, concurrency: int | None = None,
-              cache_dir: str | None = None, on_model_done=None, tracking_uri: str | None = None,
-              track: bool = True, runner: str = "threads", dask_address: str | None = None) -> FleetSummary:
+def run_fleet_flow(fleet_file: str, output_dir: str, concurrency: int | None = None,
+                   cache_dir: str | None = None, on_model_done=None, tracking_uri: str | None = None,
+                   track: bool = True, runner: str = "threads", dask_address: str | None = None) -> FleetSummary:
     """Run the fleet flow with N models at a time; cached results live in CACHE_DIR (default OUTPUT_DIR/.cache).
 
     ``runner="dask"`` runs the stages on a Dask cluster: the scheduler at DASK_ADDRESS, else a local one of
     CONCURRENCY single-threaded worker processes.
     """
     from .fleet import DEFAULT_CONCURRENCY
-    from .recorder import recorder
+    from tracking.recorder import recorder
     from .runners import LocalCallback
 
     if track:
@@ -149,21 +155,21 @@ def run_fleet(fleet_file: str, output_dir: str, concurrency: int | None = None,
 def _configured_fleet(runner: str, concurrency: int, dask_address: str | None, storage: Path):
     """The fleet flow with its task runner and result storage (each run duplicates the runner); made once per
     setup, as ``with_options`` copies the flow (~10 ms)."""
-    from .fleet import export_fleet
+    from .fleet import fleet_flow
     from .runners import task_runner
 
-    return export_fleet.with_options(task_runner=task_runner(runner, concurrency, dask_address),
+    return fleet_flow.with_options(task_runner=task_runner(runner, concurrency, dask_address),
                                      result_storage=storage)
 
 
-def run_model(model: str, output_dir: str, cache_dir: str | None = None, **settings) -> ModelOutcome:
-    """Run the one-model flow; `settings` are export_model's keyword arguments."""
-    from .model import export_model
-    from .recorder import recorder
+def run_model_flow(model: str, output_dir: str, cache_dir: str | None = None, **settings) -> ModelOutcome:
+    """Run the one-model flow; `settings` are model_flow's keyword arguments."""
+    from .model import model_flow
+    from tracking.recorder import recorder
 
     if settings.get("track", True):
         recorder()  # its start (importing MLflow) overlaps Prefect's
-    configured = export_model.with_options(result_storage=_storage(cache_dir or Path(output_dir) / ".cache"))
+    configured = model_flow.with_options(result_storage=_storage(cache_dir or Path(output_dir) / ".cache"))
     with _flow_run_setup():
         return _value(configured(model, output_dir, **settings, return_state=True))
 

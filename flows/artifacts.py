@@ -10,7 +10,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact, \
     update_progress_artifact
 
-from .pipeline import ModelOutcome
+from modelexport.outcome import ModelOutcome
 
 
 def artifact_key(*parts: str) -> str:

@@ -14,9 +14,11 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from modelexport.fleet import check_output_folders, load_fleet
 
-from . import recorder
+from modelexport.outcome import ModelOutcome
+from tracking import recorder
+
 from .artifacts import Artifacts, artifact_key, report_fleet, report_model
-from .pipeline import ModelOutcome, collect, ending, submit_pipeline
+from .pipeline import collect, ending, flow_run_tags, submit_pipeline
 
 DEFAULT_CONCURRENCY = 2
 PROGRESS_EVERY_S = 1.0  # at most one progress update a second (each is an API call), and one at the end
@@ -34,19 +36,20 @@ class FleetSummary:
 
 
 @flow(name="export-fleet", persist_result=False, task_runner=ThreadPoolTaskRunner(max_workers=DEFAULT_CONCURRENCY))
-def export_fleet(fleet_file: str, output_dir: str | None = None,
+def fleet_flow(fleet_file: str, output_dir: str | None = None,
                  on_model_done: Callable[[ModelOutcome], None] | None = None, tracking_uri: str | None = None,
                  track: bool = True) -> FleetSummary:
     """Export every model of FLEET_FILE into OUTPUT_DIR/<name>/ and end with a summary table.
 
-    Concurrency is the task runner's: ``export_fleet.with_options(task_runner=ThreadPoolTaskRunner(N))``.
-    With `track`, the fleet run is an MLflow run and each model a run nested under it (flows.tracking), written
-    by the recorder process (flows.recorder) while the next models compute.
+    Concurrency is the task runner's: ``fleet_flow.with_options(task_runner=ThreadPoolTaskRunner(N))``.
+    With `track`, the fleet run is an MLflow run and each model a run nested under it (tracking.runs), written
+    by the recorder process (tracking.recorder) while the next models compute.
     The run ends Failed (still carrying the summary) when a model failed; the others still ran.
     """
     fleet = load_fleet(fleet_file)
     params = {"fleet.file": fleet_file, "fleet.models": len(fleet.models)}
-    run = (recorder.fleet_run(fleet.name, tracking_uri=tracking_uri, params=params, models=len(fleet.models))
+    run = (recorder.fleet_run(fleet.name, tracking_uri=tracking_uri, params=params, models=len(fleet.models),
+                                 tags=flow_run_tags())
            if track else nullcontext())
     # Leaving the blocks, the last records and the last artifacts are written at once (the run's end first).
     with Artifacts() as artifacts, run as records:

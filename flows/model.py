@@ -8,19 +8,21 @@ from prefect import flow
 
 from modelexport.fleet import parse_fleet
 
-from . import recorder
+from modelexport.outcome import ModelOutcome
+from tracking import recorder
+
 from .artifacts import report_model
-from .pipeline import ModelOutcome, collect, ending, submit_pipeline
+from .pipeline import collect, ending, flow_run_tags, submit_pipeline
 
 
 @flow(name="export-model", persist_result=False)
-def export_model(model: str, output_dir: str = "out/run", name: str | None = None, revision: str | None = None,
+def model_flow(model: str, output_dir: str = "out/run", name: str | None = None, revision: str | None = None,
                  task: str | None = None, strategy: str = "auto", opset: int | None = None,
                  input_spec: dict | str | None = None, validation: dict | None = None,
                  profiling: dict | None = None, tracking_uri: str | None = None, track: bool = True) -> ModelOutcome:
     """Export one model into OUTPUT_DIR/<name>/; settings are those of a fleet file's model entry.
 
-    With `track`, the model's run is logged to MLflow (flows.tracking, written by flows.recorder) at
+    With `track`, the model's run is logged to MLflow (tracking.runs, written by tracking.recorder) at
     `tracking_uri`. The run ends Failed (still carrying the outcome) when the model failed.
     """
     entry = {"id": model, "name": name, "revision": revision, "task": task, "strategy": strategy, "opset": opset,
@@ -32,6 +34,7 @@ def export_model(model: str, output_dir: str = "out/run", name: str | None = Non
     runs = submit_pipeline([plan], Path(output_dir))
     outcome = collect(plan, runs[plan.name])
     if track:
-        recorder.log_outcome(outcome, Path(output_dir) / plan.name, tracking_uri=tracking_uri)
+        recorder.log_outcome(outcome, Path(output_dir) / plan.name, tracking_uri=tracking_uri,
+                             tags=flow_run_tags())
     report_model(outcome)
     return ending(outcome, [outcome] if outcome.status != "ok" else [])

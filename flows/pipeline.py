@@ -10,7 +10,7 @@ at once (their computing still takes turns, see tasks.policy.computing).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 from prefect import task
@@ -18,6 +18,7 @@ from prefect.futures import PrefectFuture
 from prefect.transactions import CommitMode, transaction
 
 from modelexport.fleet import ModelPlan
+from modelexport.outcome import ModelOutcome
 from modelexport.source import ModelSource
 from tasks import Produced, derive_inputs, export_onnx, profile_onnx, report_onnx, resolve_model, validate_onnx
 from tasks.policy import CONTENT, produced
@@ -114,46 +115,6 @@ def run_stages(source: ModelSource, plan: ModelPlan, folder: Path) -> ModelOutco
     return outcome
 
 
-@dataclass
-class ModelOutcome:
-    """Everything one model's run produced: the place to log it from (MLflow, issue 7) and to summarise it."""
-
-    name: str
-    ref: str
-    status: str = "ok"  # ok | failed
-    failed_stage: str | None = None
-    reason: str | None = None
-    exit_code: int = 0  # as the CLI's: 2 bad input, 1 any other failure
-    stages: dict[str, str] = field(default_factory=dict)  # stage -> done | cached | failed | skipped
-    source: dict | None = None  # ModelSource.to_dict(): kind, ref, path, revision, fingerprint
-    results: dict[str, dict] = field(default_factory=dict)  # stage -> JSON-able data (params, metrics)
-    files: dict[str, list[str]] = field(default_factory=dict)  # stage -> files it wrote (artifacts)
-    stamps: dict[str, list[int]] = field(default_factory=dict, repr=False)  # every file -> [size, mtime_ns]
-
-    @property
-    def cached(self) -> bool:
-        """True when every cacheable stage came from the cache (resolving is never cached)."""
-        ran = [s for name, s in self.stages.items() if name != "resolve"]
-        return bool(ran) and all(s == "cached" for s in ran)
-
-    def row(self) -> dict:
-        """The summary table's row."""
-        export = self.results.get("export", {})
-        stats = export.get("stats", {})
-        parity = self.results.get("validate", {}).get("passed")
-        latency = self.results.get("profile", {}).get("latency_ms", {}).get("p50")
-        return {
-            "model": self.name,
-            "strategy": export.get("strategy", "-"),
-            "nodes": stats.get("total_nodes", "-"),
-            "coverage": f"{stats['coverage']:.0%}" if "coverage" in stats else "-",
-            "parity": "-" if parity is None else ("pass" if parity else "FAIL"),
-            "p50 ms": f"{latency:.2f}" if latency is not None else "-",
-            "status": self.status if self.status == "ok" else f"failed at {self.failed_stage}",
-            "cached": "yes" if self.cached else "no",
-        }
-
-
 def collect(plan: ModelPlan, futures: dict[str, PrefectFuture]) -> ModelOutcome:
     """Wait for a model's runs and gather what they produced; the first failure gives the model's reason."""
     resolved, model = futures["resolve"], futures.get("model")
@@ -181,6 +142,15 @@ def _failed_outside_stages(plan: ModelPlan, where: str, state) -> ModelOutcome:
                            | {"resolve": "failed" if where == "resolve" else "done"})
     outcome.reason, outcome.exit_code = _reason(state)
     return outcome
+
+
+def flow_run_tags() -> dict:
+    """The MLflow tags that tie a record to the Prefect flow run we are inside."""
+    from prefect.runtime import flow_run
+
+    from tracking.mlflow_artifacts import TAG
+
+    return {TAG + "prefect_flow_run_id": str(flow_run.id) if flow_run.id else None}
 
 
 def ending(value, failed: list[ModelOutcome]):

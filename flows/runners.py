@@ -1,6 +1,6 @@
 """Where a fleet's per-model work runs: a thread pool in the flow's process, or a Dask cluster (prefect-dask).
 
-The flow is the same either way; only its task runner changes (``export_fleet.with_options(task_runner=...)``).
+The flow is the same either way; only its task runner changes (``fleet_flow.with_options(task_runner=...)``).
 A Dask cluster spreads the stages over worker processes or machines; each Dask worker then needs this project's
 code, the model directories, the output folder and the result storage at the same paths (see deployments/README.md).
 """
@@ -11,7 +11,7 @@ import os
 
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from .fleet import DEFAULT_CONCURRENCY, export_fleet
+from .fleet import DEFAULT_CONCURRENCY, fleet_flow
 
 RUNNERS = ("threads", "dask")
 DASK_ADDRESS_ENV = "MODELEXPORT_DASK_ADDRESS"
@@ -58,5 +58,5 @@ class LocalCallback:
 
 # The fleet flow on Dask, for deployments (a deployment cannot pick its flow's task runner by parameter): the
 # scheduler is MODELEXPORT_DASK_ADDRESS on the worker that runs the flow, else a local cluster of 2 workers.
-export_fleet_dask = export_fleet.with_options(
+fleet_flow_dask = fleet_flow.with_options(
     name="export-fleet-dask", task_runner=task_runner("dask", dask_address=os.environ.get(DASK_ADDRESS_ENV)))

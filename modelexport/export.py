@@ -84,10 +84,10 @@ def example_inputs(loaded: LoadedModel, spec: InputSpec | None) -> ExampleInputs
 
 def check_inputs(loaded: LoadedModel, inputs: ExampleInputs) -> None:
     """Run the model once on the example inputs: when every strategy failed, says whether the inputs are why."""
-    from .wrapping import run_model
+    from .wrapping import call_model
 
     try:
-        outputs = run_model(loaded.model, inputs.tensors, positional=loaded.positional)
+        outputs = call_model(loaded.model, inputs.tensors, positional=loaded.positional)
     except Exception as exc:  # the model's own code: any error means the inputs do not fit
         raise BadInputError(
             f"{type(loaded.model).__name__} fails on the example inputs ({type(exc).__name__}: "

@@ -225,12 +225,12 @@ def write_profile(result: ProfileResult, output_dir: str | os.PathLike) -> dict[
              "plot": output_dir / "modules.png"}
     result.files = {k: str(p) for k, p in paths.items()}
     plot_modules(result, paths["plot"])
-    atomic.write_text(paths["markdown"], markdown(result))
+    atomic.write_text(paths["markdown"], profile_markdown(result))
     atomic.write_text(paths["json"], json.dumps(result.to_dict(), indent=1))
     return paths
 
 
-def markdown(result: ProfileResult, top: int = 20) -> str:
+def profile_markdown(result: ProfileResult, top: int = 20) -> str:
     """profile.md: the measurements and the modules that cost most."""
     lat = result.latency_ms
     lines = [

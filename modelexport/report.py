@@ -61,7 +61,7 @@ def build_report(onnx_path: str | os.PathLike) -> dict:
     }
 
 
-def markdown(report: dict) -> str:
+def hierarchy_markdown(report: dict) -> str:
     """report.md: coverage, then the module tree as an indented table."""
     cov = report["coverage"]
     lines = [
@@ -86,7 +86,7 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(onnx_path: str | os.PathLike, output_dir: str | os.PathLike) -> dict[str, Path]:
+def write_hierarchy_report(onnx_path: str | os.PathLike, output_dir: str | os.PathLike) -> dict[str, Path]:
     """Write report.json, report.md and ``<stem>.graphml`` into `output_dir`; returns their paths."""
     from .errors import BadInputError
     from .graphml import write_graphml
@@ -99,6 +99,6 @@ def write_report(onnx_path: str | os.PathLike, output_dir: str | os.PathLike) ->
     paths = {"json": output_dir / "report.json", "markdown": output_dir / "report.md",
              "graphml": output_dir / f"{Path(onnx_path).stem}.graphml"}
     write_graphml(onnx_path, paths["graphml"])
-    atomic.write_text(paths["markdown"], markdown(report))
+    atomic.write_text(paths["markdown"], hierarchy_markdown(report))
     atomic.write_text(paths["json"], json.dumps(report, indent=1))
     return paths

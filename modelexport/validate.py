@@ -177,7 +177,7 @@ def ort_session(onnx_path: str | os.PathLike, threads: int | None = None):
         raise BadInputError(f"ONNX Runtime cannot load {onnx_path}: {first}") from None
 
 
-def compare(expected: np.ndarray, actual: np.ndarray, atol: float, rtol: float) -> tuple[float, float, bool]:
+def difference(expected: np.ndarray, actual: np.ndarray, atol: float, rtol: float) -> tuple[float, float, bool]:
     """max |a-b|, max |a-b|/|b| and whether every element is within atol + rtol*|b| (NaNs must coincide)."""
     if expected.dtype.kind in "biu" and actual.dtype.kind in "biu":
         diff = np.abs(expected.astype(np.int64) - actual.astype(np.int64)).astype(np.float64)
@@ -196,11 +196,11 @@ def compare(expected: np.ndarray, actual: np.ndarray, atol: float, rtol: float) 
 def check_case(session, loaded, spec: InputSpec, seed: int, case: str, atol: float, rtol: float) -> list[OutputCheck]:
     """Run both on one set of inputs and compare every output."""
     from .inputs import inputs_from_spec
-    from .wrapping import run_model
+    from .wrapping import call_model
 
     inputs = inputs_from_spec(spec, seed=seed)
     shapes = {name: list(t.shape) for name, t in inputs.tensors.items()}
-    expected = dict(run_model(loaded.model, inputs.tensors, positional=loaded.positional))
+    expected = dict(call_model(loaded.model, inputs.tensors, positional=loaded.positional))
     onnx_inputs = [i.name for i in session.get_inputs()]
     unknown = [n for n in onnx_inputs if n not in inputs.tensors]
     if unknown:
@@ -228,7 +228,7 @@ def check_case(session, loaded, spec: InputSpec, seed: int, case: str, atol: flo
         if want.shape != got.shape:
             check.error = f"shape {list(got.shape)} instead of PyTorch's {list(want.shape)}"
         else:
-            check.max_abs_diff, check.max_rel_diff, check.passed = compare(want, got, atol, rtol)
+            check.max_abs_diff, check.max_rel_diff, check.passed = difference(want, got, atol, rtol)
         checks.append(check)
     return checks
 
@@ -274,7 +274,7 @@ def validate(
     return report
 
 
-def write_report(report: ValidationReport, path: str | os.PathLike) -> Path:
+def write_validation(report: ValidationReport, path: str | os.PathLike) -> Path:
     """Write the full report as JSON, atomically."""
     return atomic.write_text(path, json.dumps(report.to_dict(), indent=1))
 

@@ -15,12 +15,12 @@ def validate_onnx(source: ModelSource, export: Produced, input_spec: dict, setti
                   output: str, task_name: str | None = None) -> Produced:
     """A numerical mismatch is data (``passed`` false), not an exception: the flow marks the model failed."""
     from modelexport.inputs import parse_input_spec
-    from modelexport.validate import validate, write_report
+    from modelexport.validate import validate, write_validation
 
     with computing():
         report = validate(export.data["onnx_path"], source, atol=settings.atol, rtol=settings.rtol,
                           input_spec=parse_input_spec(input_spec), task=task_name)
-    write_report(report, output)
+    write_validation(report, output)
     worst = report.worst
     return produced({"passed": report.passed, "summary": report.summary(), "atol": settings.atol,
                      "rtol": settings.rtol, "checks": len(report.checks),

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from modelexport.cli import main
+from cli import main
 from tests.conftest import run_cli
 
 
@@ -120,7 +120,7 @@ def test_output_that_is_not_a_terminal_is_not_squeezed_to_80_columns(monkeypatch
     import io
     import sys
 
-    from modelexport.cli.terminal import LOG_WIDTH, new_console
+    from cli.terminal import LOG_WIDTH, new_console
 
     monkeypatch.setattr(sys, "stdout", io.StringIO())
     monkeypatch.delenv("COLUMNS", raising=False)

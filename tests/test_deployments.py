@@ -160,14 +160,14 @@ def _comparable(summary, out: Path) -> dict:
 def test_fleet_on_a_dask_cluster_matches_the_thread_runner(prefect_harness, model_dirs, tmp_path):
     from distributed import Client, LocalCluster
 
-    from flows import run_fleet
+    from flows import run_fleet_flow
 
     for name in ("tiny-bert", "tiny-resnet"):
         shutil.copytree(model_dirs[name], tmp_path / "models" / name)
     fleet = tmp_path / "fleet.yaml"
     fleet.write_text(FLEET, encoding="utf-8")
 
-    threads = run_fleet(str(fleet), str(tmp_path / "threads"), concurrency=2, cache_dir=str(tmp_path / "c1"),
+    threads = run_fleet_flow(str(fleet), str(tmp_path / "threads"), concurrency=2, cache_dir=str(tmp_path / "c1"),
                         track=False)
     # A worker process: tasks travel pickled to it, as to a remote cluster.
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
@@ -178,7 +178,7 @@ def test_fleet_on_a_dask_cluster_matches_the_thread_runner(prefect_harness, mode
             with lock:
                 done.append(outcome)
 
-        on_dask = run_fleet(str(fleet), str(tmp_path / "dask"), concurrency=2, cache_dir=str(tmp_path / "c2"),
+        on_dask = run_fleet_flow(str(fleet), str(tmp_path / "dask"), concurrency=2, cache_dir=str(tmp_path / "c2"),
                             on_model_done=on_model_done, runner="dask", dask_address=cluster.scheduler_address,
                             track=False)
         ran = client.run_on_scheduler(lambda dask_scheduler: sorted(dask_scheduler.task_prefixes))
@@ -215,7 +215,7 @@ def test_serve_builds_the_same_deployments():
     from prefect.schedules import Cron  # noqa: F401  (serve's schedules are Prefect cron schedules)
 
     from flows.serve import to_deployments
-    from modelexport.cli.serve_cmd import read_deployments
+    from cli.serve_cmd import read_deployments
 
     entries = read_deployments(str(PREFECT_FILE), ["nightly-fleet", "single-model"])
     nightly, single = to_deployments(entries)
@@ -231,7 +231,7 @@ def test_serve_builds_the_same_deployments():
 
 def test_cli_summary_and_exit_code_for_a_pipeline_stage(prefect_harness, model_dirs, tmp_path, capsys,
                                                          monkeypatch):
-    from modelexport.cli import main
+    from cli import main
 
     for var in ("PREFECT_LOGGING_LEVEL", "DASK_LOGGING__DISTRIBUTED", "HF_HUB_DISABLE_PROGRESS_BARS"):
         monkeypatch.setenv(var, os.environ.get(var, "WARNING"))  # restored after: the CLI sets them in-process

@@ -72,12 +72,12 @@ def test_a_missing_repo_fails_at_once(prefect_harness, on_hub):
 
 
 def test_fleet_exports_a_pinned_hub_model(prefect_harness, on_hub, tmp_path):
-    from flows import run_fleet
+    from flows import run_fleet_flow
 
     fleet = tmp_path / "hub.yaml"
     fleet.write_text("models:\n  - {id: org/tiny-bert, revision: v1, validate: {enabled: false},"
                      " profile: {enabled: false}}\n")
-    summary = run_fleet(str(fleet), str(tmp_path / "out"))
+    summary = run_fleet_flow(str(fleet), str(tmp_path / "out"))
     (model,) = summary.models
     assert model.status == "ok", model.reason
     assert model.name == "tiny-bert" and model.source["revision"] == on_hub.commits["v1"]

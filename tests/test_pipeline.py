@@ -52,10 +52,10 @@ def fleet_dir(tmp_path_factory, model_dirs):
 
 
 def run(fleet_file: str, out):
-    from flows import run_fleet
+    from flows import run_fleet_flow
 
     done = []
-    summary = run_fleet(fleet_file, str(out), concurrency=2, on_model_done=done.append)
+    summary = run_fleet_flow(fleet_file, str(out), concurrency=2, on_model_done=done.append)
     assert sorted(o.name for o in done) == ["bert", "broken", "resnet"]  # progress reported every model
     return {m.name: m for m in summary.models}
 
@@ -136,9 +136,9 @@ def test_cli_run_fleet_hits_the_cache_of_an_earlier_process_and_exits_1_for_a_br
 
 
 def test_run_one_model_flow(prefect_harness, model_dirs, tmp_path):
-    from flows import run_model
+    from flows import run_model_flow
 
-    outcome = run_model(str(model_dirs["tiny-resnet"]), str(tmp_path), name="r", opset=17,
+    outcome = run_model_flow(str(model_dirs["tiny-resnet"]), str(tmp_path), name="r", opset=17,
                         profiling={"enabled": False})
     assert outcome.status == "ok", outcome.reason
     assert set(outcome.stages) == {"resolve", "inputs", "export", "validate", "report"}

@@ -1,4 +1,4 @@
-"""The MLflow recorder process (flows/recorder.py): it writes each call with the caller's environment and working
+"""The MLflow recorder process (tracking/recorder.py): it writes each call with the caller's environment and working
 directory, owns its runs on behalf of the flow's process, and a recorder that died fails its calls with a reason
 and is started again. The flows' records through it are checked end to end in test_tracking and test_pipeline."""
 
@@ -9,8 +9,9 @@ import os
 import psutil
 import pytest
 
-from flows import recorder, tracking
-from flows.pipeline import ModelOutcome
+from tracking import recorder
+from tracking import runs as tracking_runs
+from modelexport.outcome import ModelOutcome
 
 SECRET = "rec0rder-s3cret-value"
 
@@ -29,9 +30,9 @@ def test_the_recorder_writes_as_its_caller_for_the_callers_process(tmp_path, mon
     if hasattr(os, "nice"):  # records wait for the stages, not the other way round
         assert psutil.Process(started._proc.pid).nice() == min(19, os.nice(0) + recorder.NICENESS)
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'relative.db'}")  # relative to the caller's directory
-    [run] = client.search_runs([tracking.find_or_create_experiment(client)])
-    assert run.info.status == "FAILED" and run.data.tags[tracking.TAG + "pid"] == str(os.getpid())
-    assert run.data.tags[tracking.TAG + "error"] == "failed at export: exporter said ***"
+    [run] = client.search_runs([tracking_runs.find_or_create_experiment(client)])
+    assert run.info.status == "FAILED" and run.data.tags[tracking_runs.TAG + "pid"] == str(os.getpid())
+    assert run.data.tags[tracking_runs.TAG + "error"] == "failed at export: exporter said ***"
     assert SECRET not in repr(run.data.params) + repr(run.data.tags)
 
 

@@ -14,13 +14,13 @@ from modelexport.errors import BadInputError
 from modelexport.export import read_tags
 from modelexport.graphml import import_graphml
 from modelexport.profile import feeds_for
-from modelexport.report import write_report
+from modelexport.report import write_hierarchy_report
 from tests.conftest import run_cli
 
 
 def test_report_json_markdown_and_graphml(exported, tmp_path):
     result = exported("tiny-bert")
-    paths = write_report(result.onnx_path, tmp_path)
+    paths = write_hierarchy_report(result.onnx_path, tmp_path)
     report = json.loads(paths["json"].read_text())
     model = onnx.load(str(result.onnx_path))
     assert report["coverage"]["total_nodes"] == len(model.graph.node)
@@ -53,7 +53,7 @@ def attention_node(model) -> str:
 @pytest.mark.parametrize("name", ["tiny-bert", "tiny-gpt2", "tiny-vit", "tiny-resnet"])
 def test_graphml_round_trip_gives_identical_outputs(exported, name, tmp_path):
     original = exported(name).onnx_path
-    paths = write_report(original, tmp_path)
+    paths = write_hierarchy_report(original, tmp_path)
     rebuilt = import_graphml(paths["graphml"], tmp_path / "rebuilt.onnx")
     onnx.checker.check_model(onnx.load(str(rebuilt)), full_check=True)
     a = ort.InferenceSession(str(original), providers=["CPUExecutionProvider"])
@@ -70,7 +70,7 @@ def test_import_rejects_foreign_and_damaged_graphml(exported, tmp_path):
     nx.write_graphml(nx.path_graph(3), foreign)
     with pytest.raises(BadInputError, match="not written by modelexport"):
         import_graphml(foreign, tmp_path / "x.onnx")
-    paths = write_report(exported("tiny-gpt2").onnx_path, tmp_path / "r")
+    paths = write_hierarchy_report(exported("tiny-gpt2").onnx_path, tmp_path / "r")
     graph = nx.read_graphml(paths["graphml"])
     first = next(n for n, d in graph.nodes(data=True) if d["kind"] == "node")
     graph.remove_node(first)  # a node missing: the model no longer checks

@@ -6,7 +6,8 @@ import shutil
 
 import pytest
 
-from flows import review, tracking
+from tracking import review
+from tracking import runs as tracking_runs
 
 from tests.conftest import run_cli
 
@@ -27,7 +28,7 @@ def validation(passed: bool, diff: float) -> dict:
 @pytest.fixture(scope="module")
 def store(exported, tmp_path_factory):
     """Runs of three models: `steady` (no change), `slower` (latest +50% p50), `worse` (coverage drop, then a
-    failed run). Logged through flows.tracking exactly as the pipeline logs them."""
+    failed run). Logged through tracking.runs exactly as the pipeline logs them."""
     tmp = tmp_path_factory.mktemp("review")
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     result = exported("tiny-bert")
@@ -43,7 +44,7 @@ def store(exported, tmp_path_factory):
     }
     for name, runs in plan.items():
         for latency, export, passed in runs:
-            run = tracking.log_model_export(name, out, fleet=FLEET, tracking_uri=uri, export=export,
+            run = tracking_runs.log_model_export(name, out, fleet=FLEET, tracking_uri=uri, export=export,
                                             validation=validation(passed, 1e-6 if passed else 0.3),
                                             profile=profile(latency), export_seconds=1.0)
             assert run.passed == passed
@@ -83,7 +84,7 @@ def test_review_reports_coverage_drop_parity_and_failed_runs(store, tmp_path):
     assert worse.coverage_drop == pytest.approx(-0.05)  # back at 1.0 against the median 0.95 of 1.0 and 0.9
     assert by_model["steady"].latency_change_pct == pytest.approx(100 * (2.05 - 2.05) / 2.05)
     # A coverage drop alone is a regression: judge the second run of 'worse' against the first.
-    second = review.compare(FLEET, "worse", worse.points[:2], review.Thresholds())
+    second = review.review_model(FLEET, "worse", worse.points[:2], review.Thresholds())
     assert second.regressions == ["tag coverage dropped 100.00% -> 90.00%"]
 
 
@@ -92,10 +93,10 @@ def test_compare_thresholds_node_count_and_strategy():
         return review.Point(f"r{i}", i, "FINISHED", latency, 1.0, nodes, 1e-6, strategy, None)
 
     points = [point(0, 100, "htp"), point(1, 100, "htp"), point(2, 130, "dynamo", latency=1.05)]
-    shown = review.compare("f", "m", points, review.Thresholds())
+    shown = review.review_model("f", "m", points, review.Thresholds())
     assert shown.regressions == [] and shown.node_change_pct == pytest.approx(30.0)
     assert shown.strategy_change == "htp -> dynamo" and shown.latency_change_pct == pytest.approx(5.0)
-    strict = review.compare("f", "m", points, review.Thresholds(max_latency_increase=4, max_node_change=10))
+    strict = review.review_model("f", "m", points, review.Thresholds(max_latency_increase=4, max_node_change=10))
     assert strict.regressions == ["p50 latency +5.0% (1 -> 1.05 ms)", "node count 100 -> 130"]
 
 

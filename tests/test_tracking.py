@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flows import tracking
+from tracking import runs as tracking_runs
 
 SECRET = "hf_PlantedSecretToken1234567890"
 FLEET = "nightly"
@@ -137,16 +137,16 @@ def log_fleet(uri: str, outputs: dict[str, Path]) -> dict:
     """Log a fleet run the way the flows do: one passing model, one failing validation, one that raises."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HF_TOKEN", SECRET)
-        with tracking.fleet_run(FLEET, tracking_uri=uri) as fleet:
+        with tracking_runs.fleet_run(FLEET, tracking_uri=uri) as fleet:
             runs = {}
             for name, out in outputs.items():
-                runs[name] = tracking.log_model_export(
+                runs[name] = tracking_runs.log_model_export(
                     name, out, fleet=FLEET, parent_run_id=fleet.run_id, tracking_uri=uri,
                     model_ref=f"https://user:{SECRET}@hub.example/org/{name}",
                     validation=json.loads((out / "validation.json").read_text()),
                     profile=json.loads((out / "profile.json").read_text()), export_seconds=1.5)
             with pytest.raises(RuntimeError, match="exporter crashed"):
-                with tracking.model_run(RAISING, fleet=FLEET, parent_run_id=fleet.run_id, tracking_uri=uri) as run:
+                with tracking_runs.model_run(RAISING, fleet=FLEET, parent_run_id=fleet.run_id, tracking_uri=uri) as run:
                     runs[RAISING] = run
                     raise RuntimeError("exporter crashed")
     return {"fleet": fleet.run_id} | {name: run.run_id for name, run in runs.items()}
@@ -221,7 +221,7 @@ def test_model_run_holds_params_metrics_and_artifacts(store):
     model_id = tags["modelexport.model_uri"].removeprefix("models:/")  # the logged model holds the numbers too
     assert {m.key: m.value for m in client.get_logged_model(model_id).metrics} == metrics
     modules = [k for k in metrics if k.startswith("module_self_ms/")]
-    assert sorted(modules) == [f"module_self_ms/Root.Layer.{i}" for i in range(tracking.TOP_MODULES)]
+    assert sorted(modules) == [f"module_self_ms/Root.Layer.{i}" for i in range(tracking_runs.TOP_MODULES)]
     files = {a.path for a in client.list_artifacts(run.info.run_id, "outputs")}
     assert files == {f"outputs/{n}" for n in ("tiny-bert.hierarchy.json", "validation.json", "profile.json",
                                                "profile.md", "modules.png")}
@@ -258,7 +258,7 @@ def test_logged_onnx_model_has_signature_and_runs_in_ort(store, outputs, monkeyp
 
 
 def test_input_example_is_one_item_and_large_images_get_the_signature_alone():
-    from flows import run_record
+    from tracking import run_record
 
     def spec(**shapes):
         return {"inputs": {n: {"shape": s, "dtype": "float32", "dynamic_axes": {"0": "batch"}}
@@ -275,8 +275,8 @@ def test_a_cached_fleet_run_finds_the_runs_it_cites_in_one_search(outputs, tmp_p
     import mlflow
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    with tracking.fleet_run(FLEET, tracking_uri=uri) as first:
-        logged = tracking.log_model_export(PASSING, outputs[PASSING], fleet=FLEET, parent_run_id=first.run_id,
+    with tracking_runs.fleet_run(FLEET, tracking_uri=uri) as first:
+        logged = tracking_runs.log_model_export(PASSING, outputs[PASSING], fleet=FLEET, parent_run_id=first.run_id,
                                            tracking_uri=uri)
     searches = []
     search_runs = mlflow.MlflowClient.search_runs
@@ -286,15 +286,15 @@ def test_a_cached_fleet_run_finds_the_runs_it_cites_in_one_search(outputs, tmp_p
         return search_runs(self, ids, query, *args, **kwargs)
 
     monkeypatch.setattr(mlflow.MlflowClient, "search_runs", counted)
-    again = tracking.start_fleet(FLEET, tracking_uri=uri)
-    tracking.find_earlier_runs(again, models=2)
+    again = tracking_runs.start_fleet(FLEET, tracking_uri=uri)
+    tracking_runs.find_earlier_runs(again, models=2)
     searches.clear()
-    cited = tracking.log_model_export(PASSING, outputs[PASSING], fleet=FLEET, parent_run_id=again.run_id,
+    cited = tracking_runs.log_model_export(PASSING, outputs[PASSING], fleet=FLEET, parent_run_id=again.run_id,
                                       tracking_uri=uri, experiment_id=again.experiment_id, earlier=again.earlier,
                                       reuse=True)
     assert cited.reused_run_id == logged.run_id and cited.model_uri == logged.model_uri
     assert not [q for q in searches if "results_digest" in q]  # found beforehand, not searched for one by one
-    tracking.end_fleet(again)
+    tracking_runs.end_fleet(again)
 
 
 def test_registry_has_validated_alias_for_passing_models_only(store):
@@ -302,12 +302,12 @@ def test_registry_has_validated_alias_for_passing_models_only(store):
 
     uri, ids = store
     client = mlflow.MlflowClient(uri, registry_uri=uri)
-    version = client.get_model_version_by_alias(tracking.registered_name(PASSING, FLEET), tracking.ALIAS)
+    version = client.get_model_version_by_alias(tracking_runs.registered_name(PASSING, FLEET), tracking_runs.ALIAS)
     assert version.run_id == ids[PASSING]
-    assert tracking.registered_name(PASSING, FLEET) == "modelexport.nightly.tiny-bert"
+    assert tracking_runs.registered_name(PASSING, FLEET) == "modelexport.nightly.tiny-bert"
     names = {m.name for m in client.search_registered_models()}
-    assert tracking.registered_name(FAILING, FLEET) not in names
-    assert tracking.registered_name(RAISING, FLEET) not in names
+    assert tracking_runs.registered_name(FAILING, FLEET) not in names
+    assert tracking_runs.registered_name(RAISING, FLEET) not in names
 
 
 def test_failed_models_leave_failed_runs_with_the_reason(store):
@@ -332,11 +332,11 @@ def test_a_failing_run_never_moves_the_alias(sqlite_store, outputs):
     uri, ids = sqlite_store
     out = outputs[PASSING]
     bad = json.loads((out / "validation.json").read_text()) | {"passed": False, "summary": "drifted"}
-    run = tracking.log_model_export(PASSING, out, fleet=FLEET, tracking_uri=uri, validation=bad)
+    run = tracking_runs.log_model_export(PASSING, out, fleet=FLEET, tracking_uri=uri, validation=bad)
     assert run.failure == "validation failed: drifted" and run.registered_version is None
     client = mlflow.MlflowClient(uri, registry_uri=uri)
-    name = tracking.registered_name(PASSING, FLEET)
-    assert client.get_model_version_by_alias(name, tracking.ALIAS).run_id == ids[PASSING]
+    name = tracking_runs.registered_name(PASSING, FLEET)
+    assert client.get_model_version_by_alias(name, tracking_runs.ALIAS).run_id == ids[PASSING]
     assert len(client.search_model_versions(f"name = '{name}'")) == 1
 
 
@@ -348,11 +348,11 @@ def test_a_run_whose_upload_fails_ends_failed_with_its_numbers(sqlite_store, out
         raise OSError(28, "No space left on device")
 
     uri, _ = sqlite_store
-    monkeypatch.setattr(tracking, "log_onnx", full_disk)  # a fault we cannot cause on the test's disk
+    monkeypatch.setattr(tracking_runs, "log_onnx", full_disk)  # a fault we cannot cause on the test's disk
     with pytest.raises(OSError):
-        tracking.log_model_export(PASSING, outputs[PASSING], fleet="upload-fails", tracking_uri=uri)
+        tracking_runs.log_model_export(PASSING, outputs[PASSING], fleet="upload-fails", tracking_uri=uri)
     client = mlflow.MlflowClient(uri)
-    experiment = tracking.find_or_create_experiment(client)
+    experiment = tracking_runs.find_or_create_experiment(client)
     [run] = client.search_runs([experiment], "tags.`modelexport.fleet` = 'upload-fails'")
     assert run.info.status == "FAILED" and run.data.tags["modelexport.error"].startswith("OSError")
     assert run.data.params["model.name"] == PASSING and run.data.metrics["tag_coverage"] == 1.0
@@ -384,7 +384,7 @@ def test_scrub_removes_credentials(monkeypatch):
     monkeypatch.setenv("MY_SERVICE_PASSWORD", "correct-horse-battery")
     text = ("https://bob:pw123@host/x?token=abc123&x=1 Authorization: Bearer abcdefghijkl hf_abcdefghijklmnop "
             "correct-horse-battery")
-    scrubbed = tracking.scrub(text)
+    scrubbed = tracking_runs.scrub(text)
     for secret in ("pw123", "abc123", "abcdefghijkl", "hf_abcdefghijklmnop", "correct-horse-battery"):
         assert secret not in scrubbed
     assert "https://***@host/x" in scrubbed and "x=1" in scrubbed
@@ -392,7 +392,7 @@ def test_scrub_removes_credentials(monkeypatch):
     for text, secret in [("PassWord=s3cr3t", "s3cr3t"), ("pa\u017f\u017fword=s3cr3t", "s3cr3t"),
                          ("BEARER abcdefghijkl", "abcdefghijkl"), ("HTTP://u:pw123@h", "pw123"),
                          ("x hf_abcdefghijkl", "hf_abcdefghijkl")]:
-        assert secret not in tracking.scrub(text), text
+        assert secret not in tracking_runs.scrub(text), text
 
 
 @pytest.mark.parametrize("text, key", [
@@ -404,9 +404,9 @@ def test_scrub_removes_credentials(monkeypatch):
 def test_metric_keys_are_valid_mlflow_names(text, key):
     from mlflow.utils.validation import _validate_metric_name
 
-    assert tracking.metric_key(text) == key
-    _validate_metric_name(tracking.metric_key("module_self_ms", text))
-    long = tracking.metric_key("m", "/Deep" * 100)
+    assert tracking_runs.metric_key(text) == key
+    _validate_metric_name(tracking_runs.metric_key("module_self_ms", text))
+    long = tracking_runs.metric_key("m", "/Deep" * 100)
     assert len(long) <= 250
     _validate_metric_name(long)
 
@@ -414,10 +414,10 @@ def test_metric_keys_are_valid_mlflow_names(text, key):
 def test_default_tracking_uri_is_sqlite_in_the_working_directory(monkeypatch, tmp_path):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(tmp_path)
-    assert tracking.resolve_tracking_uri() == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert tracking_runs.resolve_tracking_uri() == f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
-    assert tracking.resolve_tracking_uri() == "http://127.0.0.1:5000"
-    assert tracking.resolve_tracking_uri("sqlite:///x.db") == f"sqlite:///{tmp_path / 'x.db'}"
+    assert tracking_runs.resolve_tracking_uri() == "http://127.0.0.1:5000"
+    assert tracking_runs.resolve_tracking_uri("sqlite:///x.db") == f"sqlite:///{tmp_path / 'x.db'}"
 
 
 E2E_FLEET = """
@@ -451,14 +451,14 @@ def test_run_fleet_logs_a_parent_run_and_a_nested_run_per_model(backend, e2e_fle
     import mlflow.onnx
     import onnxruntime as ort
 
-    from flows import run_fleet
+    from flows import run_fleet_flow
 
     uri = server.wait() if backend == "server" else f"sqlite:///{tmp_path / 'mlflow.db'}"
-    summary = run_fleet(str(e2e_fleet), str(tmp_path / "out"), concurrency=2, tracking_uri=uri)
+    summary = run_fleet_flow(str(e2e_fleet), str(tmp_path / "out"), concurrency=2, tracking_uri=uri)
     assert {m.name: m.status for m in summary.models} == {"bert": "ok", "broken": "failed"}
 
     client = mlflow.MlflowClient(uri, registry_uri=uri)
-    experiment = client.get_experiment_by_name(tracking.DEFAULT_EXPERIMENT).experiment_id
+    experiment = client.get_experiment_by_name(tracking_runs.DEFAULT_EXPERIMENT).experiment_id
     parents = client.search_runs([experiment], "tags.`modelexport.kind` = 'fleet' and tags.`modelexport.fleet` = 'e2e'")
     assert len(parents) == 1
     parent = parents[0]
@@ -485,7 +485,7 @@ def test_run_fleet_logs_a_parent_run_and_a_nested_run_per_model(backend, e2e_fle
     proto = mlflow.onnx.load_model(bert.data.tags["modelexport.model_uri"])
     feeds = {i.name: np.ones((1, 4), dtype=np.int64) for i in proto.graph.input}
     assert ort.InferenceSession(proto.SerializeToString()).run(None, feeds)[0].shape == (1, 4, 32)
-    version = client.get_model_version_by_alias(tracking.registered_name("bert", "e2e"), tracking.ALIAS)
+    version = client.get_model_version_by_alias(tracking_runs.registered_name("bert", "e2e"), tracking_runs.ALIAS)
     assert version.run_id == bert.info.run_id
 
     broken = children["broken"]
@@ -493,11 +493,11 @@ def test_run_fleet_logs_a_parent_run_and_a_nested_run_per_model(backend, e2e_fle
     assert broken.data.tags["modelexport.error"].startswith("failed at inputs: ")
     assert "config.json is not valid JSON" in broken.data.params["error"]
     names = {m.name for m in client.search_registered_models()}
-    assert tracking.registered_name("broken", "e2e") not in names
+    assert tracking_runs.registered_name("broken", "e2e") not in names
 
     # A re-run that is all cache hits gets its own run with params and metrics, citing the run that logged the
     # model and files instead of uploading them again, and it registers no new version.
-    again = run_fleet(str(e2e_fleet), str(tmp_path / "out"), concurrency=2, tracking_uri=uri)
+    again = run_fleet_flow(str(e2e_fleet), str(tmp_path / "out"), concurrency=2, tracking_uri=uri)
     assert [m.cached for m in again.models if m.name == "bert"] == [True]
     latest = client.search_runs([experiment], "tags.`modelexport.model` = 'bert'",
                                 order_by=["attributes.start_time DESC"])[0]
@@ -506,17 +506,17 @@ def test_run_fleet_logs_a_parent_run_and_a_nested_run_per_model(backend, e2e_fle
     assert latest.data.tags["modelexport.model_uri"] == bert.data.tags["modelexport.model_uri"]
     assert latest.data.metrics["validation_passed"] == 1.0 and "latency_p50_ms" in latest.data.metrics
     assert client.list_artifacts(latest.info.run_id) == []
-    version = client.get_model_version_by_alias(tracking.registered_name("bert", "e2e"), tracking.ALIAS)
+    version = client.get_model_version_by_alias(tracking_runs.registered_name("bert", "e2e"), tracking_runs.ALIAS)
     assert version.run_id == bert.info.run_id
 
 
 def test_connect_leaves_the_process_environment_as_it_was(tmp_path, monkeypatch):
     """mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI; subprocesses started later must not inherit it."""
-    from flows import tracking
+    from tracking import runs as tracking_runs
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///elsewhere.db")
     monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
-    tracking.connect(f"sqlite:///{tmp_path / 'store.db'}")
+    tracking_runs.connect(f"sqlite:///{tmp_path / 'store.db'}")
     assert os.environ["MLFLOW_TRACKING_URI"] == "sqlite:///elsewhere.db"
     assert "MLFLOW_REGISTRY_URI" not in os.environ
 

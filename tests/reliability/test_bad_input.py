@@ -13,7 +13,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from modelexport.cli import main
+from cli import main
 from modelexport.errors import BadInputError
 from modelexport.fleet import load_fleet, parse_fleet
 
@@ -84,12 +84,12 @@ def test_bad_options_exit_2(tmp_path, capsys):
 
 
 def test_an_op_no_exporter_supports_fails_the_model_with_one_line_and_no_file(prefect_harness, tmp_path):
-    from flows import run_fleet
+    from flows import run_fleet_flow
 
     fleet = tmp_path / "fleet.yaml"
     fleet.write_text('models: [{id: "tests.reliability.unexportable:eigen", name: eigen,'
                      ' input_spec: {x: {shape: [4, 4]}}}]\n')
-    (outcome,) = run_fleet(str(fleet), str(tmp_path / "out")).models
+    (outcome,) = run_fleet_flow(str(fleet), str(tmp_path / "out")).models
     assert (outcome.status, outcome.failed_stage, outcome.exit_code) == ("failed", "export", 1)
     assert "aten::linalg_eigvals" in outcome.reason and "is not supported" in outcome.reason
     assert "try another --opset or --strategy" in outcome.reason and "\n" not in outcome.reason

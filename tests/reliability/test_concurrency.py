@@ -16,7 +16,7 @@ def test_two_processes_running_the_same_model_into_the_same_folder(model_dirs, t
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200", "PREFECT_HOME": str(tmp_path / "prefect"),
            "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
-    cmd = [sys.executable, "-m", "modelexport", "run", str(model_dirs["tiny-resnet"]), "--output-dir", str(out),
+    cmd = [sys.executable, "-m", "cli", "run", str(model_dirs["tiny-resnet"]), "--output-dir", str(out),
            "--name", "resnet", "--no-profile"]
     procs = [subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(2)]

@@ -62,7 +62,7 @@ def test_sigkill_mid_export_leaves_nothing_complete_and_a_rerun_finishes(prefect
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "modelexport", "run-fleet", str(fleet), "--output-dir", str(out), "--concurrency", "1"],
+        [sys.executable, "-m", "cli", "run-fleet", str(fleet), "--output-dir", str(out), "--concurrency", "1"],
         cwd=tmp_path, env=_env(MODELEXPORT_TEST_BLOCK=str(marker), PREFECT_HOME=str(tmp_path / "prefect")),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     wait_for(marker, proc)
@@ -83,15 +83,15 @@ def test_sigkill_mid_export_leaves_nothing_complete_and_a_rerun_finishes(prefect
         if name.startswith("inputs"):
             (out / ".cache" / name).write_text('{"metadata": {"storage_key": ')
 
-    from flows import run_fleet
+    from flows import run_fleet_flow
 
-    again = {m.name: m for m in run_fleet(str(fleet), str(out), concurrency=1).models}
+    again = {m.name: m for m in run_fleet_flow(str(fleet), str(out), concurrency=1).models}
     assert all(m.status == "ok" for m in again.values()), {n: m.reason for n, m in again.items()}
     assert again["first"].stages["export"] == "cached"  # the finished work is reused...
     assert again["second"].stages["export"] == "done"  # ...the interrupted one done again
     assert again["second"].stages["inputs"] == "done"  # its record was cut short
 
-    third = {m.name: m for m in run_fleet(str(fleet), str(out), concurrency=1).models}
+    third = {m.name: m for m in run_fleet_flow(str(fleet), str(out), concurrency=1).models}
     assert all(m.cached for m in third.values()), {n: m.stages for n, m in third.items()}
     for name in ("first", "second"):
         assert json.loads((out / name / "validation.json").read_text())["passed"] is True
@@ -99,35 +99,35 @@ def test_sigkill_mid_export_leaves_nothing_complete_and_a_rerun_finishes(prefect
     # MLflow: no run left RUNNING; the killed process's fleet run (and a model run it was writing, if any) ends
     # FAILED "interrupted"; a model run it had finished before the kill stays FINISHED.
     if (tmp_path / "mlflow.db").exists():
-        from flows import tracking
+        from tracking import runs as tracking_runs
 
-        client = tracking.connect(uri)
+        client = tracking_runs.connect(uri)
         runs = client.search_runs([e.experiment_id for e in client.search_experiments()], max_results=1000)
         assert [r.info.run_name for r in runs if r.info.status == "RUNNING"] == []
-        killed = [r for r in runs if r.data.tags.get(tracking.TAG + "pid") == str(killed_pid)]
-        fleet_runs = [r for r in killed if r.data.tags.get(tracking.TAG + "kind") == "fleet"]
+        killed = [r for r in runs if r.data.tags.get(tracking_runs.TAG + "pid") == str(killed_pid)]
+        fleet_runs = [r for r in killed if r.data.tags.get(tracking_runs.TAG + "kind") == "fleet"]
         assert len(fleet_runs) == 1, "the killed fleet run was not tracked"
         for r in killed:
             if r in fleet_runs or r.info.status != "FINISHED":
                 assert r.info.status == "FAILED"
-                assert r.data.tags[tracking.TAG + "error"].startswith("interrupted")
+                assert r.data.tags[tracking_runs.TAG + "error"].startswith("interrupted")
             else:
-                assert r.data.tags[tracking.TAG + "model"] == "first"  # finished before the kill
+                assert r.data.tags[tracking_runs.TAG + "model"] == "first"  # finished before the kill
 
 
 REAPED_SCRIPT = """
 import sys, threading
 from pathlib import Path
-from flows import tracking
-with tracking.fleet_run("reap") as fleet:
-    with tracking.model_run("m", fleet="reap", parent_run_id=fleet.run_id):
+from tracking import runs as tracking_runs
+with tracking_runs.fleet_run("reap") as fleet:
+    with tracking_runs.model_run("m", fleet="reap", parent_run_id=fleet.run_id):
         Path(sys.argv[1]).write_text("running")
         threading.Event().wait()
 """
 
 
 def test_runs_of_a_killed_process_are_ended_interrupted_and_live_ones_are_not(tmp_path):
-    from flows import tracking
+    from tracking import runs as tracking_runs
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     marker = tmp_path / "running"
@@ -136,16 +136,16 @@ def test_runs_of_a_killed_process_are_ended_interrupted_and_live_ones_are_not(tm
                             text=True, start_new_session=True)
     wait_for(marker, proc)
     kill_group(proc)
-    client = tracking.connect(uri)
-    experiment = tracking.find_or_create_experiment(client)
+    client = tracking_runs.connect(uri)
+    experiment = tracking_runs.find_or_create_experiment(client)
     killed = client.search_runs([experiment])
     assert sorted(r.info.status for r in killed) == ["RUNNING", "RUNNING"]  # what a SIGKILL leaves
 
-    with tracking.fleet_run("next", tracking_uri=uri) as live:  # the next start reaps them
-        assert tracking.reap_interrupted(client, [experiment]) == []  # a live process's run is never reaped
+    with tracking_runs.fleet_run("next", tracking_uri=uri) as live:  # the next start reaps them
+        assert tracking_runs.reap_interrupted(client, [experiment]) == []  # a live process's run is never reaped
         assert client.get_run(live.run_id).info.status == "RUNNING"
     for run in killed:
         after = client.get_run(run.info.run_id)
         assert after.info.status == "FAILED", run.info.run_name
-        assert after.data.tags[tracking.TAG + "error"] == (
+        assert after.data.tags[tracking_runs.TAG + "error"] == (
             f"interrupted: its process {proc.pid} ended while the run was RUNNING")

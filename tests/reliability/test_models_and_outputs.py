@@ -15,7 +15,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from modelexport.cli import main
+from cli import main
 from modelexport.errors import BadInputError
 from modelexport.inputs import parse_input_spec
 from tests.conftest import REPO
@@ -108,7 +108,7 @@ def test_files_written_atomically_get_the_permissions_of_any_new_file(tmp_path):
 def test_two_processes_exporting_the_same_model_to_the_same_file(model_dirs, tmp_path):
     out = tmp_path / "same.onnx"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "modelexport", "export", str(model_dirs["tiny-bert"]), str(out)]
+    cmd = [sys.executable, "-m", "cli", "export", str(model_dirs["tiny-bert"]), str(out)]
     procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     results = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], results

@@ -45,7 +45,8 @@ def _texts_under(folder: Path) -> dict[str, str]:
 
 def test_a_planted_hub_token_never_leaves_the_request(prefect_harness, model_dirs, tmp_path, monkeypatch, every_log,
                                                       capfd):
-    from flows import run_fleet, tracking
+    from flows import run_fleet_flow
+    from tracking import runs as tracking_runs
 
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -59,7 +60,7 @@ def test_a_planted_hub_token_never_leaves_the_request(prefect_harness, model_dir
         hub.add("org/private-bert", model_dirs["tiny-bert"])
         point_hub_client_at(monkeypatch, hub.url, tmp_path / "hf-cache")
         hub.fail_next(1, "503")  # a retried fault logs its error too
-        summary = run_fleet(str(fleet), str(out))
+        summary = run_fleet_flow(str(fleet), str(out))
     models = {m.name: m for m in summary.models}
     assert models["private-bert"].status == "ok", models["private-bert"].reason
     assert models["missing"].failed_stage == "resolve" and "no model 'org/missing'" in models["missing"].reason
@@ -74,7 +75,7 @@ def test_a_planted_hub_token_never_leaves_the_request(prefect_harness, model_dir
     with get_client(sync_client=True) as client:
         for artifact in client.read_artifacts():
             places[f"artifact {artifact.key}"] = json.dumps(artifact.model_dump(mode="json"))
-    client = tracking.connect(uri)
+    client = tracking_runs.connect(uri)
     experiments = [e.experiment_id for e in client.search_experiments()]
     for run in client.search_runs(experiments):
         places[f"mlflow run {run.info.run_name}"] = json.dumps({"params": run.data.params, "tags": run.data.tags})
@@ -88,7 +89,7 @@ def test_a_planted_hub_token_never_leaves_the_request(prefect_harness, model_dir
 
 
 def test_a_model_with_its_own_code_is_refused_by_the_pipeline(prefect_harness, model_dirs, tmp_path):
-    from flows import run_fleet
+    from flows import run_fleet_flow
 
     model = tmp_path / "custom"
     model.mkdir()
@@ -99,7 +100,7 @@ def test_a_model_with_its_own_code_is_refused_by_the_pipeline(prefect_harness, m
     (model / "evil.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
     fleet = tmp_path / "fleet.yaml"
     fleet.write_text("models: [{id: ./custom}]\n")
-    (outcome,) = run_fleet(str(fleet), str(tmp_path / "out")).models
+    (outcome,) = run_fleet_flow(str(fleet), str(tmp_path / "out")).models
     assert (outcome.status, outcome.failed_stage, outcome.exit_code) == ("failed", "inputs", 2)
     assert "trust-remote-code" in outcome.reason and "\n" not in outcome.reason
     assert not marker.exists(), "the model's own code ran"

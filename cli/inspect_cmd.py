@@ -14,10 +14,10 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from .terminal import new_console
 
-    from ..report_tree import load_tree
+    from modelexport.report_tree import load_tree
 
     tree = load_tree(args.onnx)
-    from ..report_tree import render_tree
+    from modelexport.report_tree import render_tree
 
     new_console().print(render_tree(tree, depth=args.depth, op_types=True))
     return 0

@@ -4,8 +4,8 @@ All of modelexport's MLflow code lives here and beside it (mlflow_store.py: whic
 mlflow_artifacts.py: what is uploaded); the core never imports mlflow. Functions take plain values (paths,
 the sidecar / validation / profile dicts) so any flow can call them with what it has::
 
-    with tracking.fleet_run("nightly") as fleet:
-        with tracking.model_run("tiny-bert", fleet="nightly", parent_run_id=fleet.run_id) as run:
+    with runs.fleet_run("nightly") as fleet:
+        with runs.model_run("tiny-bert", fleet="nightly", parent_run_id=fleet.run_id) as run:
             run.record(output_dir, export=sidecar, validation=report, profile=profile, export_seconds=4.2)
 
 Runs are driven through ``MlflowClient`` with explicit run ids (not the thread-local "active run"), so model
@@ -38,10 +38,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import run_record
-from .mlflow_artifacts import ALIAS, TAG, log_files, log_onnx, log_text, register, registered_name  # noqa: F401
+from .mlflow_artifacts import ALIAS, TAG, log_files, log_onnx, log_text, register_version, registered_name  # noqa: F401
 from .mlflow_store import (  # noqa: F401
     DEFAULT_EXPERIMENT, DEFAULT_TRACKING_URI, connect, find_or_create_experiment, resolve_tracking_uri)
-from .secrets import scrub, secret_values
+from modelexport.redaction import scrub, secret_values
 TOP_MODULES = 5  # modules whose self time becomes a metric
 
 
@@ -57,16 +57,6 @@ def metric_key(*parts: str) -> str:
     if len(key) > 240:  # MLflow's key limit is 250: keep the end (the innermost module) and a hash
         key = key[:20] + "-" + hashlib.sha1(key.encode()).hexdigest()[:8] + key[-200:]
     return key
-
-
-def prefect_flow_run_id() -> str | None:
-    """The id of the Prefect flow run we are inside, if any."""
-    try:
-        from prefect.runtime import flow_run
-    except ImportError:
-        return None
-    run_id = flow_run.id
-    return str(run_id) if run_id else None
 
 
 def _log_batch(client, run_id: str, params: dict | None = None, metrics: dict | None = None,
@@ -126,7 +116,7 @@ def _process_started(pid: int) -> str | None:
         return None
 
 
-# The process whose runs this one writes: itself, or for the MLflow recorder (flows.recorder) the flow's process
+# The process whose runs this one writes: itself, or for the MLflow recorder (tracking.recorder) the flow's process
 # that it records for, so that its runs are reaped when that process dies.
 OWNER_PID: int | None = None
 
@@ -194,8 +184,7 @@ def start_fleet(fleet: str, *, tracking_uri: str | None = None, experiment: str 
                 params: dict | None = None, tags: dict | None = None) -> FleetRun:
     """Start the parent run of a fleet run (`tags` override ours); end it with :func:`end_fleet`."""
     client = connect(tracking_uri)
-    tags = {TAG + "kind": "fleet", TAG + "fleet": fleet, TAG + "prefect_flow_run_id": prefect_flow_run_id(),
-            **(tags or {})}
+    tags = {TAG + "kind": "fleet", TAG + "fleet": fleet, **(tags or {})}
     run = _start_run(client, find_or_create_experiment(client, experiment), fleet, tags)
     handle = FleetRun(run.info.run_id, fleet, resolve_tracking_uri(tracking_uri), run.info.experiment_id)
     _log_batch(client, handle.run_id, params={"fleet": fleet, **(params or {})})  # shown while it runs
@@ -355,8 +344,7 @@ def model_run(name: str, *, fleet: str | None = None, parent_run_id: str | None 
     ONNX file; FINISHED and registered when validation passed; FINISHED "unvalidated" when there was no report.
     """
     client = connect(tracking_uri)
-    tags = {TAG + "kind": "model", TAG + "model": name, TAG + "fleet": fleet,
-            TAG + "prefect_flow_run_id": prefect_flow_run_id(), "mlflow.parentRunId": parent_run_id,
+    tags = {TAG + "kind": "model", TAG + "model": name, TAG + "fleet": fleet, "mlflow.parentRunId": parent_run_id,
             **(tags or {})}
     run = _start_run(client, experiment_id or find_or_create_experiment(client, experiment), name, tags,
                      reap=parent_run_id is None)
@@ -367,7 +355,7 @@ def model_run(name: str, *, fleet: str | None = None, parent_run_id: str | None 
         if handle.failure is None and handle.model_uri is None:
             handle.fail("nothing recorded for this model")
         if handle.failure is None and handle.validated and handle.reused_run_id is None:
-            handle.registered_version = register(handle.model_uri, name, fleet, handle.run_id)
+            handle.registered_version = register_version(handle.model_uri, name, fleet, handle.run_id)
     except BaseException as exc:
         _end(client, handle.run_id, failed=short_reason(exc), batch=handle.batch)
         raise
@@ -391,7 +379,7 @@ def log_model_export(name: str, output_dir: str | os.PathLike | None, *, fleet: 
 
 def log_outcome(outcome, output_dir: str | os.PathLike, *, fleet: FleetRun | None = None,
                 tracking_uri: str | None = None, tags: dict | None = None) -> ModelRun:
-    """Log a pipeline ``ModelOutcome`` (flows.pipeline): its files in `output_dir`, its failure if it failed;
+    """Log a pipeline ``ModelOutcome`` (modelexport.outcome): its files in `output_dir`, its failure if it failed;
     nested under `fleet`'s run if given; `tags` are added to the run's."""
     error = None if outcome.status == "ok" else f"failed at {outcome.failed_stage}: {outcome.reason}"
     stages = ",".join(f"{stage}={state}" for stage, state in outcome.stages.items())

@@ -46,7 +46,7 @@ def check_json_target(path: str | None) -> None:
     """Before anything runs: a summary that cannot be written later would waste the run."""
     from pathlib import Path
 
-    from ..errors import BadInputError
+    from modelexport.errors import BadInputError
 
     if path and path != "-" and not Path(path).parent.resolve().is_dir():
         raise BadInputError(f"directory of --json {path} does not exist: create it first")
@@ -66,7 +66,7 @@ def write_json(path: str | None, summary: dict) -> None:
     import json
     import sys
 
-    from ..atomic import write_text
+    from modelexport.atomic import write_text
 
     if not path:
         return

@@ -14,8 +14,8 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from ..demo_models import DEMO_MODELS, build_demo_models
-    from ..errors import BadInputError
+    from modelexport.demo_models import DEMO_MODELS, build_demo_models
+    from modelexport.errors import BadInputError
 
     names = args.names or list(DEMO_MODELS)
     unknown = [n for n in names if n not in DEMO_MODELS]

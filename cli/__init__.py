@@ -11,11 +11,14 @@ import importlib
 import os
 import sys
 
-from ..errors import ModelExportError
+from modelexport.errors import BadInputError, ModelExportError
 
 # Sub-command modules, in the order `--help` lists them. Each defines NAME, HELP, add_arguments(p), run(args).
 COMMANDS = ["export", "inspect", "compare", "validate", "profile", "report", "import_graphml", "demo", "demo_models",
             "run", "run_fleet", "review", "serve"]
+# Commands of the orchestrated pipeline, and the packages of the `pipeline` extra that they need.
+PIPELINE_COMMANDS = {"run": ("prefect", "mlflow"), "run-fleet": ("prefect", "mlflow"), "review": ("mlflow",),
+                     "serve": ("prefect",)}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -29,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Export PyTorch / Hugging Face models to ONNX with every node tagged by the nn.Module that "
         "produced it; validate, profile and orchestrate fleets of exports.",
     )
-    from .. import __version__
+    from modelexport import __version__
 
     parser.add_argument("--version", action="version", version=f"modelexport {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
@@ -42,6 +45,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _require_pipeline(command: str) -> None:
+    """A pipeline command where the pipeline extra is not installed says what to install, instead of an ImportError."""
+    from importlib.util import find_spec
+
+    missing = [name for name in PIPELINE_COMMANDS.get(command, ()) if find_spec(name) is None]
+    if missing:
+        raise BadInputError(f"`modelexport {command}` needs the pipeline extra ({', '.join(missing)} not installed): "
+                            "pip install 'modelexport[pipeline]'")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -50,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     debug = args.debug or bool(os.environ.get("MODELEXPORT_DEBUG"))
     try:
+        _require_pipeline(args.command)
         return int(args._run(args) or 0)
     except ModelExportError as exc:
         if debug:

@@ -15,9 +15,9 @@ def run(args) -> int:
 
     from .terminal import new_console
 
-    from ..demo_models import build_demo_models
-    from ..export import export_model
-    from ..report_tree import load_tree, render_tree
+    from modelexport.demo_models import build_demo_models
+    from modelexport.export import export_model
+    from modelexport.report_tree import load_tree, render_tree
 
     console = new_console()
     out = Path(args.output_dir)

@@ -24,7 +24,7 @@ def read_deployments(path: str, names: list[str] | None = None) -> list[dict]:
 
     import yaml
 
-    from ..errors import BadInputError
+    from modelexport.errors import BadInputError
 
     try:
         entries = (yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}).get("deployments") or []

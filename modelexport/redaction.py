@@ -2,7 +2,7 @@
 
 URL credentials, ``token=``-style query values, Hugging Face tokens, bearer tokens, and the values of any
 environment variable whose name says it is a secret (``HF_TOKEN``, ``*_API_KEY``...). MLflow params, tags and text
-artifacts all pass through it (flows/tracking.py).
+artifacts all pass through it (tracking/runs.py), and so do the errors the CLI prints.
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ def run(args) -> int:
     from .terminal import new_console
     from rich.table import Table
 
-    from ..profile import profile
+    from modelexport.profile import profile
 
     onnx_path = Path(args.onnx)
     output_dir = Path(args.output_dir) if args.output_dir else onnx_path.with_name(f"{onnx_path.stem}_profile")

@@ -13,7 +13,7 @@ HELP = "compare an exported ONNX file with its PyTorch model under ONNX Runtime"
 
 
 def add_arguments(p) -> None:
-    from ..validate import DEFAULT_ATOL, DEFAULT_RTOL
+    from modelexport.validate import DEFAULT_ATOL, DEFAULT_RTOL
 
     p.add_argument("onnx", metavar="OUTPUT.onnx", help="ONNX file written by modelexport export")
     p.add_argument("--model", metavar="MODEL", help="model directory, hub id or module.path:factory "
@@ -33,9 +33,9 @@ def run(args) -> int:
     from .terminal import new_console
     from rich.table import Table
 
-    from ..errors import BadInputError
-    from ..inputs import load_input_spec
-    from ..validate import raise_for_failure, validate, write_report
+    from modelexport.errors import BadInputError
+    from modelexport.inputs import load_input_spec
+    from modelexport.validate import raise_for_failure, validate, write_validation
 
     if args.json and not Path(args.json).parent.resolve().is_dir():
         raise BadInputError(f"directory of --json {args.json} does not exist: create it first")
@@ -46,7 +46,7 @@ def run(args) -> int:
                           input_spec=spec, task=args.task, revision=args.revision,
                           trust_remote_code=args.trust_remote_code)
     if args.json:
-        write_report(report, args.json)
+        write_validation(report, args.json)
     table = Table(title=f"{args.onnx} vs {report.model} (atol {report.atol:g}, rtol {report.rtol:g})")
     for column in ("case", "seed", "output", "max abs diff", "max rel diff", "result"):
         table.add_column(column)

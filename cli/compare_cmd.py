@@ -27,7 +27,7 @@ def run(args) -> int:
     from .terminal import new_console
     from rich.table import Table
 
-    from ..compare import compare_files
+    from modelexport.compare import compare_files
 
     result = compare_files(args.a, args.b)
     if args.json:

@@ -1,6 +1,6 @@
 """What a model run uploads to MLflow: its output files, the ONNX model (with a signature read from its graph and
 the export's example inputs) and, on pass, a registry version with the ``validated`` alias. Used by
-flows/tracking.py.
+tracking/runs.py.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .secrets import scrub
+from modelexport.redaction import scrub
 
 TAG = "modelexport."  # prefix of our run tags
 ALIAS = "validated"
@@ -96,7 +96,7 @@ def _version(package: str) -> str:
     return version(package)
 
 
-def register(model_uri: str, model: str, fleet: str | None, run_id: str) -> str:
+def register_version(model_uri: str, model: str, fleet: str | None, run_id: str) -> str:
     """Register `model_uri` as a new version of the model's registry name and point the alias at it.
 
     MLflow prints what it registered to stderr ("Successfully registered model ...", "Created version ..."); those

@@ -20,7 +20,7 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import tracking
+from . import runs as tracking_runs
 
 LATENCY = "latency_p50_ms"
 
@@ -71,7 +71,7 @@ def _point(run) -> Point:
     m, tags = run.data.metrics, run.data.tags
     return Point(run.info.run_id, run.info.start_time, run.info.status, m.get(LATENCY), m.get("tag_coverage"),
                  m.get("nodes_total"), m.get("parity_max_abs_diff"), run.data.params.get("strategy"),
-                 tags.get(tracking.TAG + "error"))
+                 tags.get(tracking_runs.TAG + "error"))
 
 
 def _median(values) -> float | None:
@@ -79,7 +79,7 @@ def _median(values) -> float | None:
     return statistics.median(values) if values else None
 
 
-def compare(fleet: str, model: str, points: list[Point], thresholds: Thresholds) -> ModelReview:
+def review_model(fleet: str, model: str, points: list[Point], thresholds: Thresholds) -> ModelReview:
     """Compare the latest point with the median of the earlier passing ones; list the regressions."""
     review = ModelReview(fleet, model, points)
     latest = review.latest
@@ -110,20 +110,20 @@ def compare(fleet: str, model: str, points: list[Point], thresholds: Thresholds)
     return review
 
 
-def collect(client, experiment: str, fleet: str | None, model: str | None, last: int) -> dict[tuple, list[Point]]:
+def collect_points(client, experiment: str, fleet: str | None, model: str | None, last: int) -> dict[tuple, list[Point]]:
     """The last `last` model runs of each (fleet, model), oldest first."""
     found = client.get_experiment_by_name(experiment)
     if found is None:
         return {}
-    filters = [f"tags.`{tracking.TAG}kind` = 'model'"]
+    filters = [f"tags.`{tracking_runs.TAG}kind` = 'model'"]
     for key, value in (("fleet", fleet), ("model", model)):
         if value:
-            filters.append(f"tags.`{tracking.TAG}{key}` = '{value.replace(chr(39), '')}'")
+            filters.append(f"tags.`{tracking_runs.TAG}{key}` = '{value.replace(chr(39), '')}'")
     runs = client.search_runs([found.experiment_id], " and ".join(filters), max_results=5000,
                               order_by=["attributes.start_time DESC"])
     groups: dict[tuple, list[Point]] = {}
     for run in runs:
-        key = (run.data.tags.get(tracking.TAG + "fleet", ""), run.data.tags[tracking.TAG + "model"])
+        key = (run.data.tags.get(tracking_runs.TAG + "fleet", ""), run.data.tags[tracking_runs.TAG + "model"])
         if run.info.status != "RUNNING" and len(groups.setdefault(key, [])) < last:
             groups[key].append(_point(run))
     return {key: points[::-1] for key, points in sorted(groups.items())}
@@ -159,8 +159,8 @@ def table(reviews: list[ModelReview]):
     return out
 
 
-def markdown(reviews: list[ModelReview], uri: str, thresholds: Thresholds) -> str:
-    lines = ["# modelexport review", "", f"Tracking store: `{tracking.scrub(uri)}`. Thresholds: p50 latency "
+def review_markdown(reviews: list[ModelReview], uri: str, thresholds: Thresholds) -> str:
+    lines = ["# modelexport review", "", f"Tracking store: `{tracking_runs.scrub(uri)}`. Thresholds: p50 latency "
              f"+{thresholds.max_latency_increase:g}%, coverage drop {thresholds.max_coverage_drop:g}, node change "
              f"{'not checked' if thresholds.max_node_change is None else f'{thresholds.max_node_change:g}%'}.", "",
              "| " + " | ".join(HEADERS) + " |", "|" + " --- |" * len(HEADERS)]
@@ -205,26 +205,26 @@ def plot(review: ModelReview, path: Path) -> None:
 
 def review(tracking_uri: str | None = None, *, fleet: str | None = None, model: str | None = None, last: int = 10,
            output_dir: str | Path = "review", thresholds: Thresholds | None = None,
-           experiment: str = tracking.DEFAULT_EXPERIMENT) -> tuple[list[ModelReview], Path]:
+           experiment: str = tracking_runs.DEFAULT_EXPERIMENT) -> tuple[list[ModelReview], Path]:
     """Compare, write ``review.md`` and the plots into `output_dir`; return the reviews and the Markdown path."""
     from modelexport import atomic
     from modelexport.errors import BadInputError
 
     thresholds = thresholds or Thresholds()
-    uri = tracking.resolve_tracking_uri(tracking_uri)
+    uri = tracking_runs.resolve_tracking_uri(tracking_uri)
     database = uri.removeprefix("sqlite:///") if uri.startswith("sqlite:///") else None
     if database and not Path(database).is_file():
         raise BadInputError(f"no MLflow database at {database}: run the pipeline first or pass --tracking-uri")
-    client = tracking.connect(uri)
-    groups = collect(client, experiment, fleet, model, last)
+    client = tracking_runs.connect(uri)
+    groups = collect_points(client, experiment, fleet, model, last)
     if not groups:
         where = " and ".join(f"{k} '{v}'" for k, v in (("fleet", fleet), ("model", model)) if v)
         raise BadInputError(f"no model runs{' for ' + where if where else ''} in experiment '{experiment}' at "
-                            f"{tracking.scrub(uri)}: run the pipeline first or pass --tracking-uri")
-    reviews = [compare(f, m, points, thresholds) for (f, m), points in groups.items()]
+                            f"{tracking_runs.scrub(uri)}: run the pipeline first or pass --tracking-uri")
+    reviews = [review_model(f, m, points, thresholds) for (f, m), points in groups.items()]
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     for item in reviews:
         plot(item, output_dir / plot_name(item))
-    report = atomic.write_text(output_dir / "review.md", markdown(reviews, uri, thresholds))
+    report = atomic.write_text(output_dir / "review.md", review_markdown(reviews, uri, thresholds))
     return reviews, report

@@ -1,7 +1,7 @@
 """The MLflow store the tracking writes to: which URI, the client on it, the experiment.
 
 A SQLite store (the default, as in MLflow 3) is opened once per process under a lock file and switched to
-SQLite's write-ahead log. Used by flows/tracking.py, which re-exports these names.
+SQLite's write-ahead log. Used by tracking/runs.py, which re-exports these names.
 """
 
 from __future__ import annotations

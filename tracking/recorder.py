@@ -8,12 +8,12 @@ other core while the next model computes; a fleet run waits for its records only
 One recorder per flow process, started on first use and kept for the process's life, so a long-lived process (a
 worker, a test session, the benchmarks) starts it once. It runs one call at a time in the order sent, each with the
 caller's environment and working directory (tokens to scrub, ``MLFLOW_*`` settings, relative paths), and owns its
-runs on behalf of the flow's process (``tracking.OWNER_PID``): when that process dies, the recorder's input ends,
+runs on behalf of the flow's process (``runs.OWNER_PID``): when that process dies, the recorder's input ends,
 it exits, and the next fleet run reaps whatever it left RUNNING. It runs at a lower CPU priority (NICENESS), so on
 a busy machine the stages go first and the records fill the gaps. Measured: a busy process on the other core leaves
 ONNX Runtime's one-thread latency within noise (ResNet-50 p50 114 vs 122 ms), so profiles stay comparable.
 
-Run as ``python -m flows.recorder PID`` by :class:`Recorder`; not meant to be started by hand.
+Run as ``python -m tracking.recorder PID`` by :class:`Recorder`; not meant to be started by hand.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ from concurrent.futures import Future
 from dataclasses import asdict
 from pathlib import Path
 
-from .mlflow_artifacts import TAG
 
 
 # The recorder's CPU priority below its flow's: records can wait, the stages cannot (nor the latency that the
@@ -48,7 +47,7 @@ class Recorder:
 
     def __init__(self):
         self.parent_pid = os.getpid()
-        self._proc = subprocess.Popen([sys.executable, "-m", "flows.recorder", str(self.parent_pid)],
+        self._proc = subprocess.Popen([sys.executable, "-m", "tracking.recorder", str(self.parent_pid)],
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=Path(__file__).parents[1])
         self._lock = threading.Lock()
         self._pending: dict[int, Future] = {}
@@ -121,21 +120,16 @@ def recorder() -> Recorder:
         return _recorder
 
 
-def _flow_run_tags() -> dict:
-    from .tracking import prefect_flow_run_id
-
-    return {TAG + "prefect_flow_run_id": prefect_flow_run_id()}
-
-
 class FleetRecords:
     """A fleet run being recorded: :meth:`log` sends each model's outcome as it finishes."""
 
     def __init__(self, recorder_: Recorder, fleet: str, tracking_uri: str | None, params: dict | None,
-                 models: int = 0):
+                 models: int = 0, tags: dict | None = None):
         self._recorder = recorder_
+        self._tags = tags or {}
         self.key = f"{os.getpid()}-{next(_fleet_keys)}"  # the recorder's name for this fleet run
         self.started = recorder_.call("start_fleet", self.key, fleet, tracking_uri=tracking_uri, params=params,
-                                      tags=_flow_run_tags())
+                                      tags=self._tags)
         # Not awaited: the recorder looks for the runs to cite while the flow resolves its models (a failure fails
         # the fleet run's end, as a record's does).
         self._logged: list[Future] = [recorder_.call("find_earlier_runs", self.key, models)] if models else []
@@ -143,14 +137,14 @@ class FleetRecords:
     def log(self, outcome, output_dir: str | os.PathLike) -> Future:
         """Record a ``ModelOutcome`` nested under this fleet's run; its files are read from `output_dir`."""
         future = self._recorder.call("log_outcome", asdict(outcome), str(output_dir), fleet=self.key,
-                                     tags=_flow_run_tags())
+                                     tags=self._tags)
         self._logged.append(future)
         return future
 
     def end(self, failed: BaseException | None = None) -> None:
         """Wait for every record sent, then end the fleet run: FAILED with `failed` (the block's error) or the
         first record's error, which is raised."""
-        from .tracking import short_reason
+        from .runs import short_reason
 
         errors = [f.exception() for f in self._logged]
         error = failed or next((e for e in errors if e is not None), None)
@@ -164,12 +158,12 @@ _fleet_keys = itertools.count()
 
 @contextlib.contextmanager
 def fleet_run(fleet: str, *, tracking_uri: str | None = None, params: dict | None = None,
-              models: int = 0) -> Iterator[FleetRecords]:
-    """``tracking.fleet_run`` through the recorder: the fleet run exists in MLflow before the block runs (a process
+              models: int = 0, tags: dict | None = None) -> Iterator[FleetRecords]:
+    """``runs.fleet_run`` through the recorder: the fleet run exists in MLflow before the block runs (a process
     killed at any point leaves it, to be reaped as interrupted); it ends once every record sent has been written,
     FAILED if the block raised or a record failed (raised here). With the fleet's number of `models`, the runs its
-    cached models will cite are looked up at once (``tracking.find_earlier_runs``)."""
-    records = FleetRecords(recorder(), fleet, tracking_uri, params, models)
+    cached models will cite are looked up at once (``runs.find_earlier_runs``)."""
+    records = FleetRecords(recorder(), fleet, tracking_uri, params, models, tags)
     records.started.result()
     try:
         yield records
@@ -179,45 +173,45 @@ def fleet_run(fleet: str, *, tracking_uri: str | None = None, params: dict | Non
     records.end()
 
 
-def log_outcome(outcome, output_dir: str | os.PathLike, *, tracking_uri: str | None = None) -> None:
-    """``tracking.log_outcome`` of one model (not in a fleet) through the recorder; waits for it."""
-    recorder().call("log_outcome", asdict(outcome), str(output_dir), tracking_uri=tracking_uri,
-                    tags=_flow_run_tags()).result()
+def log_outcome(outcome, output_dir: str | os.PathLike, *, tracking_uri: str | None = None,
+                tags: dict | None = None) -> None:
+    """``runs.log_outcome`` of one model (not in a fleet) through the recorder; waits for it."""
+    recorder().call("log_outcome", asdict(outcome), str(output_dir), tracking_uri=tracking_uri, tags=tags).result()
 
 
 # --- the recorder process ---------------------------------------------------------------------------------------
 
-_fleets: dict[str, object] = {}  # fleet key -> its tracking.FleetRun
+_fleets: dict[str, object] = {}  # fleet key -> its runs.FleetRun
 _children: dict[str, dict[str, bool]] = {}  # fleet key -> the model runs logged under it: name -> it finished
 
 
 def _start_fleet(key: str, *args, **kwargs) -> None:
-    from . import tracking
+    from . import runs
 
-    _fleets[key] = tracking.start_fleet(*args, **kwargs)
+    _fleets[key] = runs.start_fleet(*args, **kwargs)
     _children[key] = {}
 
 
 def _end_fleet(key: str, **kwargs) -> None:
     """End the fleet run, counting the model runs this process logged under it (no search at the fleet's end)."""
-    from . import tracking
+    from . import runs
 
-    tracking.end_fleet(_fleets.pop(key), children=_children.pop(key), **kwargs)
+    runs.end_fleet(_fleets.pop(key), children=_children.pop(key), **kwargs)
 
 
 def _find_earlier_runs(key: str, models: int) -> None:
-    from . import tracking
+    from . import runs
 
-    tracking.find_earlier_runs(_fleets[key], models)
+    runs.find_earlier_runs(_fleets[key], models)
 
 
 def _log_outcome(outcome: dict, output_dir: str, fleet: str | None = None, **kwargs) -> str:
-    from . import tracking
-    from .pipeline import ModelOutcome
+    from . import runs
+    from modelexport.outcome import ModelOutcome
 
     finished = False  # a record that raised ended its run FAILED (or made none, and the fleet run fails with it)
     try:
-        run = tracking.log_outcome(ModelOutcome(**outcome), output_dir, fleet=_fleets[fleet] if fleet else None,
+        run = runs.log_outcome(ModelOutcome(**outcome), output_dir, fleet=_fleets[fleet] if fleet else None,
                                    **kwargs)
         finished = run.failure is None
         return run.run_id
@@ -249,9 +243,9 @@ def serve(parent_pid: int) -> None:
         os.nice(NICENESS)
     import mlflow  # noqa: F401  (ready before the first call: it is what takes long)
 
-    from . import pipeline, tracking  # noqa: F401
+    from . import runs  # noqa: F401
 
-    tracking.OWNER_PID = parent_pid
+    runs.OWNER_PID = parent_pid
     requests = sys.stdin.buffer
     while True:
         try:

@@ -50,7 +50,7 @@ def run(args) -> int:
 
     from .terminal import new_console
 
-    from ..fleet import parse_fleet
+    from modelexport.fleet import parse_fleet
     from .pipeline_view import check_json_target, model_line, quiet_libraries, summary_json, summary_table, \
         table_console, write_json
 
@@ -60,11 +60,11 @@ def run(args) -> int:
     parse_fleet({"models": [entry]}, base=Path.cwd(), source="options")  # bad options fail before Prefect starts
     check_json_target(args.json)
     quiet_libraries(args.debug)
-    from flows import run_model
+    from flows import run_model_flow
 
     console = new_console(stderr=True)
     with console.status(f"exporting {args.model}"):
-        outcome = run_model(args.model, args.output_dir, args.cache_dir, **settings,
+        outcome = run_model_flow(args.model, args.output_dir, args.cache_dir, **settings,
                             tracking_uri=args.tracking_uri, track=not args.no_tracking)
     console.print(model_line(outcome))
     table_console(args.json).print(summary_table([outcome], f"{outcome.name} → {Path(args.output_dir) / outcome.name}"))

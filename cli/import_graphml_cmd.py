@@ -18,7 +18,7 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from .terminal import new_console
 
-    from ..graphml import import_graphml
+    from modelexport.graphml import import_graphml
 
     path = import_graphml(args.graphml, args.output)
     new_console().print(f"wrote {path}")

@@ -21,10 +21,10 @@ def run(args) -> int:
 
     from .terminal import new_console
 
-    from ..report import write_report
+    from modelexport.report import write_hierarchy_report
 
     onnx_path = Path(args.onnx)
     output_dir = Path(args.output_dir) if args.output_dir else onnx_path.with_name(f"{onnx_path.stem}_report")
-    paths = write_report(onnx_path, output_dir)
+    paths = write_hierarchy_report(onnx_path, output_dir)
     new_console().print(f"wrote {', '.join(str(p) for p in paths.values())}")
     return 0

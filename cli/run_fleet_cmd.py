@@ -32,8 +32,8 @@ def run(args) -> int:
     from .terminal import new_console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from ..errors import BadInputError
-    from ..fleet import check_output_folders, load_fleet
+    from modelexport.errors import BadInputError
+    from modelexport.fleet import check_output_folders, load_fleet
     from .pipeline_view import check_json_target, model_line, quiet_libraries, summary_json, summary_table, \
         table_console, write_json
 
@@ -46,7 +46,7 @@ def run(args) -> int:
     output_dir = args.output_dir or f"out/{fleet.name}"
     check_output_folders(fleet, output_dir)
     quiet_libraries(args.debug)
-    from flows import run_fleet
+    from flows import run_fleet_flow
 
     console = new_console(stderr=True)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -57,7 +57,7 @@ def run(args) -> int:
             progress.console.print(model_line(outcome))
             progress.advance(bar)
 
-        summary = run_fleet(args.fleet, output_dir, args.concurrency, args.cache_dir, on_model_done=done,
+        summary = run_fleet_flow(args.fleet, output_dir, args.concurrency, args.cache_dir, on_model_done=done,
                             tracking_uri=args.tracking_uri, track=not args.no_tracking, runner=args.runner,
                             dask_address=args.dask_address)
     table_console(args.json).print(summary_table(summary.models, f"fleet {fleet.name} → {output_dir}"))

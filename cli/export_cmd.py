@@ -35,9 +35,9 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from .terminal import new_console
 
-    from ..export import DEFAULT_OPSET, export_model
-    from ..inputs import load_input_spec
-    from ..report_tree import render_tree
+    from modelexport.export import DEFAULT_OPSET, export_model
+    from modelexport.inputs import load_input_spec
+    from modelexport.report_tree import render_tree
 
     spec = load_input_spec(args.input_spec) if args.input_spec else None
     if args.strategy == "all":
@@ -74,8 +74,8 @@ def _run_all(args, spec) -> int:
     from .terminal import new_console
     from rich.table import Table
 
-    from ..export import DEFAULT_OPSET
-    from ..export_all import export_all
+    from modelexport.export import DEFAULT_OPSET
+    from modelexport.export_all import export_all
 
     with new_console(stderr=True).status(f"exporting {args.model} with every strategy"):
         runs = export_all(args.model, args.output, revision=args.revision, opset=args.opset or DEFAULT_OPSET,

@@ -56,7 +56,7 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from .terminal import new_console
 
-    from flows import review
+    from tracking import review
 
     thresholds = review.Thresholds(args.max_latency_increase, args.max_coverage_drop, args.max_node_change)
     reviews, report = review.review(args.tracking_uri, fleet=args.fleet, model=args.model, last=args.last,

@@ -1,6 +1,6 @@
 """What an MLflow model run records, computed from plain dicts: the sidecar, the validation report, the profile.
 
-Kept apart from :mod:`flows.tracking` (which talks to MLflow) so the choice of names and numbers reads in one
+Kept apart from :mod:`tracking.runs` (which talks to MLflow) so the choice of names and numbers reads in one
 place and is testable without a store. Metric names are listed in the README's MLflow section.
 """
 
