@@ -50,10 +50,10 @@ def direct(fleet_path: Path, out: Path) -> None:
         spec = derive_inputs.fn(source, p.task, p.input_spec)
         export = export_onnx.fn(source, str(folder / "model.onnx"), spec, p.strategy, p.opset, p.clean,
                                 p.torch_modules, p.task)
-        if p.validate.enabled:
-            validate_onnx.fn(source, export, spec, p.validate, str(folder / "validation.json"), p.task)
-        if p.profile.enabled:
-            profile_onnx.fn(export, p.profile, str(folder))
+        if p.validation.enabled:
+            validate_onnx.fn(source, export, spec, p.validation, str(folder / "validation.json"), p.task)
+        if p.profiling.enabled:
+            profile_onnx.fn(export, p.profiling, str(folder))
         report_onnx.fn(export, str(folder))
 
 

@@ -11,7 +11,7 @@ import importlib
 import os
 import sys
 
-from modelexport.errors import BadInputError, ModelExportError
+from modelexport.errors import BadInputError, ModelExportError, one_line
 
 # Sub-command modules, in the order `--help` lists them. Each defines NAME, HELP, add_arguments(p), run(args).
 COMMANDS = ["export", "inspect", "compare", "validate", "profile", "report", "import_graphml", "demo", "demo_models",
@@ -76,10 +76,5 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if debug:
             raise
-        text = str(exc).strip().splitlines()
-        print(
-            f"modelexport: error: {type(exc).__name__}: {text[0] if text else ''} (rerun with --debug for the "
-            "traceback)",
-            file=sys.stderr,
-        )
+        print(f"modelexport: error: {one_line(exc)} (rerun with --debug for the traceback)", file=sys.stderr)
         return 1

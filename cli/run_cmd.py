@@ -32,40 +32,41 @@ def add_arguments(p) -> None:
     add_json_argument(p)
 
 
-def _settings(args) -> dict:
+def _plan(args):
+    """The model's plan from the options, checked as a fleet file's model is (bad options fail before Prefect
+    starts); the flow takes it as it is."""
+    from pathlib import Path
+
+    from modelexport.fleet import plan_model
+
     validation = {k: v for k, v in {"atol": args.atol, "rtol": args.rtol}.items() if v is not None}
     if args.no_validate:
         validation["enabled"] = False
     profiling = {"iterations": args.iterations} if args.iterations is not None else {}
     if args.no_profile:
         profiling["enabled"] = False
-    settings = {"name": args.name, "revision": args.revision, "task": args.task, "strategy": args.strategy,
-                "opset": args.opset, "input_spec": args.input_spec, "validation": validation or None,
-                "profiling": profiling or None}
-    return {k: v for k, v in settings.items() if v is not None}
+    return plan_model(args.model, base=Path.cwd(), source="options", name=args.name, revision=args.revision,
+                      task=args.task, strategy=args.strategy, opset=args.opset, input_spec=args.input_spec,
+                      trust_remote_code=args.trust_remote_code or None, validation=validation or None,
+                      profiling=profiling or None)
 
 
 def run(args) -> int:
     from pathlib import Path
 
+    from .pipeline_view import (check_json_target, model_line, quiet_libraries, summary_json, summary_table,
+                                table_console, write_json)
     from .terminal import new_console
 
-    from modelexport.fleet import parse_fleet
-    from .pipeline_view import check_json_target, model_line, quiet_libraries, summary_json, summary_table, \
-        table_console, write_json
-
-    settings = _settings(args)
-    entry = {"id": args.model, **{("validate" if k == "validation" else "profile" if k == "profiling" else k): v
-                                   for k, v in settings.items()}}
-    parse_fleet({"models": [entry]}, base=Path.cwd(), source="options")  # bad options fail before Prefect starts
+    plan = _plan(args)
     check_json_target(args.json)
     quiet_libraries(args.debug)
     from flows import run_model_flow
 
     console = new_console(stderr=True)
     with console.status(f"exporting {args.model}"):
-        outcome = run_model_flow(args.model, args.output_dir, args.cache_dir, **settings,
-                            tracking_uri=args.tracking_uri, track=not args.no_tracking)
+        outcome = run_model_flow(plan, args.output_dir, args.cache_dir, tracking_uri=args.tracking_uri,
+                                 track=not args.no_tracking)
     console.print(model_line(outcome))
     table_console(args.json).print(summary_table([outcome], f"{outcome.name} → {Path(args.output_dir) / outcome.name}"))
     write_json(args.json, summary_json([outcome], args.output_dir, outcome.exit_code))

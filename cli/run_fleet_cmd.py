@@ -57,7 +57,7 @@ def run(args) -> int:
             progress.console.print(model_line(outcome))
             progress.advance(bar)
 
-        summary = run_fleet_flow(args.fleet, output_dir, args.concurrency, args.cache_dir, on_model_done=done,
+        summary = run_fleet_flow(fleet, output_dir, args.concurrency, args.cache_dir, on_model_done=done,
                             tracking_uri=args.tracking_uri, track=not args.no_tracking, runner=args.runner,
                             dask_address=args.dask_address)
     table_console(args.json).print(summary_table(summary.models, f"fleet {fleet.name} → {output_dir}"))

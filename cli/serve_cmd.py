@@ -24,14 +24,14 @@ def read_deployments(path: str, names: list[str] | None = None) -> list[dict]:
 
     import yaml
 
-    from modelexport.errors import BadInputError
+    from modelexport.errors import BadInputError, first_line
 
     try:
         entries = (yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}).get("deployments") or []
     except FileNotFoundError:
         raise BadInputError(f"deployments file {path} not found: run from the repository root or give --file")
     except yaml.YAMLError as exc:
-        raise BadInputError(f"deployments file {path} is not valid YAML: {str(exc).splitlines()[0]}")
+        raise BadInputError(f"deployments file {path} is not valid YAML: {first_line(exc)}")
     unknown = sorted(set(names or []) - {e.get("name") for e in entries})
     if unknown:
         raise BadInputError(f"no deployment named {', '.join(unknown)} in {path}: choose from "

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from modelexport.fleet import Fleet, ModelPlan
     from modelexport.outcome import ModelOutcome
 
     from .fleet import FleetSummary
@@ -129,7 +130,7 @@ def _for_ephemeral_api(settings):
     return _adjusted[1]
 
 
-def run_fleet_flow(fleet_file: str, output_dir: str, concurrency: int | None = None,
+def run_fleet_flow(fleet_file: str | Fleet, output_dir: str, concurrency: int | None = None,
                    cache_dir: str | None = None, on_model_done=None, tracking_uri: str | None = None,
                    track: bool = True, runner: str = "threads", dask_address: str | None = None) -> FleetSummary:
     """Run the fleet flow with N models at a time; cached results live in CACHE_DIR (default OUTPUT_DIR/.cache).
@@ -162,7 +163,8 @@ def _configured_fleet(runner: str, concurrency: int, dask_address: str | None, s
                                      result_storage=storage)
 
 
-def run_model_flow(model: str, output_dir: str, cache_dir: str | None = None, **settings) -> ModelOutcome:
+def run_model_flow(model: str | ModelPlan, output_dir: str, cache_dir: str | None = None,
+                   **settings) -> ModelOutcome:
     """Run the one-model flow; `settings` are model_flow's keyword arguments."""
     from .model import model_flow
     from tracking.recorder import recorder

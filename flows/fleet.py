@@ -12,7 +12,7 @@ from prefect import flow
 from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from modelexport.fleet import check_output_folders, load_fleet
+from modelexport.fleet import Fleet, check_output_folders, load_fleet
 
 from modelexport.outcome import ModelOutcome
 from tracking import recorder
@@ -36,18 +36,19 @@ class FleetSummary:
 
 
 @flow(name="export-fleet", persist_result=False, task_runner=ThreadPoolTaskRunner(max_workers=DEFAULT_CONCURRENCY))
-def fleet_flow(fleet_file: str, output_dir: str | None = None,
+def fleet_flow(fleet_file: str | Fleet, output_dir: str | None = None,
                  on_model_done: Callable[[ModelOutcome], None] | None = None, tracking_uri: str | None = None,
                  track: bool = True) -> FleetSummary:
-    """Export every model of FLEET_FILE into OUTPUT_DIR/<name>/ and end with a summary table.
+    """Export every model of FLEET_FILE (or of the fleet the caller already read from it) into OUTPUT_DIR/<name>/
+    and end with a summary table.
 
     Concurrency is the task runner's: ``fleet_flow.with_options(task_runner=ThreadPoolTaskRunner(N))``.
     With `track`, the fleet run is an MLflow run and each model a run nested under it (tracking.runs), written
     by the recorder process (tracking.recorder) while the next models compute.
     The run ends Failed (still carrying the summary) when a model failed; the others still ran.
     """
-    fleet = load_fleet(fleet_file)
-    params = {"fleet.file": fleet_file, "fleet.models": len(fleet.models)}
+    fleet = fleet_file if isinstance(fleet_file, Fleet) else load_fleet(fleet_file)
+    params = {"fleet.file": str(fleet.path), "fleet.models": len(fleet.models)}
     run = (recorder.fleet_run(fleet.name, tracking_uri=tracking_uri, params=params, models=len(fleet.models),
                                  tags=flow_run_tags())
            if track else nullcontext())

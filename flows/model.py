@@ -6,8 +6,7 @@ from pathlib import Path
 
 from prefect import flow
 
-from modelexport.fleet import parse_fleet
-
+from modelexport.fleet import ModelPlan, plan_model
 from modelexport.outcome import ModelOutcome
 from tracking import recorder
 
@@ -16,19 +15,20 @@ from .pipeline import collect, ending, flow_run_tags, submit_pipeline
 
 
 @flow(name="export-model", persist_result=False)
-def model_flow(model: str, output_dir: str = "out/run", name: str | None = None, revision: str | None = None,
-                 task: str | None = None, strategy: str = "auto", opset: int | None = None,
-                 input_spec: dict | str | None = None, validation: dict | None = None,
-                 profiling: dict | None = None, tracking_uri: str | None = None, track: bool = True) -> ModelOutcome:
-    """Export one model into OUTPUT_DIR/<name>/; settings are those of a fleet file's model entry.
+def model_flow(model: str | ModelPlan, output_dir: str = "out/run", name: str | None = None,
+               revision: str | None = None, task: str | None = None, strategy: str | None = None,
+               opset: int | None = None, input_spec: dict | str | None = None, trust_remote_code: bool | None = None,
+               validation: dict | None = None, profiling: dict | None = None, tracking_uri: str | None = None,
+               track: bool = True) -> ModelOutcome:
+    """Export one model into OUTPUT_DIR/<name>/; settings are those of a fleet file's model entry, or `model` is
+    the plan the caller already made of them (``modelexport.fleet.plan_model``).
 
     With `track`, the model's run is logged to MLflow (tracking.runs, written by tracking.recorder) at
     `tracking_uri`. The run ends Failed (still carrying the outcome) when the model failed.
     """
-    entry = {"id": model, "name": name, "revision": revision, "task": task, "strategy": strategy, "opset": opset,
-             "input_spec": input_spec, "validate": validation, "profile": profiling}
-    plan = parse_fleet({"models": [{k: v for k, v in entry.items() if v is not None}]}, base=Path.cwd(),
-                       source="model settings").models[0]
+    plan = model if isinstance(model, ModelPlan) else plan_model(
+        model, base=Path.cwd(), name=name, revision=revision, task=task, strategy=strategy, opset=opset,
+        input_spec=input_spec, trust_remote_code=trust_remote_code, validation=validation, profiling=profiling)
     if track:
         recorder.recorder()  # its start (importing MLflow) overlaps the stages
     runs = submit_pipeline([plan], Path(output_dir))

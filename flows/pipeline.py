@@ -29,7 +29,7 @@ ONNX_NAME = "model.onnx"
 
 def stages_of(plan: ModelPlan) -> list[str]:
     """The stages PLAN runs, in order."""
-    return [s for s in STAGES if (s != "validate" or plan.validate.enabled) and (s != "profile" or plan.profile.enabled)]
+    return [s for s in STAGES if (s != "validate" or plan.validation.enabled) and (s != "profile" or plan.profiling.enabled)]
 
 
 def submit_pipeline(plans: list[ModelPlan], output_dir: Path) -> dict[str, dict[str, PrefectFuture]]:
@@ -99,14 +99,15 @@ def run_stages(source: ModelSource, plan: ModelPlan, folder: Path) -> ModelOutco
             outcome.reason, outcome.exit_code = _reason(state)
         return _SKIP
 
-    spec = stage("inputs", derive_inputs, source, plan.task, plan.input_spec)
+    trust = plan.trust_remote_code
+    spec = stage("inputs", derive_inputs, source, plan.task, plan.input_spec, trust)
     export = stage("export", export_onnx, source, str(folder / ONNX_NAME), spec, plan.strategy, plan.opset,
-                   plan.clean, plan.torch_modules, plan.task)
-    if plan.validate.enabled:
-        stage("validate", validate_onnx, source, export, spec, plan.validate, str(folder / "validation.json"),
-              plan.task)
-    if plan.profile.enabled:
-        stage("profile", profile_onnx, export, plan.profile, str(folder))
+                   plan.clean, plan.torch_modules, plan.task, trust)
+    if plan.validation.enabled:
+        stage("validate", validate_onnx, source, export, spec, plan.validation, str(folder / "validation.json"),
+              plan.task, trust)
+    if plan.profiling.enabled:
+        stage("profile", profile_onnx, export, plan.profiling, str(folder))
     stage("report", report_onnx, export, str(folder))
     validation = outcome.results.get("validate", {})
     if outcome.status == "ok" and validation.get("passed") is False:
@@ -179,13 +180,10 @@ def _record(outcome: ModelOutcome, stage: str, value) -> None:
 
 def _reason(state) -> tuple[str, int]:
     """The failure's one-line message and exit code, as the CLI would give them."""
-    from modelexport.errors import ModelExportError
+    from modelexport.errors import one_line
 
     try:
         state.result()
-    except ModelExportError as exc:
-        return str(exc), exc.exit_code
     except Exception as exc:
-        lines = str(exc).strip().splitlines()
-        return f"{type(exc).__name__}: {lines[0] if lines else ''}", 1
+        return one_line(exc), getattr(exc, "exit_code", 1)
     return state.message or "failed", 1

@@ -32,3 +32,21 @@ class ValidationFailedError(ModelExportError):
     """The ONNX model does not compute what the PyTorch model computes."""
 
     exit_code = 1
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-blank line of an error's message (libraries put pages of advice below it), else its type."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def one_line(exc: BaseException) -> str:
+    """How an error is reported in one line: our own errors say what to do in their message; any other error is
+    ``Type: first line``."""
+    return str(exc) if isinstance(exc, ModelExportError) else typed_line(exc)
+
+
+def typed_line(exc: BaseException) -> str:
+    """``Type: first line`` of any error."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"

@@ -12,9 +12,9 @@ from pathlib import Path
 import onnx
 
 from . import atomic, onnx_io, tagging
-from .errors import BadInputError, ExportFailedError, ModelExportError
+from .errors import BadInputError, ExportFailedError, ModelExportError, one_line
 from .hierarchy import Hierarchy, build_hierarchy
-from .inputs import ExampleInputs, InputSpec, inputs_from_spec, spec_from_config
+from .inputs import ExampleInputs, InputSpec, inputs_from_spec, resolve_spec
 from .loading import LoadedModel, load
 from .source import ModelSource, resolve
 from .strategies import STRATEGIES
@@ -73,13 +73,7 @@ def check_output(output: str | os.PathLike) -> Path:
 
 def example_inputs(loaded: LoadedModel, spec: InputSpec | None) -> ExampleInputs:
     """Inputs from the user's spec, else from the model's config and forward signature."""
-    if spec is None:
-        if loaded.config is None:
-            raise BadInputError(
-                f"{type(loaded.model).__name__} is a plain torch module: pass --input-spec FILE to say its inputs"
-            )
-        spec = spec_from_config(loaded.model, loaded.config)
-    return inputs_from_spec(spec)
+    return inputs_from_spec(resolve_spec(loaded.model, loaded.config, spec))
 
 
 def check_inputs(loaded: LoadedModel, inputs: ExampleInputs) -> None:
@@ -90,8 +84,8 @@ def check_inputs(loaded: LoadedModel, inputs: ExampleInputs) -> None:
         outputs = call_model(loaded.model, inputs.tensors, positional=loaded.positional)
     except Exception as exc:  # the model's own code: any error means the inputs do not fit
         raise BadInputError(
-            f"{type(loaded.model).__name__} fails on the example inputs ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''}): pass a matching --input-spec FILE"
+            f"{type(loaded.model).__name__} fails on the example inputs ({one_line(exc)}): pass a matching "
+            "--input-spec FILE"
         ) from None
     if not outputs:
         raise BadInputError(f"{type(loaded.model).__name__} returns no tensors: nothing to export")

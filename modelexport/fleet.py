@@ -67,6 +67,7 @@ class Settings(BaseModel):
     input_spec: str | dict | None = None  # a JSON file (relative to the fleet file) or the spec inline
     clean: bool = False
     torch_modules: bool = False
+    trust_remote_code: bool = False  # run Python code shipped with the model (auto_map): only when asked
     validation: ValidateSettings = Field(default_factory=ValidateSettings, alias="validate")
     profiling: ProfileSettings = Field(default_factory=ProfileSettings, alias="profile")
 
@@ -124,8 +125,9 @@ class ModelPlan:
     input_spec: dict | None
     clean: bool
     torch_modules: bool
-    validate: ValidateSettings
-    profile: ProfileSettings
+    trust_remote_code: bool
+    validation: ValidateSettings  # the file's `validate:` section
+    profiling: ProfileSettings  # the file's `profile:` section
 
 
 @dataclass(frozen=True)
@@ -148,6 +150,13 @@ def load_fleet(path: str | Path) -> Fleet:
         line = f" at line {where.line + 1}" if where is not None else ""
         raise BadInputError(f"fleet file {path} is not valid YAML{line}: fix the file") from None
     return parse_fleet(data, base=path.parent, source=f"fleet file {path}", path=path)
+
+
+def plan_model(model: str, base: Path = Path("."), source: str = "model settings", **settings) -> ModelPlan:
+    """The plan of one model from the settings of a fleet file's model entry (by their names in code:
+    ``validation``, ``profiling``; None means the default), checked as a fleet file's model is."""
+    entry = {"id": model, **{k: v for k, v in settings.items() if v is not None}}
+    return parse_fleet({"models": [entry]}, base=base, source=source).models[0]
 
 
 def parse_fleet(data: object, base: Path = Path("."), source: str = "fleet", path: Path | None = None) -> Fleet:
@@ -173,8 +182,8 @@ def parse_fleet(data: object, base: Path = Path("."), source: str = "fleet", pat
             problems.append(f"{where}.input_spec: {exc}")
             spec = None
         plans.append(ModelPlan(name, _model_ref(entry.id, base), merged.revision, merged.task, merged.strategy,
-                               merged.opset, spec, merged.clean, merged.torch_modules, merged.validation,
-                               merged.profiling))
+                               merged.opset, spec, merged.clean, merged.torch_modules, merged.trust_remote_code,
+                               merged.validation, merged.profiling))
     if problems:
         raise BadInputError(f"{source} is invalid: {_one_line(problems)}")
     return Fleet(fleet.name, path, plans)

@@ -17,7 +17,7 @@ import base64
 import os
 from pathlib import Path
 
-from .errors import BadInputError
+from .errors import BadInputError, first_line
 
 FORMAT = "modelexport.graphml/1"
 
@@ -139,7 +139,7 @@ def import_graphml(path: str | os.PathLike, output: str | os.PathLike) -> Path:
     try:
         onnx.checker.check_model(model, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise BadInputError(f"the model rebuilt from {path} fails the ONNX checker: {first}") from None
     save_atomic(model, output)
     return output

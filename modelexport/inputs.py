@@ -234,6 +234,20 @@ def spec_from_config(model: torch.nn.Module, config) -> InputSpec:
     return InputSpec(specs)
 
 
+def resolve_spec(model: torch.nn.Module, config, input_spec: InputSpec | None = None,
+                 recorded: dict | None = None) -> InputSpec:
+    """The inputs to run a model on, the one way every stage finds them: the user's spec, else what the model's
+    config and ``forward`` signature call for, else the spec an export `recorded` in its sidecar."""
+    if input_spec is not None:
+        return input_spec
+    if config is not None:
+        return spec_from_config(model, config)
+    if recorded:
+        return parse_input_spec(recorded, source="the sidecar's inputs")
+    raise BadInputError(f"{type(model).__name__} is a plain torch module: give its inputs with --input-spec FILE "
+                        "(input_spec in a fleet file)")
+
+
 def specs_have_primary(specs: dict) -> bool:
     """True once a main input (ids, pixels, audio) is chosen: later alternatives (inputs_embeds...) are skipped."""
     return any(n in specs for n in ("input_ids", "pixel_values", "input_values", "input_features"))

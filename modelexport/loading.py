@@ -11,7 +11,7 @@ from pathlib import Path
 
 from torch import nn
 
-from .errors import BadInputError
+from .errors import BadInputError, first_line
 from .source import ModelSource
 
 # --task values and the transformers auto class each loads; without a task, the class the model was saved as.
@@ -46,11 +46,13 @@ def read_config(path: Path) -> dict:
         raise BadInputError(f"cannot read {path / 'config.json'}: {exc}") from None
 
 
-def load(source: ModelSource, task: str | None = None, trust_remote_code: bool = False) -> LoadedModel:
-    """Instantiate the model `source` points at, in eval mode."""
+def load(source: ModelSource, task: str | None = None, trust_remote_code: bool = False,
+         weights: bool = True) -> LoadedModel:
+    """Instantiate the model `source` points at, in eval mode. Without `weights` a transformers model is built on
+    the meta device (its config, class and signature, no tensors read): enough to derive its inputs."""
     if source.kind == "factory":
         return _load_factory(source.ref)
-    return _load_transformers(Path(source.path), task, trust_remote_code)
+    return _load_transformers(Path(source.path), task, trust_remote_code, weights)
 
 
 def _load_factory(ref: str) -> LoadedModel:
@@ -68,7 +70,7 @@ def _load_factory(ref: str) -> LoadedModel:
     return LoadedModel(model.eval(), None, positional=True)
 
 
-def _load_transformers(path: Path, task: str | None, trust_remote_code: bool) -> LoadedModel:
+def _load_transformers(path: Path, task: str | None, trust_remote_code: bool, weights: bool = True) -> LoadedModel:
     raw = read_config(path)
     if raw.get("auto_map") and not trust_remote_code:
         raise BadInputError(
@@ -86,10 +88,12 @@ def _load_transformers(path: Path, task: str | None, trust_remote_code: bool) ->
     try:
         config = transformers.AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (ValueError, KeyError, TypeError) as exc:
-        raise BadInputError(f"{path / 'config.json'} is not a usable transformers config: {_first_line(exc)}") from None
+        raise BadInputError(f"{path / 'config.json'} is not a usable transformers config: {first_line(exc)}") from None
     if hasattr(config, "use_cache"):
         config.use_cache = False  # decoders' cache outputs (DynamicCache) do not export
     model_class = _model_class(transformers, config, task)
+    if not weights:
+        return LoadedModel(_without_weights(model_class, config, trust_remote_code), config, positional=False)
     kwargs = dict(config=config, trust_remote_code=trust_remote_code)
     if any(path.glob("*.safetensors")):
         kwargs["use_safetensors"] = True
@@ -106,7 +110,7 @@ def _load_transformers(path: Path, task: str | None, trust_remote_code: bool) ->
                 f"the weights in {path} do not match its config.json (tensor shapes differ): re-save the model or "
                 "fix the config"
             ) from None
-        raise BadInputError(f"cannot load the model in {path}: {_first_line(exc)}") from None
+        raise BadInputError(f"cannot load the model in {path}: {first_line(exc)}") from None
     missing = info.get("missing_keys") or []
     if missing:
         raise BadInputError(
@@ -114,6 +118,16 @@ def _load_transformers(path: Path, task: str | None, trust_remote_code: bool) ->
             "re-save the model or fix the config"
         )
     return LoadedModel(model.eval(), config, positional=False)
+
+
+def _without_weights(model_class, config, trust_remote_code: bool) -> nn.Module:
+    """The model's modules on the meta device: no weight is read or allocated."""
+    import torch
+
+    with torch.device("meta"):
+        if hasattr(model_class, "from_config"):  # an auto class
+            return model_class.from_config(config, trust_remote_code=trust_remote_code).eval()
+        return model_class._from_config(config).eval()
 
 
 def _model_class(transformers, config, task: str | None):
@@ -129,6 +143,3 @@ def _model_class(transformers, config, task: str | None):
     return transformers.AutoModel
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from . import atomic
-from .errors import BadInputError
+from .errors import BadInputError, first_line
 
 LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
           "all": "ORT_ENABLE_ALL"}
@@ -101,7 +101,7 @@ def _session(onnx_path: Path, level: str, threads: int, profile_prefix: str | No
     try:
         return ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # ORT's own exception types: the file is not runnable
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise BadInputError(f"ONNX Runtime cannot load {onnx_path}: {first}") from None
 
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import atomic
-from .errors import BadInputError, ValidationFailedError
+from .errors import BadInputError, ValidationFailedError, first_line
 
 if TYPE_CHECKING:  # inputs imports torch: keep `modelexport validate --help` instant
     from .inputs import InputSpec
@@ -127,16 +127,10 @@ def resized_spec(spec: InputSpec) -> InputSpec | None:
 def spec_for(onnx_path: str | os.PathLike, loaded, input_spec: InputSpec | None) -> InputSpec:
     """The inputs to validate with: the user's spec, else the model's config, else what the sidecar recorded."""
     from .export import read_sidecar
-    from .inputs import parse_input_spec, spec_from_config
+    from .inputs import resolve_spec
 
-    if input_spec is not None:
-        return input_spec
-    if loaded.config is not None:
-        return spec_from_config(loaded.model, loaded.config)
-    sidecar = read_sidecar(onnx_path)
-    if sidecar and sidecar.get("inputs"):
-        return parse_input_spec(sidecar["inputs"], source="the sidecar's inputs")
-    raise BadInputError(f"no input spec for {onnx_path}: pass --input-spec FILE")
+    recorded = (read_sidecar(onnx_path) or {}).get("inputs") if input_spec is None and loaded.config is None else None
+    return resolve_spec(loaded.model, loaded.config, input_spec, recorded)
 
 
 def load_reference(onnx_path: str | os.PathLike, model=None, task: str | None = None, revision: str | None = None,
@@ -173,7 +167,7 @@ def ort_session(onnx_path: str | os.PathLike, threads: int | None = None):
     try:
         return ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # ORT raises its own exception types for invalid and unsupported models
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise BadInputError(f"ONNX Runtime cannot load {onnx_path}: {first}") from None
 
 
@@ -211,7 +205,7 @@ def check_case(session, loaded, spec: InputSpec, seed: int, case: str, atol: flo
     try:
         actual = dict(zip(onnx_outputs, session.run(None, feeds)))
     except Exception as exc:  # ORT refusing these shapes is the failure we are looking for
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
         return [OutputCheck(seed, case, shapes, "(all outputs)", False, error=f"ONNX Runtime failed: {reason}")]
     checks = []
     for name in dict.fromkeys([*expected, *onnx_outputs]):

@@ -12,15 +12,13 @@ from .policy import CONTENT, computing
 @task(name="inputs", cache_policy=CONTENT, persist_result=True)
 def derive_inputs(source: ModelSource, task_name: str | None = None, input_spec: dict | None = None,
                   trust_remote_code: bool = False) -> dict:
-    """The user's spec if given, else the one the model's config and forward signature call for."""
-    from modelexport.errors import BadInputError
-    from modelexport.inputs import parse_input_spec, spec_from_config
+    """The user's spec if given, else the one the model's config and forward signature call for (read from the
+    model built without its weights)."""
+    from modelexport.inputs import parse_input_spec, resolve_spec
     from modelexport.loading import load
 
     if input_spec is not None:
         return parse_input_spec(input_spec).model_dump(mode="json")
-    with computing():
-        loaded = load(source, task=task_name, trust_remote_code=trust_remote_code)
-    if loaded.config is None:
-        raise BadInputError(f"{source.ref} is a plain torch module: give its input_spec")
-    return spec_from_config(loaded.model, loaded.config).model_dump(mode="json")
+    with computing():  # building a transformers model patches torch's init functions for a while
+        loaded = load(source, task=task_name, trust_remote_code=trust_remote_code, weights=False)
+    return resolve_spec(loaded.model, loaded.config).model_dump(mode="json")

@@ -40,10 +40,10 @@ def test_defaults_merge_and_paths_are_relative_to_the_file(tmp_path):
     a, other = fleet.models
     assert fleet.name == "team"
     assert (a.name, a.id, a.opset) == ("a", str((tmp_path / "models" / "a").resolve()), 17)
-    assert (a.validate.atol, a.validate.rtol, a.profile.iterations) == (0.01, 0.5, 5)
+    assert (a.validation.atol, a.validation.rtol, a.profiling.iterations) == (0.01, 0.5, 5)
     assert a.input_spec["x"]["shape"] == [2, 3]
-    assert (other.id, other.revision, other.opset, other.profile.enabled) == ("org/some-model", "v2", 18, False)
-    assert other.validate.atol == 0.01 and other.profile.iterations == 5  # untouched defaults still apply
+    assert (other.id, other.revision, other.opset, other.profiling.enabled) == ("org/some-model", "v2", 18, False)
+    assert other.validation.atol == 0.01 and other.profiling.iterations == 5  # untouched defaults still apply
 
 
 def test_every_mistake_is_reported_at_once_with_its_location(tmp_path):

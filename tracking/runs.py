@@ -41,6 +41,7 @@ from . import run_record
 from .mlflow_artifacts import ALIAS, TAG, log_files, log_onnx, log_text, register_version, registered_name  # noqa: F401
 from .mlflow_store import (  # noqa: F401
     DEFAULT_EXPERIMENT, DEFAULT_TRACKING_URI, connect, find_or_create_experiment, resolve_tracking_uri)
+from modelexport.errors import typed_line
 from modelexport.redaction import scrub, secret_values
 TOP_MODULES = 5  # modules whose self time becomes a metric
 
@@ -100,8 +101,8 @@ class Batch:
 
 
 def short_reason(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"[:500]
+    """The error in one line, as long as MLflow's tags allow."""
+    return typed_line(exc)[:500]
 
 
 # --- interrupted runs -------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from ..inputs import ExampleInputs
 from ..onnx_io import PROTOBUF_LIMIT
 from ..serialized_weights import SerializedWeights, split_weights
 from ..tagging import iter_nodes
+from ..errors import typed_line
 from ..wrapping import KeywordWrapper
 
 
@@ -167,5 +168,4 @@ def root_reason(exc: BaseException) -> str:
     """``Type: first line`` of the innermost cause: torch wraps the real reason in pages of advice."""
     while exc.__cause__ is not None:
         exc = exc.__cause__
-    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
-    return f"{type(exc).__name__}: {lines[0].strip() if lines else ''}"
+    return typed_line(exc)

@@ -13,6 +13,7 @@ import inspect
 
 import torch
 
+from ..errors import typed_line
 from ..wrapping import WRAPPED_ATTRIBUTE, KeywordWrapper
 from .base import Capture, Strategy, register, torchscript_export
 from .htp import scopes_from_names
@@ -31,9 +32,7 @@ def trace(model: torch.nn.Module, input_names: list[str], positional: bool) -> t
     try:
         return torch.fx.symbolic_trace(model, concrete_args=concrete)
     except Exception as exc:
-        lines = [line for line in str(exc).strip().splitlines() if line.strip()]
-        raise RuntimeError(f"torch.fx cannot trace {type(model).__name__}: {type(exc).__name__}: "
-                           f"{lines[0] if lines else ''}") from None
+        raise RuntimeError(f"torch.fx cannot trace {type(model).__name__}: {typed_line(exc)}") from None
 
 
 class _ScopedInterpreter(torch.fx.Interpreter):
