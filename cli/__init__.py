@@ -12,6 +12,7 @@ import os
 import sys
 
 from modelexport.errors import BadInputError, ModelExportError, one_line
+from modelexport.redaction import scrub
 
 # Sub-command modules, in the order `--help` lists them. Each defines NAME, HELP, add_arguments(p), run(args).
 COMMANDS = ["export", "inspect", "compare", "validate", "profile", "report", "import_graphml", "demo", "demo_models",
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     except ModelExportError as exc:
         if debug:
             raise
-        print(f"modelexport: error: {exc}", file=sys.stderr)
+        print(f"modelexport: error: {scrub(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("modelexport: interrupted", file=sys.stderr)
@@ -76,5 +77,5 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if debug:
             raise
-        print(f"modelexport: error: {one_line(exc)} (rerun with --debug for the traceback)", file=sys.stderr)
+        print(f"modelexport: error: {scrub(one_line(exc))} (rerun with --debug for the traceback)", file=sys.stderr)
         return 1

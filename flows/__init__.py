@@ -138,8 +138,10 @@ def run_fleet_flow(fleet_file: str | Fleet, output_dir: str, concurrency: int | 
     ``runner="dask"`` runs the stages on a Dask cluster: the scheduler at DASK_ADDRESS, else a local one of
     CONCURRENCY single-threaded worker processes.
     """
-    from .fleet import DEFAULT_CONCURRENCY
+    from tracking.mlflow_store import credentials_apart
     from tracking.recorder import recorder
+
+    from .fleet import DEFAULT_CONCURRENCY
     from .runners import LocalCallback
 
     if track:
@@ -148,7 +150,7 @@ def run_fleet_flow(fleet_file: str | Fleet, output_dir: str, concurrency: int | 
     on_model_done = LocalCallback(on_model_done) if on_model_done is not None else None
     configured = _configured_fleet(runner, concurrency or DEFAULT_CONCURRENCY, dask_address,
                                    _storage(cache_dir or Path(output_dir) / ".cache"))
-    with _flow_run_setup():
+    with _flow_run_setup(), credentials_apart(tracking_uri) as tracking_uri:
         return _value(configured(fleet_file, output_dir, on_model_done, tracking_uri, track, return_state=True))
 
 
@@ -166,14 +168,16 @@ def _configured_fleet(runner: str, concurrency: int, dask_address: str | None, s
 def run_model_flow(model: str | ModelPlan, output_dir: str, cache_dir: str | None = None,
                    **settings) -> ModelOutcome:
     """Run the one-model flow; `settings` are model_flow's keyword arguments."""
-    from .model import model_flow
+    from tracking.mlflow_store import credentials_apart
     from tracking.recorder import recorder
+
+    from .model import model_flow
 
     if settings.get("track", True):
         recorder()  # its start (importing MLflow) overlaps Prefect's
     configured = model_flow.with_options(result_storage=_storage(cache_dir or Path(output_dir) / ".cache"))
-    with _flow_run_setup():
-        return _value(configured(model, output_dir, **settings, return_state=True))
+    with _flow_run_setup(), credentials_apart(settings.pop("tracking_uri", None)) as tracking_uri:
+        return _value(configured(model, output_dir, **settings, tracking_uri=tracking_uri, return_state=True))
 
 
 def _value(state):

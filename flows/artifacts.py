@@ -11,6 +11,7 @@ from prefect.artifacts import create_markdown_artifact, create_progress_artifact
     update_progress_artifact
 
 from modelexport.outcome import ModelOutcome
+from modelexport.redaction import scrub
 
 
 def artifact_key(*parts: str) -> str:
@@ -35,14 +36,14 @@ def model_markdown(outcome: ModelOutcome) -> str:
 
 
 def report_model(outcome: ModelOutcome, fleet: str | None = None) -> None:
-    create_markdown_artifact(model_markdown(outcome), key=artifact_key("model", *( [fleet] if fleet else []),
+    create_markdown_artifact(scrub(model_markdown(outcome)), key=artifact_key("model", *( [fleet] if fleet else []),
                                                                         outcome.name),
-                             description=f"export of {outcome.name}: {outcome.status}")
+                             description=scrub(f"export of {outcome.name}: {outcome.status}"))
 
 
 def report_fleet(name: str, outcomes: list[ModelOutcome]) -> None:
     failed = sum(o.status != "ok" for o in outcomes)
-    create_table_artifact([o.row() for o in outcomes], key=artifact_key("fleet", name, "summary"),
+    create_table_artifact([{k: scrub(str(v)) for k, v in o.row().items()} for o in outcomes], key=artifact_key("fleet", name, "summary"),
                           description=f"fleet {name}: {len(outcomes) - failed} exported, {failed} failed")
 
 

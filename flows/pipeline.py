@@ -19,6 +19,7 @@ from prefect.transactions import CommitMode, transaction
 
 from modelexport.fleet import ModelPlan
 from modelexport.outcome import ModelOutcome
+from modelexport.redaction import scrub
 from modelexport.source import ModelSource
 from tasks import Produced, derive_inputs, export_onnx, profile_onnx, report_onnx, resolve_model, validate_onnx
 from tasks.policy import CONTENT, produced
@@ -164,7 +165,7 @@ def ending(value, failed: list[ModelOutcome]):
 
     first = failed[0]
     more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
-    return Failed(message=f"{first.name} failed at {first.failed_stage}: {first.reason}{more}", data=value)
+    return Failed(message=scrub(f"{first.name} failed at {first.failed_stage}: {first.reason}{more}"), data=value)
 
 
 def _record(outcome: ModelOutcome, stage: str, value) -> None:
@@ -185,5 +186,5 @@ def _reason(state) -> tuple[str, int]:
     try:
         state.result()
     except Exception as exc:
-        return one_line(exc), getattr(exc, "exit_code", 1)
-    return state.message or "failed", 1
+        return scrub(one_line(exc)), getattr(exc, "exit_code", 1)
+    return scrub(state.message or "failed"), 1

@@ -94,6 +94,15 @@ class ModelEntry(Settings):
     id: str = Field(min_length=1)
     name: str | None = None
 
+    @field_validator("id")
+    @classmethod
+    def _no_credentials(cls, value: str) -> str:
+        from .redaction import has_credentials, scrub
+
+        if has_credentials(value):  # it would be kept in flow parameters, reports and MLflow params
+            raise ValueError(f"'{scrub(value)}' holds a credential: give the hub id alone and the token in HF_TOKEN")
+        return value
+
     @field_validator("name")
     @classmethod
     def _safe_name(cls, value: str | None) -> str | None:

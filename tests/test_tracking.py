@@ -528,3 +528,46 @@ def test_sqlite_store_uses_the_write_ahead_log(sqlite_store):
     uri, _ = sqlite_store
     with contextlib.closing(sqlite3.connect(uri.removeprefix("sqlite:///"))) as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_a_tracking_uri_password_reaches_neither_prefect_mlflow_nor_the_terminal(server, model_dirs, prefect_harness,
+                                                                                 tmp_path, capfd):
+    """`--tracking-uri http://user:PASSWORD@host` authenticates through MLflow's own variables: the password is in
+    no flow-run parameter, state or artifact, no MLflow record, and not in the run URL MLflow prints."""
+    from prefect.client.orchestration import get_client
+
+    from flows import run_model_flow
+    from modelexport.fleet import plan_model
+
+    password = "PlantedTrackingPassword42"
+    uri = server.wait().replace("http://", f"http://modeluser:{password}@")
+    plan = plan_model(str(model_dirs["tiny-resnet"]), name="uri-secret", profiling={"enabled": False})
+    outcome = run_model_flow(plan, str(tmp_path / "out"), tracking_uri=uri)
+    assert outcome.status == "ok", outcome.reason
+
+    places = {"terminal": "".join(capfd.readouterr())}
+    with get_client(sync_client=True) as client:
+        for run in client.read_flow_runs():
+            places[f"flow run {run.name}"] = json.dumps(run.model_dump(mode="json"))
+        for artifact in client.read_artifacts():
+            places[f"artifact {artifact.key}"] = json.dumps(artifact.model_dump(mode="json"))
+    for path in server.workdir.rglob("*"):
+        if path.is_file():
+            places[str(path)] = path.read_bytes().decode("utf-8", "replace")
+    assert any("uri-secret" in text for where, text in places.items() if where.startswith("flow run"))
+    assert [where for where, text in places.items() if password in text] == []
+    assert "MLFLOW_TRACKING_PASSWORD" not in os.environ  # only while the flow ran
+
+
+def test_credentials_apart_moves_a_uri_password_to_mlflows_variables(monkeypatch):
+    from tracking.mlflow_store import credentials_apart
+
+    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "the user's own")
+    with credentials_apart("https://me:p%40ss@mlflow.example:8443/path") as clean:
+        assert clean == "https://mlflow.example:8443/path"
+        assert (os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"]) == ("me", "p@ss")
+    assert "MLFLOW_TRACKING_USERNAME" not in os.environ and os.environ["MLFLOW_TRACKING_PASSWORD"] == "the user's own"
+    for plain in (None, "sqlite:///x.db", "http://127.0.0.1:5000"):
+        with credentials_apart(plain) as same:
+            assert same == plain

@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import urllib.parse
+from collections.abc import Iterator
 from pathlib import Path
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # MLflow 3's own default: a database in the working directory
@@ -23,11 +25,37 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
     return uri
 
 
+@contextlib.contextmanager
+def credentials_apart(uri: str | None) -> Iterator[str | None]:
+    """`uri` without its user and password, which go to ``MLFLOW_TRACKING_USERNAME`` / ``_PASSWORD`` (MLflow's own
+    way to authenticate) while the block runs: in the URI they would be kept in Prefect's flow-run parameters and
+    printed by MLflow."""
+    parts = urllib.parse.urlsplit(uri or "")
+    if parts.scheme not in ("http", "https") or not (parts.username or parts.password):
+        yield uri
+        return
+    host = parts.hostname + (f":{parts.port}" if parts.port else "")
+    names = {"MLFLOW_TRACKING_USERNAME": parts.username, "MLFLOW_TRACKING_PASSWORD": parts.password}
+    saved = {name: os.environ.get(name) for name in names}
+    os.environ.update({name: urllib.parse.unquote(value) for name, value in names.items() if value})
+    try:
+        yield urllib.parse.urlunsplit(parts._replace(netloc=host))
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def connect(uri: str | None = None):
     """An ``MlflowClient`` on the resolved URI; also made the process default (``mlflow.onnx`` logs through it)."""
     import mlflow
 
     uri = resolve_tracking_uri(uri)
+    # MLflow prints each run's URL when it ends: on a server whose URI holds a password, the password too (our
+    # commands print their own summary).
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     # set_*_uri also export MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI into os.environ: keep the caller's
     # environment as it was, or later runs and subprocesses (workers, tests) would log into this store.
     saved = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}

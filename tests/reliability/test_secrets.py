@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 
 import pytest
@@ -104,3 +105,46 @@ def test_a_model_with_its_own_code_is_refused_by_the_pipeline(prefect_harness, m
     assert (outcome.status, outcome.failed_stage, outcome.exit_code) == ("failed", "inputs", 2)
     assert "trust-remote-code" in outcome.reason and "\n" not in outcome.reason
     assert not marker.exists(), "the model's own code ran"
+
+
+@pytest.mark.parametrize("ref", ["user:hunter2pw@org/model", "https://user:hunter2pw@hub.example/org/model"])
+@pytest.mark.parametrize("command", ["run", "run-fleet"])
+def test_a_model_id_holding_a_credential_is_refused_before_anything_is_stored(command, ref, tmp_path):
+    from tests.conftest import run_cli
+
+    if command == "run":
+        args = ["run", ref]
+    else:
+        (tmp_path / "fleet.yaml").write_text(f"models: [{{id: '{ref}'}}]\n")
+        args = ["run-fleet", str(tmp_path / "fleet.yaml")]
+    proc = run_cli(*args, "--output-dir", str(tmp_path / "out"), cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "hunter2pw" not in proc.stdout + proc.stderr
+    assert "holds a credential" in proc.stderr and "HF_TOKEN" in proc.stderr and len(proc.stderr.splitlines()) == 1
+    left = sorted(p.name for p in tmp_path.iterdir())  # no output, no MLflow database
+    assert left == (["fleet.yaml"] if command == "run-fleet" else [])
+
+
+def test_a_model_with_its_own_code_runs_through_the_pipeline_when_trusted(prefect_harness, model_dirs, tmp_path):
+    """trust_remote_code (`run --trust-remote-code`, or the fleet setting) reaches every stage that loads the model."""
+    from flows import run_fleet_flow
+
+    model = tmp_path / "custom"
+    shutil.copytree(model_dirs["tiny-bert"], model)
+    config = json.loads((model / "config.json").read_text())
+    config |= {"model_type": "custom-bert", "architectures": ["CustomBert"],
+               "auto_map": {"AutoConfig": "custom.CustomConfig", "AutoModel": "custom.CustomBert"}}
+    (model / "config.json").write_text(json.dumps(config))
+    marker = tmp_path / "RAN"
+    (model / "custom.py").write_text(
+        f"open({str(marker)!r}, 'a').write('imported\\n')\n"
+        "from transformers import BertConfig, BertModel\n\n\n"
+        "class CustomConfig(BertConfig):\n    model_type = 'custom-bert'\n\n\n"
+        "class CustomBert(BertModel):\n    config_class = CustomConfig\n")
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text("defaults: {profile: {enabled: false}}\nmodels: [{id: ./custom, trust_remote_code: true}]\n")
+    (outcome,) = run_fleet_flow(str(fleet), str(tmp_path / "out"), track=False).models
+    assert outcome.status == "ok", outcome.reason
+    assert outcome.results["validate"]["passed"] and marker.exists()
+    sidecar = json.loads((tmp_path / "out" / "custom" / "model.hierarchy.json").read_text())
+    assert any(tag.startswith("/CustomBert") for tag in sidecar["tags"])
