@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
 
 from modelexport.errors import BadInputError, ModelExportError, one_line
@@ -56,6 +57,28 @@ def _require_pipeline(command: str) -> None:
                             "pip install 'modelexport[pipeline]'")
 
 
+def _interrupted(signum, frame) -> None:
+    """Ctrl-C in a pipeline command: record the runs as interrupted, then exit without waiting for the stage."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C does not cut the recording short
+    try:
+        if "flows" in sys.modules:
+            from flows.interruption import end_as_interrupted
+
+            end_as_interrupted()
+    finally:
+        print("modelexport: interrupted", file=sys.stderr)
+        _abandon(130)
+
+
+def _abandon(code: int) -> None:
+    """Exit now, leaving the stage that is running in a worker thread (Python would wait for it at exit, a minute
+    for a large export): what it writes is staged under temporary names and never completes. The flow has recorded
+    its end; the Prefect server and the MLflow recorder end with us (they watch for it)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -65,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     debug = args.debug or bool(os.environ.get("MODELEXPORT_DEBUG"))
     try:
         _require_pipeline(args.command)
+        if args.command in PIPELINE_COMMANDS:
+            signal.signal(signal.SIGINT, _interrupted)
         return int(args._run(args) or 0)
     except ModelExportError as exc:
         if debug:
@@ -73,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         print("modelexport: interrupted", file=sys.stderr)
-        return 130
+        _abandon(130)
     except Exception as exc:
         if debug:
             raise

@@ -92,18 +92,35 @@ def _ephemeral_api_settings():
       new PREFECT_HOME migrates the database: 19 s of Prefect's default 20 on this 2-core VM (9 s later on), and
       past 20 s under load, which failed the run with "Timed out while attempting to connect".
     - Task runs recorded in batches (TASK_RUN_RECORDS), where the user set nothing of the recorder's.
-    The server takes these settings from the context it is started in.
+    The server takes these settings from the context it is started in, here, tied to this process
+    (flows.lifeline): the terminal's Ctrl-C does not stop it before the flow has recorded its end, and it does not
+    outlive this process, even one killed with SIGKILL.
     """
     import prefect.context
     from prefect.settings import PREFECT_API_URL
 
     context = prefect.context.get_settings_context()
-    settings = context.settings if PREFECT_API_URL.value() else _for_ephemeral_api(context.settings)
-    if settings is context.settings:
+    if PREFECT_API_URL.value() or not context.settings.server.ephemeral.enabled:
         yield
         return
-    with prefect.context.SettingsContext(profile=context.profile, settings=settings):
+    settings = _for_ephemeral_api(context.settings)
+    with (contextlib.nullcontext() if settings is context.settings else
+          prefect.context.SettingsContext(profile=context.profile, settings=settings)):
+        _start_ephemeral_server()
         yield
+
+
+def _start_ephemeral_server() -> None:
+    """Start Prefect's ephemeral API server (once per process; Prefect's clients then find it running) in a session
+    of its own, watched by our lifeline."""
+    from prefect.server.api.server import SubprocessASGIServer
+
+    from .lifeline import tied_children
+
+    server = SubprocessASGIServer()
+    if not server.running:
+        with tied_children():
+            server.start()
 
 
 _adjusted: tuple = (None, None)  # the last settings seen, and their copy for the ephemeral API

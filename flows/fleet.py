@@ -17,6 +17,7 @@ from modelexport.fleet import Fleet, check_output_folders, load_fleet
 from modelexport.outcome import ModelOutcome
 from tracking import recorder
 
+from .interruption import active_flow_run
 from .artifacts import Artifacts, artifact_key, report_fleet, report_model
 from .pipeline import collect, ending, flow_run_tags, submit_pipeline
 
@@ -53,7 +54,7 @@ def fleet_flow(fleet_file: str | Fleet, output_dir: str | None = None,
                                  tags=flow_run_tags())
            if track else nullcontext())
     # Leaving the blocks, the last records and the last artifacts are written at once (the run's end first).
-    with Artifacts() as artifacts, run as records:
+    with active_flow_run(), Artifacts() as artifacts, run as records:
         summary = _export_fleet(fleet, output_dir, on_model_done, records, artifacts)
     return ending(summary, summary.failed)
 

@@ -11,6 +11,7 @@ from modelexport.outcome import ModelOutcome
 from tracking import recorder
 
 from .artifacts import report_model
+from .interruption import active_flow_run
 from .pipeline import collect, ending, flow_run_tags, submit_pipeline
 
 
@@ -31,8 +32,9 @@ def model_flow(model: str | ModelPlan, output_dir: str = "out/run", name: str | 
         input_spec=input_spec, trust_remote_code=trust_remote_code, validation=validation, profiling=profiling)
     if track:
         recorder.recorder()  # its start (importing MLflow) overlaps the stages
-    runs = submit_pipeline([plan], Path(output_dir))
-    outcome = collect(plan, runs[plan.name])
+    with active_flow_run():
+        runs = submit_pipeline([plan], Path(output_dir))
+        outcome = collect(plan, runs[plan.name])
     if track:
         recorder.log_outcome(outcome, Path(output_dir) / plan.name, tracking_uri=tracking_uri,
                              tags=flow_run_tags())

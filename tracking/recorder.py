@@ -23,6 +23,7 @@ import contextlib
 import itertools
 import os
 import pickle
+import signal
 import subprocess
 import sys
 import threading
@@ -47,8 +48,10 @@ class Recorder:
 
     def __init__(self):
         self.parent_pid = os.getpid()
+        # A session of its own: a Ctrl-C in the terminal is the flow's to handle (it may :meth:`interrupt` us).
         self._proc = subprocess.Popen([sys.executable, "-m", "tracking.recorder", str(self.parent_pid)],
-                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=Path(__file__).parents[1])
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=Path(__file__).parents[1],
+                                      start_new_session=True)
         self._lock = threading.Lock()
         self._pending: dict[int, Future] = {}
         self._ids = itertools.count()
@@ -76,6 +79,11 @@ class Recorder:
             except OSError:  # it has ended; the reader fails every pending call
                 pass
         return future
+
+    def interrupt(self) -> None:
+        """Cut the record being written short: its run ends FAILED, interrupted; later calls are answered."""
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self._proc.pid, signal.SIGINT)
 
     def close(self) -> None:
         """End the recorder after the calls it has (it exits when its input closes)."""
@@ -165,12 +173,29 @@ def fleet_run(fleet: str, *, tracking_uri: str | None = None, params: dict | Non
     cached models will cite are looked up at once (``runs.find_earlier_runs``)."""
     records = FleetRecords(recorder(), fleet, tracking_uri, params, models, tags)
     records.started.result()
+    _open.add(records)
     try:
         yield records
     except BaseException as exc:
         records.end(failed=exc)
         raise
+    finally:
+        _open.discard(records)
     records.end()
+
+
+_open: set[FleetRecords] = set()  # the fleet runs being recorded now
+
+
+def interrupt_records() -> None:
+    """For a process about to exit at once: cut the record being written short (its run ends FAILED,
+    interrupted) and end every fleet run still being recorded FAILED, interrupted."""
+    if _recorder is None or not _recorder.alive:
+        return
+    _recorder.interrupt()
+    for records in list(_open):
+        records.end(failed=KeyboardInterrupt())
+        _open.discard(records)
 
 
 def log_outcome(outcome, output_dir: str | os.PathLike, *, tracking_uri: str | None = None,
@@ -235,10 +260,19 @@ def _answer(call_id: int, ok: bool, value) -> bytes:
     return pickle.dumps((call_id, reply))
 
 
+_calling = False  # a call is running (an interrupt cuts it short; between calls it is ignored)
+
+
+def _interrupt_call(signum, frame) -> None:
+    if _calling:
+        raise KeyboardInterrupt
+
+
 def serve(parent_pid: int) -> None:
     """Answer calls from stdin until it closes. Replies go to what was stdout; stray prints go to stderr."""
     replies = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    signal.signal(signal.SIGINT, _interrupt_call)  # from Recorder.interrupt
     if hasattr(os, "nice"):
         os.nice(NICENESS)
     import mlflow  # noqa: F401  (ready before the first call: it is what takes long)
@@ -252,16 +286,23 @@ def serve(parent_pid: int) -> None:
             call_id, payload = pickle.load(requests)
         except EOFError:
             return
+        global _calling
         try:
             function, args, kwargs, environ, cwd = pickle.loads(payload)
             os.environ.clear()
             os.environ.update(environ)
             os.chdir(cwd)
+            _calling = True
             value, ok = CALLS[function](*args, **kwargs), True
-        except Exception as exc:
+        except (Exception, KeyboardInterrupt) as exc:
             value, ok = exc, False
-        replies.write(_answer(call_id, ok, value))
-        replies.flush()
+        finally:
+            _calling = False
+        try:
+            replies.write(_answer(call_id, ok, value))
+            replies.flush()
+        except BrokenPipeError:  # the flow's process has ended: nobody waits for the answer
+            return
 
 
 if __name__ == "__main__":

@@ -102,6 +102,8 @@ class Batch:
 
 def short_reason(exc: BaseException) -> str:
     """The error in one line, as long as MLflow's tags allow."""
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted (Ctrl-C)"
     return typed_line(exc)[:500]
 
 
