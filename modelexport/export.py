@@ -71,6 +71,15 @@ def check_output(output: str | os.PathLike) -> Path:
     return output
 
 
+def check_opset(opset: int | None) -> int:
+    """The opset to export with (None: the default), or a one-line error for one no exporter supports."""
+    if opset is None:
+        return DEFAULT_OPSET
+    if not 7 <= opset <= 23:
+        raise BadInputError(f"opset {opset} is out of range: use 7..23 (default {DEFAULT_OPSET})")
+    return opset
+
+
 def example_inputs(loaded: LoadedModel, spec: InputSpec | None) -> ExampleInputs:
     """Inputs from the user's spec, else from the model's config and forward signature."""
     if spec is None:
@@ -138,7 +147,7 @@ def export_model(
     output: str | os.PathLike,
     *,
     strategy: str = "auto",
-    opset: int = DEFAULT_OPSET,
+    opset: int | None = DEFAULT_OPSET,
     clean: bool = False,
     torch_modules: bool = False,
     input_spec: InputSpec | None = None,
@@ -153,8 +162,7 @@ def export_model(
     unknown = [s for s in strategies if s not in STRATEGIES]
     if unknown:
         raise BadInputError(f"unknown strategy '{unknown[0]}': use auto or one of {', '.join(STRATEGIES)}")
-    if not 7 <= opset <= 23:
-        raise BadInputError(f"opset {opset} is out of range: use 7..23 (default {DEFAULT_OPSET})")
+    opset = check_opset(opset)
     source = model if isinstance(model, ModelSource) else resolve(model, revision=revision)
     loaded = load(source, task=task, trust_remote_code=trust_remote_code)
     inputs = example_inputs(loaded, input_spec)

@@ -146,3 +146,24 @@ def test_fleet_file_text_is_parsed_or_explained(tmp_path, text):
         load_fleet(path)
     except BadInputError as exc:
         assert "\n" not in str(exc) and str(exc).startswith(f"fleet file {path}")
+
+
+# --- bad input given to export / run as a user gives it (issue 26): exit 2, one line naming it, nothing written --
+
+def _one_line_error(capsys, code: int, *words: str) -> str:
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith("modelexport: error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    for word in words:
+        assert word in err, err
+    return err
+
+
+@pytest.mark.parametrize("opset, extra", [("0", []), ("24", []), ("0", ["--strategy", "all"])])
+def test_an_opset_out_of_range_is_refused_by_export(model_dirs, tmp_path, capsys, opset, extra):
+    """`--opset 0` was read as "not given" and exported at 18, exit 0."""
+    out = tmp_path / "out" / ("all" if extra else "model.onnx")
+    (tmp_path / "out").mkdir()
+    code = main(["export", str(model_dirs["tiny-bert"]), str(out), "--opset", opset, *extra])
+    _one_line_error(capsys, code, f"opset {opset} is out of range: use 7..23")
+    assert list((tmp_path / "out").iterdir()) == []
