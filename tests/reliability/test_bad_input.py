@@ -167,3 +167,36 @@ def test_an_opset_out_of_range_is_refused_by_export(model_dirs, tmp_path, capsys
     code = main(["export", str(model_dirs["tiny-bert"]), str(out), "--opset", opset, *extra])
     _one_line_error(capsys, code, f"opset {opset} is out of range: use 7..23")
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def _copy_of_bert(model_dirs, tmp_path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(model_dirs["tiny-bert"], tmp_path / "bert"))
+
+
+@pytest.mark.parametrize("damage, words", [
+    ("truncated", ["model.safetensors is not a valid safetensors file", "download it again or re-save"]),
+    ("half", ["model.safetensors is not a valid safetensors file (it is cut short"]),
+    ("random", ["model.safetensors is not a valid safetensors file", "download it again or re-save"]),
+    ("config list", ["config.json holds a JSON array, not an object", "fix it or re-save the model"]),
+    ("config string", ["config.json holds a JSON string, not an object"]),
+])
+def test_a_damaged_model_folder_is_bad_input_naming_the_file(model_dirs, tmp_path, capsys, damage, words):
+    """Was exit 1 with `SafetensorError: Error while deserializing header` (no file named) or
+    `AttributeError: 'list' object has no attribute 'get'`."""
+    model = _copy_of_bert(model_dirs, tmp_path)
+    weights = model / "model.safetensors"
+    data = weights.read_bytes()
+    if damage == "truncated":
+        weights.write_bytes(data[:100])
+    elif damage == "half":
+        weights.write_bytes(data[: len(data) // 2])
+    elif damage == "random":
+        weights.write_bytes(os.urandom(5000))
+    else:
+        (model / "config.json").write_text("[1, 2, 3]" if damage == "config list" else '"bert"')
+    (tmp_path / "out").mkdir()
+    code = main(["export", str(model), str(tmp_path / "out" / "model.onnx")])
+    _one_line_error(capsys, code, *words)
+    assert list((tmp_path / "out").iterdir()) == []
