@@ -147,6 +147,8 @@ def load_fleet(path: str | Path) -> Fleet:
         where = getattr(exc, "problem_mark", None)
         line = f" at line {where.line + 1}" if where is not None else ""
         raise BadInputError(f"fleet file {path} is not valid YAML{line}: fix the file") from None
+    except RecursionError:  # PyYAML composes nested collections recursively
+        raise BadInputError(f"fleet file {path} nests too deeply to be a fleet file: fix the file") from None
     return parse_fleet(data, base=path.parent, source=f"fleet file {path}", path=path)
 
 

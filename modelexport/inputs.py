@@ -137,6 +137,8 @@ def load_input_spec(path: str | Path) -> InputSpec:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise BadInputError(f"input spec {path} is not valid JSON ({exc}): fix the file") from None
+    except RecursionError:
+        raise BadInputError(f"input spec {path} nests too deeply to be an input spec: fix the file") from None
     return parse_input_spec(data, source=f"input spec {path}")
 
 

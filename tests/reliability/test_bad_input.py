@@ -41,6 +41,7 @@ def _run_fleet(tmp_path, text: str | None, capsys, *extra: str, fleet: Path | No
     ("models: [{id: org/a, name: ..}]\n", "models[0].name: name '..' must be letters"),
     ("models: [{id: org/a, input_spec: nowhere.json}]\n", "models[0].input_spec: input spec"),
     ("models: [{id: org/a, task: dancing}]\n", "models[0].task: unknown task 'dancing'"),
+    ("[" * 100_000, "nests too deeply to be a fleet file: fix the file"),  # was RecursionError, exit 1
 ])
 def test_an_invalid_fleet_file_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, text, expected):
     code, err = _run_fleet(tmp_path, text, capsys)
@@ -200,3 +201,10 @@ def test_a_damaged_model_folder_is_bad_input_naming_the_file(model_dirs, tmp_pat
     code = main(["export", str(model), str(tmp_path / "out" / "model.onnx")])
     _one_line_error(capsys, code, *words)
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_an_input_spec_nested_too_deeply_is_bad_input(model_dirs, tmp_path, capsys):
+    spec = tmp_path / "spec.json"
+    spec.write_text("[" * 100_000)
+    code = main(["export", str(model_dirs["tiny-bert"]), str(tmp_path / "model.onnx"), "--input-spec", str(spec)])
+    _one_line_error(capsys, code, f"input spec {spec} nests too deeply to be an input spec: fix the file")
