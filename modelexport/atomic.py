@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
+
+from .errors import BadInputError, ModelExportError
 
 
 @contextlib.contextmanager
@@ -46,3 +49,16 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
     return Path(path)
+
+
+def write_error(path: str | os.PathLike, exc: OSError) -> ModelExportError:
+    """The one-line error for failing to write `path`, naming it and what to do for this cause: a full disk is the
+    world's fault (exit 1); a directory in the way or a place that cannot be written is the user's (exit 2)."""
+    reason = exc.strerror or str(exc)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return ModelExportError(f"cannot write {path}: {reason}; free space or choose another location")
+    if exc.errno == errno.EISDIR:
+        return BadInputError(f"cannot write {path}: a directory has that name; remove it or choose another output")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR):
+        return BadInputError(f"cannot write {path}: {reason}; choose another location or fix its permissions")
+    return ModelExportError(f"cannot write {path}: {reason}; choose another location")

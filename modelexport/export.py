@@ -12,7 +12,7 @@ from pathlib import Path
 import onnx
 
 from . import atomic, onnx_io, tagging
-from .errors import BadInputError, ExportFailedError, ModelExportError
+from .errors import BadInputError, ExportFailedError
 from .hierarchy import Hierarchy, build_hierarchy
 from .inputs import ExampleInputs, InputSpec, inputs_from_spec, spec_from_config
 from .loading import LoadedModel, load
@@ -56,10 +56,17 @@ def sidecar_path_for(onnx_path: str | os.PathLike) -> Path:
 
 
 def check_output(output: str | os.PathLike) -> Path:
-    """Fail early, before any work, if the ONNX file cannot be written where asked."""
+    """Fail early, before any work, if the ONNX file (or its sidecar) cannot be written where asked."""
     output = Path(output)
     if output.suffix != ".onnx":
         raise BadInputError(f"output {output} must end in .onnx")
+    if output.is_dir():
+        raise BadInputError(f"output {output} is a directory: pass the path of a file to write, or remove the "
+                            "directory")
+    for path, what in ((sidecar_path_for(output), "sidecar"), (onnx_io.external_data_path(output), "weights file")):
+        if path.is_dir():
+            raise BadInputError(f"{path} (the {what} of {output}) is a directory: remove it or choose another "
+                                "output name")
     parent = output.parent
     if not parent.is_dir():
         raise BadInputError(f"output directory {parent} does not exist: create it first")
@@ -200,10 +207,13 @@ def export_model(
     sidecar_path = sidecar_path_for(output)
     try:
         onnx_io.save_atomic(proto, output, capture.weights)
+    except OSError as exc:
+        raise atomic.write_error(output, exc) from None
+    try:
         atomic.write_text(sidecar_path, json.dumps(sidecar, indent=1))
     except OSError as exc:
         output.unlink(missing_ok=True)  # never an ONNX without its sidecar
-        raise ModelExportError(f"cannot write {output}: {exc.strerror or exc}; free space or choose another location") from None
+        raise atomic.write_error(sidecar_path, exc) from None
     return ExportResult(output, sidecar_path, attempts[-1].strategy, stats, attempts,
                         round(time.perf_counter() - start, 3), sidecar)
 

@@ -208,3 +208,38 @@ def test_an_input_spec_nested_too_deeply_is_bad_input(model_dirs, tmp_path, caps
     spec.write_text("[" * 100_000)
     code = main(["export", str(model_dirs["tiny-bert"]), str(tmp_path / "model.onnx"), "--input-spec", str(spec)])
     _one_line_error(capsys, code, f"input spec {spec} nests too deeply to be an input spec: fix the file")
+
+
+@pytest.mark.parametrize("in_the_way, words", [
+    ("x.onnx", ["output ", "x.onnx is a directory: pass the path of a file to write, or remove the directory"]),
+    ("x.hierarchy.json", ["x.hierarchy.json (the sidecar of ", "x.onnx) is a directory: remove it or choose another"]),
+])
+def test_a_directory_where_the_output_or_sidecar_goes_is_bad_input(model_dirs, tmp_path, capsys, in_the_way, words):
+    """Was `IsADirectoryError: [Errno 21] Is a directory: 'x.onnx'` (exit 1), and for the sidecar, after the whole
+    export, `cannot write .../x.onnx: Is a directory; free space or choose another location`: the wrong file."""
+    out = tmp_path / "out"
+    (out / in_the_way).mkdir(parents=True)
+    code = main(["export", str(model_dirs["tiny-bert"]), str(out / "x.onnx")])
+    _one_line_error(capsys, code, *words)
+    assert [p.name for p in out.iterdir()] == [in_the_way]
+
+
+def test_a_sidecar_that_cannot_be_written_names_the_sidecar(model_dirs, tmp_path, capsys, monkeypatch):
+    """Found only when it is written (the directory appeared after the checks): the error names the sidecar, not
+    the ONNX file, and does not suggest freeing space; no ONNX is left without its sidecar."""
+    from modelexport import export
+
+    out = tmp_path / "out"
+    out.mkdir()
+    real_save = export.onnx_io.save_atomic
+
+    def save_then_block_the_sidecar(*args, **kwargs):
+        (out / "x.hierarchy.json").mkdir()
+        return real_save(*args, **kwargs)
+
+    monkeypatch.setattr(export.onnx_io, "save_atomic", save_then_block_the_sidecar)
+    code = main(["export", str(model_dirs["tiny-bert"]), str(out / "x.onnx")])
+    err = _one_line_error(capsys, code, f"cannot write {out / 'x.hierarchy.json'}: a directory has that name; "
+                                        "remove it or choose another output")
+    assert "free space" not in err
+    assert [p.name for p in out.iterdir()] == ["x.hierarchy.json"]
