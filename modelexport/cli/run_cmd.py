@@ -50,14 +50,15 @@ def run(args) -> int:
 
     from .terminal import new_console
 
-    from ..fleet import parse_fleet
+    from ..fleet import check_output_folders, parse_fleet
     from .pipeline_view import check_json_target, model_line, quiet_libraries, summary_json, summary_table, \
         table_console, write_json
 
     settings = _settings(args)
     entry = {"id": args.model, **{("validate" if k == "validation" else "profile" if k == "profiling" else k): v
                                    for k, v in settings.items()}}
-    parse_fleet({"models": [entry]}, base=Path.cwd(), source="options")  # bad options fail before Prefect starts
+    fleet = parse_fleet({"models": [entry]}, base=Path.cwd(), source="options")  # bad options fail before Prefect
+    check_output_folders(fleet, args.output_dir, args.cache_dir)  # starts, as do outputs that cannot be written
     check_json_target(args.json)
     quiet_libraries(args.debug)
     from flows import run_model

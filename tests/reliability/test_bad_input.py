@@ -243,3 +243,41 @@ def test_a_sidecar_that_cannot_be_written_names_the_sidecar(model_dirs, tmp_path
                                         "remove it or choose another output")
     assert "free space" not in err
     assert [p.name for p in out.iterdir()] == ["x.hierarchy.json"]
+
+
+@pytest.mark.parametrize("command", ["run", "run-fleet"])
+@pytest.mark.parametrize("option", ["--output-dir", "--cache-dir"])
+def test_outputs_that_cannot_be_written_fail_before_prefect_starts(model_dirs, tmp_path, capsys, monkeypatch,
+                                                                   command, option):
+    """`run --output-dir FILE/sub` failed with `NotADirectoryError: ... .cache` (exit 1) once Prefect was up."""
+    import flows
+
+    monkeypatch.setattr(flows, "run_model", lambda *a, **k: pytest.fail("the pipeline started"))
+    monkeypatch.setattr(flows, "run_fleet", lambda *a, **k: pytest.fail("the pipeline started"))
+    blocker = tmp_path / "afile"
+    blocker.write_text("not a folder")
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text(f"models: [{{id: {model_dirs['tiny-bert']}}}]\n")
+    target = [command, str(model_dirs["tiny-bert"]) if command == "run" else str(fleet), "--no-tracking"]
+    places = {"--output-dir": str(tmp_path / "out"), option: str(blocker / "sub")}
+    code = main([*target, *(a for item in places.items() for a in item)])
+    _one_line_error(capsys, code, f"{option} {blocker / 'sub'} cannot be created: {blocker} is not a directory: "
+                                  "choose another location")
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_output_dir_that_cannot_be_written_says_what_to_do(model_dirs, tmp_path, capsys, monkeypatch):
+    """As root a chmod'ed folder is writable anyway: the refusal the OS would give is simulated."""
+    import tempfile
+
+    import flows
+
+    monkeypatch.setattr(flows, "run_model", lambda *a, **k: pytest.fail("the pipeline started"))
+
+    def refused(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", refused)
+    code = main(["run", str(model_dirs["tiny-bert"]), "--output-dir", str(tmp_path / "out"), "--no-tracking"])
+    _one_line_error(capsys, code, f"--output-dir {tmp_path / 'out'} cannot be written ({tmp_path}: Permission "
+                                  "denied): choose another location or fix its permissions")
