@@ -14,7 +14,7 @@ import onnx
 from . import atomic, onnx_io, tagging
 from .errors import BadInputError, ExportFailedError
 from .hierarchy import Hierarchy, build_hierarchy
-from .inputs import ExampleInputs, InputSpec, inputs_from_spec, spec_from_config
+from .inputs import ExampleInputs, InputSpec, check_spec_fits, inputs_from_spec, spec_from_config
 from .loading import LoadedModel, load
 from .source import ModelSource, resolve
 from .strategies import STRATEGIES
@@ -95,6 +95,7 @@ def example_inputs(loaded: LoadedModel, spec: InputSpec | None) -> ExampleInputs
                 f"{type(loaded.model).__name__} is a plain torch module: pass --input-spec FILE to say its inputs"
             )
         spec = spec_from_config(loaded.model, loaded.config)
+    check_spec_fits(spec, loaded.config)
     return inputs_from_spec(spec)
 
 

@@ -159,6 +159,17 @@ def _load_transformers(path: Path, task: str | None, trust_remote_code: bool) ->
     return LoadedModel(model.eval(), config, positional=False)
 
 
+def load_config(source: ModelSource, trust_remote_code: bool = False):
+    """The transformers config of `source` without its weights (None for a plain torch module's factory)."""
+    if source.kind == "factory":
+        return None
+    path = Path(source.path)
+    raw = read_config(path)
+    if raw.get("auto_map") and not trust_remote_code:
+        return None  # its config class is remote code too: load() refuses the model with the reason
+    return _config(path, trust_remote_code)
+
+
 def _config(path: Path, trust_remote_code: bool):
     import transformers
 

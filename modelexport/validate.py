@@ -127,9 +127,10 @@ def resized_spec(spec: InputSpec) -> InputSpec | None:
 def spec_for(onnx_path: str | os.PathLike, loaded, input_spec: InputSpec | None) -> InputSpec:
     """The inputs to validate with: the user's spec, else the model's config, else what the sidecar recorded."""
     from .export import read_sidecar
-    from .inputs import parse_input_spec, spec_from_config
+    from .inputs import check_spec_fits, parse_input_spec, spec_from_config
 
     if input_spec is not None:
+        check_spec_fits(input_spec, loaded.config)
         return input_spec
     if loaded.config is not None:
         return spec_from_config(loaded.model, loaded.config)

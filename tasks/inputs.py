@@ -14,11 +14,14 @@ def derive_inputs(source: ModelSource, task_name: str | None = None, input_spec:
                   trust_remote_code: bool = False) -> dict:
     """The user's spec if given, else the one the model's config and forward signature call for."""
     from modelexport.errors import BadInputError
-    from modelexport.inputs import parse_input_spec, spec_from_config
-    from modelexport.loading import load
+    from modelexport.inputs import check_spec_fits, parse_input_spec, spec_from_config
+    from modelexport.loading import load, load_config
 
     if input_spec is not None:
-        return parse_input_spec(input_spec).model_dump(mode="json")
+        spec = parse_input_spec(input_spec)
+        with computing():
+            check_spec_fits(spec, load_config(source, trust_remote_code))  # the config only, not the weights
+        return spec.model_dump(mode="json")
     with computing():
         loaded = load(source, task=task_name, trust_remote_code=trust_remote_code)
     if loaded.config is None:

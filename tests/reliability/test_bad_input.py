@@ -281,3 +281,74 @@ def test_an_output_dir_that_cannot_be_written_says_what_to_do(model_dirs, tmp_pa
     code = main(["run", str(model_dirs["tiny-bert"]), "--output-dir", str(tmp_path / "out"), "--no-tracking"])
     _one_line_error(capsys, code, f"--output-dir {tmp_path / 'out'} cannot be written ({tmp_path}: Permission "
                                   "denied): choose another location or fix its permissions")
+
+
+def _spec_file(tmp_path, **inputs) -> Path:
+    import json
+
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({name: {"dtype": "int64", "shape": [2, 16], **ts} for name, ts in inputs.items()}))
+    return spec
+
+
+VOCABULARY_CASES = {  # tiny-bert: vocab_size 128, type_vocab_size 2, max_position_embeddings 64
+    "ids past the vocabulary": ({"input_ids": {"high": 100_000}},
+                                "input_ids.high is 100000, but the model's vocab_size is 128 (config.json): set "
+                                "input_ids.high to at most 128"),
+    "negative ids": ({"input_ids": {"low": -1, "high": 10}},
+                     "input_ids.low is -1, but input_ids indexes a table of the model (vocab_size 128): set "
+                     "input_ids.low to 0 or more"),
+    "token types past type_vocab_size": ({"input_ids": {"high": 100}, "token_type_ids": {"high": 3}},
+                                         "token_type_ids.high is 3, but the model's type_vocab_size is 2"),
+    "a sequence past max_position_embeddings": ({"input_ids": {"high": 100, "shape": [1, 65]}},
+                                                "input_ids.shape [1, 65] has a sequence of 65, but the model's "
+                                                "max_position_embeddings is 64 (config.json): use a sequence of at "
+                                                "most 64"),
+    "positions past max_position_embeddings": ({"input_ids": {"high": 100}, "position_ids": {"high": 65}},
+                                               "position_ids.high is 65, but the model's max_position_embeddings is "
+                                               "64"),
+}
+
+
+@pytest.mark.parametrize("strategy", ["htp", "auto"])
+@pytest.mark.parametrize("case", VOCABULARY_CASES)
+def test_an_input_spec_past_the_models_tables_is_bad_input_for_export(model_dirs, tmp_path, capsys, strategy, case):
+    """`high` above the vocabulary failed htp with an IndexError (exit 1), and `auto` fell back to dynamo, which
+    printed `Evaluation failed: cannot reshape` lines and exited 0 with a file that then failed validation."""
+    inputs, words = VOCABULARY_CASES[case]
+    out = tmp_path / "out"
+    out.mkdir()
+    code = main(["export", str(model_dirs["tiny-bert"]), str(out / "model.onnx"), "--strategy", strategy,
+                 "--input-spec", str(_spec_file(tmp_path, **inputs))])
+    _one_line_error(capsys, code, f"modelexport: error: input spec: {words}")
+    assert list(out.iterdir()) == []
+
+
+def test_an_input_spec_past_the_vocabulary_is_bad_input_for_validate(model_dirs, exported, tmp_path, capsys):
+    result = exported("tiny-bert")
+    code = main(["validate", str(result.onnx_path), "--input-spec",
+                 str(_spec_file(tmp_path, input_ids={"high": 100_000}))])
+    _one_line_error(capsys, code, "input_ids.high is 100000, but the model's vocab_size is 128")
+
+
+def test_an_input_spec_within_the_models_tables_is_accepted(model_dirs, tmp_path):
+    from modelexport.export import export_model
+    from modelexport.inputs import load_input_spec
+
+    spec = load_input_spec(_spec_file(tmp_path, input_ids={"high": 128, "shape": [1, 64]},
+                                      token_type_ids={"high": 2, "shape": [1, 64]}))
+    result = export_model(str(model_dirs["tiny-bert"]), tmp_path / "model.onnx", strategy="htp", input_spec=spec)
+    assert result.stats.coverage == 1.0
+
+
+def test_an_input_spec_past_the_vocabulary_fails_the_pipelines_inputs_stage(prefect_harness, model_dirs, tmp_path):
+    from flows import run_fleet
+
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text(f"models: [{{id: {model_dirs['tiny-bert']}, name: bert, profile: {{enabled: false}},"
+                     " input_spec: {input_ids: {shape: [2, 16], dtype: int64, high: 100000}}}]\n")
+    (outcome,) = run_fleet(str(fleet), str(tmp_path / "out"), track=False).models
+    assert (outcome.status, outcome.failed_stage, outcome.exit_code) == ("failed", "inputs", 2)
+    assert outcome.reason == ("input spec: input_ids.high is 100000, but the model's vocab_size is 128 (config.json):"
+                              " set input_ids.high to at most 128")
+    assert not (tmp_path / "out" / "bert").exists() or list((tmp_path / "out" / "bert").iterdir()) == []
