@@ -71,7 +71,7 @@ def check_output(output: str | os.PathLike) -> Path:
     if not parent.is_dir():
         raise BadInputError(f"output directory {parent} does not exist: create it first")
     try:
-        with tempfile.NamedTemporaryFile(dir=parent, prefix=".modelexport-probe-"):
+        with tempfile.TemporaryFile(dir=parent):  # unnamed where the OS allows: nothing left even if killed
             pass
     except OSError:
         raise BadInputError(f"output directory {parent} is not writable: choose another location") from None
