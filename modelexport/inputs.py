@@ -200,7 +200,8 @@ def check_spec_fits(spec: InputSpec, config) -> None:
             raise BadInputError(f"input spec: {name}.low is {ts.low:g}, but {name} indexes a table of the model "
                                 f"({attribute} {size}): set {name}.low to 0 or more")
         if high > size:
-            given = f"{name}.high is {high}" if ts.high is not None else f"{name}.low is {ts.low:g} (values up to {high - 1})"
+            given = f"{name}.high is {high}" if ts.high is not None else \
+                f"{name}.low is {ts.low:g} (values up to {high - 1})"
             raise BadInputError(f"input spec: {given}, but the model's {attribute} is {size} (config.json): set "
                                 f"{name}.high to at most {size}")
     positions = _config_size(config, "max_position_embeddings")
