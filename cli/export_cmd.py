@@ -35,7 +35,7 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from .terminal import new_console
 
-    from modelexport.export import DEFAULT_OPSET, export_model
+    from modelexport.export import export_model
     from modelexport.inputs import load_input_spec
     from modelexport.report_tree import render_tree
 
@@ -48,7 +48,7 @@ def run(args) -> int:
             args.model,
             args.output,
             strategy=args.strategy,
-            opset=args.opset or DEFAULT_OPSET,
+            opset=args.opset,
             clean=args.clean,
             torch_modules=args.torch_modules,
             input_spec=spec,
@@ -74,11 +74,10 @@ def _run_all(args, spec) -> int:
     from .terminal import new_console
     from rich.table import Table
 
-    from modelexport.export import DEFAULT_OPSET
     from modelexport.export_all import export_all
 
     with new_console(stderr=True).status(f"exporting {args.model} with every strategy"):
-        runs = export_all(args.model, args.output, revision=args.revision, opset=args.opset or DEFAULT_OPSET,
+        runs = export_all(args.model, args.output, revision=args.revision, opset=args.opset,
                           clean=args.clean, torch_modules=args.torch_modules, input_spec=spec, task=args.task,
                           trust_remote_code=args.trust_remote_code)
     table = Table(title=f"{args.model} → {args.output}/<strategy>.onnx")

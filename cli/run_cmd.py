@@ -58,7 +58,11 @@ def run(args) -> int:
                                 table_console, write_json)
     from .terminal import new_console
 
+    from modelexport.fleet import Fleet, check_output_folders
+
     plan = _plan(args)
+    # outputs that cannot be written fail before Prefect starts, as bad options do
+    check_output_folders(Fleet(plan.name, None, [plan]), args.output_dir, args.cache_dir)
     check_json_target(args.json)
     quiet_libraries(args.debug)
     from flows import run_model_flow

@@ -44,7 +44,7 @@ def run(args) -> int:
     check_json_target(args.json)
     fleet = load_fleet(args.fleet)  # every mistake in the file, before Prefect starts
     output_dir = args.output_dir or f"out/{fleet.name}"
-    check_output_folders(fleet, output_dir)
+    check_output_folders(fleet, output_dir, args.cache_dir)
     quiet_libraries(args.debug)
     from flows import run_fleet_flow
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import onnx
 
 from . import atomic, onnx_io, tagging
-from .errors import BadInputError, ExportFailedError, ModelExportError, one_line
+from .errors import BadInputError, ExportFailedError, one_line
 from .hierarchy import Hierarchy, build_hierarchy
 from .inputs import ExampleInputs, InputSpec, inputs_from_spec, resolve_spec
 from .loading import LoadedModel, load
@@ -56,19 +56,35 @@ def sidecar_path_for(onnx_path: str | os.PathLike) -> Path:
 
 
 def check_output(output: str | os.PathLike) -> Path:
-    """Fail early, before any work, if the ONNX file cannot be written where asked."""
+    """Fail early, before any work, if the ONNX file (or its sidecar) cannot be written where asked."""
     output = Path(output)
     if output.suffix != ".onnx":
         raise BadInputError(f"output {output} must end in .onnx")
+    if output.is_dir():
+        raise BadInputError(f"output {output} is a directory: pass the path of a file to write, or remove the "
+                            "directory")
+    for path, what in ((sidecar_path_for(output), "sidecar"), (onnx_io.external_data_path(output), "weights file")):
+        if path.is_dir():
+            raise BadInputError(f"{path} (the {what} of {output}) is a directory: remove it or choose another "
+                                "output name")
     parent = output.parent
     if not parent.is_dir():
         raise BadInputError(f"output directory {parent} does not exist: create it first")
     try:
-        with tempfile.NamedTemporaryFile(dir=parent, prefix=".modelexport-probe-"):
+        with tempfile.TemporaryFile(dir=parent):  # unnamed where the OS allows: nothing left even if killed
             pass
     except OSError:
         raise BadInputError(f"output directory {parent} is not writable: choose another location") from None
     return output
+
+
+def check_opset(opset: int | None) -> int:
+    """The opset to export with (None: the default), or a one-line error for one no exporter supports."""
+    if opset is None:
+        return DEFAULT_OPSET
+    if not 7 <= opset <= 23:
+        raise BadInputError(f"opset {opset} is out of range: use 7..23 (default {DEFAULT_OPSET})")
+    return opset
 
 
 def example_inputs(loaded: LoadedModel, spec: InputSpec | None) -> ExampleInputs:
@@ -132,7 +148,7 @@ def export_model(
     output: str | os.PathLike,
     *,
     strategy: str = "auto",
-    opset: int = DEFAULT_OPSET,
+    opset: int | None = DEFAULT_OPSET,
     clean: bool = False,
     torch_modules: bool = False,
     input_spec: InputSpec | None = None,
@@ -147,8 +163,7 @@ def export_model(
     unknown = [s for s in strategies if s not in STRATEGIES]
     if unknown:
         raise BadInputError(f"unknown strategy '{unknown[0]}': use auto or one of {', '.join(STRATEGIES)}")
-    if not 7 <= opset <= 23:
-        raise BadInputError(f"opset {opset} is out of range: use 7..23 (default {DEFAULT_OPSET})")
+    opset = check_opset(opset)
     source = model if isinstance(model, ModelSource) else resolve(model, revision=revision)
     loaded = load(source, task=task, trust_remote_code=trust_remote_code)
     inputs = example_inputs(loaded, input_spec)
@@ -186,10 +201,13 @@ def export_model(
     sidecar_path = sidecar_path_for(output)
     try:
         onnx_io.save_atomic(proto, output, capture.weights)
+    except OSError as exc:
+        raise atomic.write_error(output, exc) from None
+    try:
         atomic.write_text(sidecar_path, json.dumps(sidecar, indent=1))
     except OSError as exc:
         output.unlink(missing_ok=True)  # never an ONNX without its sidecar
-        raise ModelExportError(f"cannot write {output}: {exc.strerror or exc}; free space or choose another location") from None
+        raise atomic.write_error(sidecar_path, exc) from None
     return ExportResult(output, sidecar_path, attempts[-1].strategy, stats, attempts,
                         round(time.perf_counter() - start, 3), sidecar)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .compare import compare_files
 from .errors import BadInputError, ExportFailedError
-from .export import AUTO_ORDER, export_model
+from .export import AUTO_ORDER, check_opset, export_model
 from .source import resolve
 from .strategies import STRATEGIES
 
@@ -43,6 +43,7 @@ def export_all(model: str, outdir: str | os.PathLike, revision: str | None = Non
         raise BadInputError(f"with --strategy all the output is a directory, not {outdir}: pass a directory")
     if not outdir.parent.is_dir():
         raise BadInputError(f"output directory {outdir.parent} does not exist: create it first")
+    options["opset"] = check_opset(options.get("opset"))  # before anything is written
     outdir.mkdir(exist_ok=True)
     source = resolve(model, revision=revision)
     runs: list[StrategyRun] = []

@@ -158,6 +158,8 @@ def load_fleet(path: str | Path) -> Fleet:
         where = getattr(exc, "problem_mark", None)
         line = f" at line {where.line + 1}" if where is not None else ""
         raise BadInputError(f"fleet file {path} is not valid YAML{line}: fix the file") from None
+    except RecursionError:  # PyYAML composes nested collections recursively
+        raise BadInputError(f"fleet file {path} nests too deeply to be a fleet file: fix the file") from None
     return parse_fleet(data, base=path.parent, source=f"fleet file {path}", path=path)
 
 
@@ -198,15 +200,40 @@ def parse_fleet(data: object, base: Path = Path("."), source: str = "fleet", pat
     return Fleet(fleet.name, path, plans)
 
 
-def check_output_folders(fleet: Fleet, output_dir: str | Path) -> None:
-    """Refuse a fleet whose model folder would lie outside OUTPUT_DIR: names cannot hold ``/`` or ``..``, but
-    ``OUTPUT_DIR/<name>`` may already exist as a symlink to elsewhere, which the export would write through."""
+def check_output_folders(fleet: Fleet, output_dir: str | Path, cache_dir: str | Path | None = None) -> None:
+    """Refuse, before anything runs, a fleet whose outputs cannot be written: OUTPUT_DIR (and CACHE_DIR) must be
+    directories this process can create and write in, and no model folder may lie outside OUTPUT_DIR (names cannot
+    hold ``/`` or ``..``, but ``OUTPUT_DIR/<name>`` may already exist as a symlink to elsewhere, which the export
+    would write through)."""
+    check_writable_dir(output_dir, "--output-dir")
+    if cache_dir is not None:
+        check_writable_dir(cache_dir, "--cache-dir")
     root = Path(output_dir).resolve()
     for index, plan in enumerate(fleet.models):
         folder = Path(output_dir) / plan.name
         if not folder.resolve().is_relative_to(root):
             raise BadInputError(f"models[{index}].name: {folder} leads outside the output directory "
                                 f"(to {folder.resolve()}): remove that link or choose another name")
+
+
+def check_writable_dir(path: str | Path, option: str) -> None:
+    """Raise BadInputError unless `path` is (or can be made) a directory this process can write in. Nothing is
+    created: the nearest existing folder on the way must be a directory we can create files in."""
+    import tempfile
+
+    path = Path(path)
+    existing = path
+    while not (existing.exists() or existing.is_symlink()):
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "is" if existing == path else f"cannot be created: {existing} is"
+        raise BadInputError(f"{option} {path} {where} not a directory: choose another location")
+    try:
+        with tempfile.TemporaryFile(dir=existing):  # unnamed where the OS allows: nothing left even if killed
+            pass
+    except OSError as exc:
+        raise BadInputError(f"{option} {path} cannot be written ({existing}: {exc.strerror or exc}): choose another "
+                            "location or fix its permissions") from None
 
 
 def _one_line(problems: list[str]) -> str:

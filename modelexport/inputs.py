@@ -137,7 +137,14 @@ def load_input_spec(path: str | Path) -> InputSpec:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise BadInputError(f"input spec {path} is not valid JSON ({exc}): fix the file") from None
+    except RecursionError:
+        raise BadInputError(f"input spec {path} nests too deeply to be an input spec: fix the file") from None
     return parse_input_spec(data, source=f"input spec {path}")
+
+
+def integer_range(ts: TensorSpec) -> tuple[int, int]:
+    """The ``[low, high)`` an integer input's values are drawn from (high defaults to low + 2, at least 2)."""
+    return int(ts.low), int(ts.high) if ts.high is not None else max(int(ts.low) + 2, 2)
 
 
 def inputs_from_spec(spec: InputSpec, seed: int = 0, scale: dict[int, int] | None = None) -> ExampleInputs:
@@ -157,11 +164,62 @@ def inputs_from_spec(spec: InputSpec, seed: int = 0, scale: dict[int, int] | Non
         elif dtype == torch.bool:
             t = torch.ones(shape, dtype=torch.bool)
         else:
-            high = int(ts.high) if ts.high is not None else max(int(ts.low) + 2, 2)
-            t = torch.randint(int(ts.low), high, shape, generator=generator, dtype=dtype)
+            low, high = integer_range(ts)
+            t = torch.randint(low, high, shape, generator=generator, dtype=dtype)
         tensors[name] = t
         axes[name] = dict(ts.dynamic_axes)
     return ExampleInputs(tensors, axes)
+
+
+# --- what a transformers model's config allows ------------------------------------------------------------------
+
+# Integer inputs that index an embedding table, and the config value that sizes the table.
+EMBEDDING_SIZES = {"input_ids": "vocab_size", "decoder_input_ids": "vocab_size",
+                   "token_type_ids": "type_vocab_size", "position_ids": "max_position_embeddings"}
+SEQUENCE_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
+# Config keys of position schemes that are not a table of max_position_embeddings rows (rotary, ALiBi): their
+# models run past it, so the sequence length is not checked against it.
+UNBOUNDED_POSITIONS = ("rope_theta", "rope_scaling", "rope_parameters", "rotary_dim", "alibi")
+
+
+def check_spec_fits(spec: InputSpec, config) -> None:
+    """Refuse a spec whose integer inputs index past the model's embedding tables (ids of ``high`` above
+    ``vocab_size``, token types above ``type_vocab_size``, sequences or positions beyond
+    ``max_position_embeddings``): the model would fail on them deep inside the exporter with an IndexError, or
+    worse, an exporter that does not check indices would write a file that then fails validation. Plain torch
+    modules (no config) are not checked."""
+    if config is None:
+        return
+    for name, ts in spec.root.items():
+        attribute = EMBEDDING_SIZES.get(name)
+        size = _config_size(config, attribute) if attribute else None
+        if size is None or not (ts.dtype.startswith("int")):
+            continue
+        low, high = integer_range(ts)
+        if low < 0:
+            raise BadInputError(f"input spec: {name}.low is {ts.low:g}, but {name} indexes a table of the model "
+                                f"({attribute} {size}): set {name}.low to 0 or more")
+        if high > size:
+            given = f"{name}.high is {high}" if ts.high is not None else \
+                f"{name}.low is {ts.low:g} (values up to {high - 1})"
+            raise BadInputError(f"input spec: {given}, but the model's {attribute} is {size} (config.json): set "
+                                f"{name}.high to at most {size}")
+    positions = _config_size(config, "max_position_embeddings")
+    if positions is None or any(getattr(config, key, None) for key in UNBOUNDED_POSITIONS) \
+            or getattr(config, "position_embedding_type", "absolute") not in ("absolute", "relative_key",
+                                                                             "relative_key_query"):
+        return
+    for name in SEQUENCE_INPUTS:
+        ts = spec.root.get(name)
+        if ts is not None and len(ts.shape) >= 2 and ts.shape[1] > positions:
+            raise BadInputError(f"input spec: {name}.shape {ts.shape} has a sequence of {ts.shape[1]}, but the "
+                                f"model's max_position_embeddings is {positions} (config.json): use a sequence of "
+                                f"at most {positions}")
+
+
+def _config_size(config, attribute: str) -> int | None:
+    value = getattr(config, attribute, None)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 # --- generators from a transformers config ---------------------------------------------------------------------
@@ -237,8 +295,10 @@ def spec_from_config(model: torch.nn.Module, config) -> InputSpec:
 def resolve_spec(model: torch.nn.Module, config, input_spec: InputSpec | None = None,
                  recorded: dict | None = None) -> InputSpec:
     """The inputs to run a model on, the one way every stage finds them: the user's spec, else what the model's
-    config and ``forward`` signature call for, else the spec an export `recorded` in its sidecar."""
+    config and ``forward`` signature call for, else the spec an export `recorded` in its sidecar. A user's spec
+    must fit the model's tables (``check_spec_fits``)."""
     if input_spec is not None:
+        check_spec_fits(input_spec, config)
         return input_spec
     if config is not None:
         return spec_from_config(model, config)

@@ -9,6 +9,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from safetensors import SafetensorError
 from torch import nn
 
 from .errors import BadInputError, first_line
@@ -38,12 +39,55 @@ class LoadedModel:
 
 def read_config(path: Path) -> dict:
     """Parse config.json, with a clear error for a broken one."""
+    file = path / "config.json"
     try:
-        return json.loads((path / "config.json").read_text(encoding="utf-8"))
+        data = json.loads(file.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
-        raise BadInputError(f"{path / 'config.json'} is not valid JSON ({exc}): fix it or re-save the model") from None
+        raise BadInputError(f"{file} is not valid JSON ({exc}): fix it or re-save the model") from None
+    except RecursionError:
+        raise BadInputError(f"{file} nests too deeply to be a model config: fix it or re-save the model") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise BadInputError(f"cannot read {path / 'config.json'}: {exc}") from None
+        raise BadInputError(f"cannot read {file}: {exc}") from None
+    if not isinstance(data, dict):
+        raise BadInputError(f"{file} holds a JSON {_json_kind(data)}, not an object of settings: fix it or re-save "
+                            "the model")
+    return data
+
+
+def _json_kind(value) -> str:
+    return {list: "array", str: "string", bool: "boolean", type(None): "null"}.get(type(value), "number")
+
+
+def check_weight_files(path: Path) -> None:
+    """Refuse a safetensors file whose header is cut short or corrupt, naming it (safetensors' own error names
+    no file: ``SafetensorError: Error while deserializing header: invalid header length``)."""
+    for file in sorted(path.glob("*.safetensors")):
+        problem = _safetensors_problem(file)
+        if problem:
+            raise BadInputError(f"{file} is not a valid safetensors file ({problem}): download it again or re-save "
+                                "the model")
+
+
+def _safetensors_problem(file: Path) -> str | None:
+    """Why `file` cannot be a complete safetensors file (8-byte header length, JSON header, data), or None."""
+    try:
+        size = file.stat().st_size
+        with open(file, "rb") as f:
+            length = int.from_bytes(f.read(8), "little")
+            if size < 8 or length > size - 8:
+                return f"cut short or not safetensors: a {length}-byte header in a {size}-byte file"
+            header = json.loads(f.read(length))
+    except OSError as exc:
+        return f"cannot read it: {exc.strerror or exc}"
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return "its header is not valid JSON"
+    try:
+        end = max((int(t["data_offsets"][1]) for k, t in header.items() if k != "__metadata__"), default=0)
+    except (AttributeError, TypeError, KeyError, IndexError, ValueError):
+        return "its header does not describe tensors"
+    if 8 + length + end > size:
+        return f"it is cut short: {size} of {8 + length + end} bytes"
+    return None
 
 
 def load(source: ModelSource, task: str | None = None, trust_remote_code: bool = False,
@@ -85,10 +129,8 @@ def _load_transformers(path: Path, task: str | None, trust_remote_code: bool, we
 
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
-    try:
-        config = transformers.AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
-    except (ValueError, KeyError, TypeError) as exc:
-        raise BadInputError(f"{path / 'config.json'} is not a usable transformers config: {first_line(exc)}") from None
+    config = _config(path, trust_remote_code)
+    check_weight_files(path)
     if hasattr(config, "use_cache"):
         config.use_cache = False  # decoders' cache outputs (DynamicCache) do not export
     model_class = _model_class(transformers, config, task)
@@ -104,13 +146,14 @@ def _load_transformers(path: Path, task: str | None, trust_remote_code: bool, we
             f"the weights in {path} are a pickle that does not load safely (weights_only=True refused it): "
             "use safetensors weights from a trusted source"
         ) from None
-    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+    except (OSError, ValueError, RuntimeError, KeyError, EOFError, SafetensorError) as exc:
         if "mismatch" in str(exc):
             raise BadInputError(
                 f"the weights in {path} do not match its config.json (tensor shapes differ): re-save the model or "
                 "fix the config"
             ) from None
-        raise BadInputError(f"cannot load the model in {path}: {first_line(exc)}") from None
+        raise BadInputError(f"cannot load the model in {path}: {first_line(exc)}: download it again or re-save "
+                            "it") from None
     missing = info.get("missing_keys") or []
     if missing:
         raise BadInputError(
@@ -128,6 +171,29 @@ def _without_weights(model_class, config, trust_remote_code: bool) -> nn.Module:
         if hasattr(model_class, "from_config"):  # an auto class
             return model_class.from_config(config, trust_remote_code=trust_remote_code).eval()
         return model_class._from_config(config).eval()
+
+
+def load_config(source: ModelSource, trust_remote_code: bool = False):
+    """The transformers config of `source` without its weights (None for a plain torch module's factory)."""
+    if source.kind == "factory":
+        return None
+    path = Path(source.path)
+    raw = read_config(path)
+    if raw.get("auto_map") and not trust_remote_code:
+        return None  # its config class is remote code too: load() refuses the model with the reason
+    return _config(path, trust_remote_code)
+
+
+def _config(path: Path, trust_remote_code: bool):
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    try:
+        return transformers.AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise BadInputError(f"{path / 'config.json'} is not a usable transformers config: {first_line(exc)}: fix "
+                            "it or re-save the model") from None
 
 
 def _model_class(transformers, config, task: str | None):

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import onnx
 
+from . import atomic
 from .serialized_weights import SerializedWeights, write_model
 
 PROTOBUF_LIMIT = 1_800_000_000  # a little under 2 GiB: beyond it weights must go to an external file
@@ -29,13 +29,14 @@ def save_atomic(model: onnx.ModelProto, path: str | os.PathLike,
     """Write `model` (with `weights`, its initializers as an exporter serialized them, if given) to `path` (and
     `path`.data when large) so that no partial file ever has the final name.
 
-    Files are written into a hidden temporary folder beside `path`, then renamed into place: the weights first,
-    the graph last, so a complete ``.onnx`` always has complete weights. Returns the files written.
+    Files are written into a hidden staging folder beside `path` (named after its writer, see atomic.py), then
+    renamed into place: the weights first, the graph last, so a complete ``.onnx`` always has complete weights.
+    Returns the files written.
     """
     path = Path(path)
     spliced = weights is not None and weights.chunks
     external = not spliced and _weight_bytes(model) > PROTOBUF_LIMIT
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    staging = atomic.new_staging_dir(path)
     try:
         staged = staging / path.name
         if spliced:

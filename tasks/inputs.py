@@ -12,13 +12,16 @@ from .policy import CONTENT, computing
 @task(name="inputs", cache_policy=CONTENT, persist_result=True)
 def derive_inputs(source: ModelSource, task_name: str | None = None, input_spec: dict | None = None,
                   trust_remote_code: bool = False) -> dict:
-    """The user's spec if given, else the one the model's config and forward signature call for (read from the
-    model built without its weights)."""
-    from modelexport.inputs import parse_input_spec, resolve_spec
-    from modelexport.loading import load
+    """The user's spec if given (checked against the model's config), else the one the model's config and forward
+    signature call for (read from the model built without its weights)."""
+    from modelexport.inputs import check_spec_fits, parse_input_spec, resolve_spec
+    from modelexport.loading import load, load_config
 
     if input_spec is not None:
-        return parse_input_spec(input_spec).model_dump(mode="json")
+        spec = parse_input_spec(input_spec)
+        with computing():
+            check_spec_fits(spec, load_config(source, trust_remote_code))  # the config only, not the weights
+        return spec.model_dump(mode="json")
     with computing():  # building a transformers model patches torch's init functions for a while
         loaded = load(source, task=task_name, trust_remote_code=trust_remote_code, weights=False)
     return resolve_spec(loaded.model, loaded.config).model_dump(mode="json")

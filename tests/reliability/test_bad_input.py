@@ -41,6 +41,7 @@ def _run_fleet(tmp_path, text: str | None, capsys, *extra: str, fleet: Path | No
     ("models: [{id: org/a, name: ..}]\n", "models[0].name: name '..' must be letters"),
     ("models: [{id: org/a, input_spec: nowhere.json}]\n", "models[0].input_spec: input spec"),
     ("models: [{id: org/a, task: dancing}]\n", "models[0].task: unknown task 'dancing'"),
+    ("[" * 100_000, "nests too deeply to be a fleet file: fix the file"),  # was RecursionError, exit 1
 ])
 def test_an_invalid_fleet_file_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, text, expected):
     code, err = _run_fleet(tmp_path, text, capsys)
@@ -146,3 +147,208 @@ def test_fleet_file_text_is_parsed_or_explained(tmp_path, text):
         load_fleet(path)
     except BadInputError as exc:
         assert "\n" not in str(exc) and str(exc).startswith(f"fleet file {path}")
+
+
+# --- bad input given to export / run as a user gives it (issue 26): exit 2, one line naming it, nothing written --
+
+def _one_line_error(capsys, code: int, *words: str) -> str:
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith("modelexport: error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    for word in words:
+        assert word in err, err
+    return err
+
+
+@pytest.mark.parametrize("opset, extra", [("0", []), ("24", []), ("0", ["--strategy", "all"])])
+def test_an_opset_out_of_range_is_refused_by_export(model_dirs, tmp_path, capsys, opset, extra):
+    """`--opset 0` was read as "not given" and exported at 18, exit 0."""
+    out = tmp_path / "out" / ("all" if extra else "model.onnx")
+    (tmp_path / "out").mkdir()
+    code = main(["export", str(model_dirs["tiny-bert"]), str(out), "--opset", opset, *extra])
+    _one_line_error(capsys, code, f"opset {opset} is out of range: use 7..23")
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def _copy_of_bert(model_dirs, tmp_path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(model_dirs["tiny-bert"], tmp_path / "bert"))
+
+
+@pytest.mark.parametrize("damage, words", [
+    ("truncated", ["model.safetensors is not a valid safetensors file", "download it again or re-save"]),
+    ("half", ["model.safetensors is not a valid safetensors file (it is cut short"]),
+    ("random", ["model.safetensors is not a valid safetensors file", "download it again or re-save"]),
+    ("config list", ["config.json holds a JSON array, not an object", "fix it or re-save the model"]),
+    ("config string", ["config.json holds a JSON string, not an object"]),
+])
+def test_a_damaged_model_folder_is_bad_input_naming_the_file(model_dirs, tmp_path, capsys, damage, words):
+    """Was exit 1 with `SafetensorError: Error while deserializing header` (no file named) or
+    `AttributeError: 'list' object has no attribute 'get'`."""
+    model = _copy_of_bert(model_dirs, tmp_path)
+    weights = model / "model.safetensors"
+    data = weights.read_bytes()
+    if damage == "truncated":
+        weights.write_bytes(data[:100])
+    elif damage == "half":
+        weights.write_bytes(data[: len(data) // 2])
+    elif damage == "random":
+        weights.write_bytes(os.urandom(5000))
+    else:
+        (model / "config.json").write_text("[1, 2, 3]" if damage == "config list" else '"bert"')
+    (tmp_path / "out").mkdir()
+    code = main(["export", str(model), str(tmp_path / "out" / "model.onnx")])
+    _one_line_error(capsys, code, *words)
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_an_input_spec_nested_too_deeply_is_bad_input(model_dirs, tmp_path, capsys):
+    spec = tmp_path / "spec.json"
+    spec.write_text("[" * 100_000)
+    code = main(["export", str(model_dirs["tiny-bert"]), str(tmp_path / "model.onnx"), "--input-spec", str(spec)])
+    _one_line_error(capsys, code, f"input spec {spec} nests too deeply to be an input spec: fix the file")
+
+
+@pytest.mark.parametrize("in_the_way, words", [
+    ("x.onnx", ["output ", "x.onnx is a directory: pass the path of a file to write, or remove the directory"]),
+    ("x.hierarchy.json", ["x.hierarchy.json (the sidecar of ", "x.onnx) is a directory: remove it or choose another"]),
+])
+def test_a_directory_where_the_output_or_sidecar_goes_is_bad_input(model_dirs, tmp_path, capsys, in_the_way, words):
+    """Was `IsADirectoryError: [Errno 21] Is a directory: 'x.onnx'` (exit 1), and for the sidecar, after the whole
+    export, `cannot write .../x.onnx: Is a directory; free space or choose another location`: the wrong file."""
+    out = tmp_path / "out"
+    (out / in_the_way).mkdir(parents=True)
+    code = main(["export", str(model_dirs["tiny-bert"]), str(out / "x.onnx")])
+    _one_line_error(capsys, code, *words)
+    assert [p.name for p in out.iterdir()] == [in_the_way]
+
+
+def test_a_sidecar_that_cannot_be_written_names_the_sidecar(model_dirs, tmp_path, capsys, monkeypatch):
+    """Found only when it is written (the directory appeared after the checks): the error names the sidecar, not
+    the ONNX file, and does not suggest freeing space; no ONNX is left without its sidecar."""
+    from modelexport import export
+
+    out = tmp_path / "out"
+    out.mkdir()
+    real_save = export.onnx_io.save_atomic
+
+    def save_then_block_the_sidecar(*args, **kwargs):
+        (out / "x.hierarchy.json").mkdir()
+        return real_save(*args, **kwargs)
+
+    monkeypatch.setattr(export.onnx_io, "save_atomic", save_then_block_the_sidecar)
+    code = main(["export", str(model_dirs["tiny-bert"]), str(out / "x.onnx")])
+    err = _one_line_error(capsys, code, f"cannot write {out / 'x.hierarchy.json'}: a directory has that name; "
+                                        "remove it or choose another output")
+    assert "free space" not in err
+    assert [p.name for p in out.iterdir()] == ["x.hierarchy.json"]
+
+
+@pytest.mark.parametrize("command", ["run", "run-fleet"])
+@pytest.mark.parametrize("option", ["--output-dir", "--cache-dir"])
+def test_outputs_that_cannot_be_written_fail_before_prefect_starts(model_dirs, tmp_path, capsys, monkeypatch,
+                                                                   command, option):
+    """`run --output-dir FILE/sub` failed with `NotADirectoryError: ... .cache` (exit 1) once Prefect was up."""
+    import flows
+
+    monkeypatch.setattr(flows, "run_model_flow", lambda *a, **k: pytest.fail("the pipeline started"))
+    monkeypatch.setattr(flows, "run_fleet_flow", lambda *a, **k: pytest.fail("the pipeline started"))
+    blocker = tmp_path / "afile"
+    blocker.write_text("not a folder")
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text(f"models: [{{id: {model_dirs['tiny-bert']}}}]\n")
+    target = [command, str(model_dirs["tiny-bert"]) if command == "run" else str(fleet), "--no-tracking"]
+    places = {"--output-dir": str(tmp_path / "out"), option: str(blocker / "sub")}
+    code = main([*target, *(a for item in places.items() for a in item)])
+    _one_line_error(capsys, code, f"{option} {blocker / 'sub'} cannot be created: {blocker} is not a directory: "
+                                  "choose another location")
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_output_dir_that_cannot_be_written_says_what_to_do(model_dirs, tmp_path, capsys, monkeypatch):
+    """As root a chmod'ed folder is writable anyway: the refusal the OS would give is simulated."""
+    import tempfile
+
+    import flows
+
+    monkeypatch.setattr(flows, "run_model_flow", lambda *a, **k: pytest.fail("the pipeline started"))
+
+    def refused(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", refused)
+    code = main(["run", str(model_dirs["tiny-bert"]), "--output-dir", str(tmp_path / "out"), "--no-tracking"])
+    _one_line_error(capsys, code, f"--output-dir {tmp_path / 'out'} cannot be written ({tmp_path}: Permission "
+                                  "denied): choose another location or fix its permissions")
+
+
+def _spec_file(tmp_path, **inputs) -> Path:
+    import json
+
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({name: {"dtype": "int64", "shape": [2, 16], **ts} for name, ts in inputs.items()}))
+    return spec
+
+
+VOCABULARY_CASES = {  # tiny-bert: vocab_size 128, type_vocab_size 2, max_position_embeddings 64
+    "ids past the vocabulary": ({"input_ids": {"high": 100_000}},
+                                "input_ids.high is 100000, but the model's vocab_size is 128 (config.json): set "
+                                "input_ids.high to at most 128"),
+    "negative ids": ({"input_ids": {"low": -1, "high": 10}},
+                     "input_ids.low is -1, but input_ids indexes a table of the model (vocab_size 128): set "
+                     "input_ids.low to 0 or more"),
+    "token types past type_vocab_size": ({"input_ids": {"high": 100}, "token_type_ids": {"high": 3}},
+                                         "token_type_ids.high is 3, but the model's type_vocab_size is 2"),
+    "a sequence past max_position_embeddings": ({"input_ids": {"high": 100, "shape": [1, 65]}},
+                                                "input_ids.shape [1, 65] has a sequence of 65, but the model's "
+                                                "max_position_embeddings is 64 (config.json): use a sequence of at "
+                                                "most 64"),
+    "positions past max_position_embeddings": ({"input_ids": {"high": 100}, "position_ids": {"high": 65}},
+                                               "position_ids.high is 65, but the model's max_position_embeddings is "
+                                               "64"),
+}
+
+
+@pytest.mark.parametrize("strategy", ["htp", "auto"])
+@pytest.mark.parametrize("case", VOCABULARY_CASES)
+def test_an_input_spec_past_the_models_tables_is_bad_input_for_export(model_dirs, tmp_path, capsys, strategy, case):
+    """`high` above the vocabulary failed htp with an IndexError (exit 1), and `auto` fell back to dynamo, which
+    printed `Evaluation failed: cannot reshape` lines and exited 0 with a file that then failed validation."""
+    inputs, words = VOCABULARY_CASES[case]
+    out = tmp_path / "out"
+    out.mkdir()
+    code = main(["export", str(model_dirs["tiny-bert"]), str(out / "model.onnx"), "--strategy", strategy,
+                 "--input-spec", str(_spec_file(tmp_path, **inputs))])
+    _one_line_error(capsys, code, f"modelexport: error: input spec: {words}")
+    assert list(out.iterdir()) == []
+
+
+def test_an_input_spec_past_the_vocabulary_is_bad_input_for_validate(model_dirs, exported, tmp_path, capsys):
+    result = exported("tiny-bert")
+    code = main(["validate", str(result.onnx_path), "--input-spec",
+                 str(_spec_file(tmp_path, input_ids={"high": 100_000}))])
+    _one_line_error(capsys, code, "input_ids.high is 100000, but the model's vocab_size is 128")
+
+
+def test_an_input_spec_within_the_models_tables_is_accepted(model_dirs, tmp_path):
+    from modelexport.export import export_model
+    from modelexport.inputs import load_input_spec
+
+    spec = load_input_spec(_spec_file(tmp_path, input_ids={"high": 128, "shape": [1, 64]},
+                                      token_type_ids={"high": 2, "shape": [1, 64]}))
+    result = export_model(str(model_dirs["tiny-bert"]), tmp_path / "model.onnx", strategy="htp", input_spec=spec)
+    assert result.stats.coverage == 1.0
+
+
+def test_an_input_spec_past_the_vocabulary_fails_the_pipelines_inputs_stage(prefect_harness, model_dirs, tmp_path):
+    from flows import run_fleet_flow
+
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text(f"models: [{{id: {model_dirs['tiny-bert']}, name: bert, profile: {{enabled: false}},"
+                     " input_spec: {input_ids: {shape: [2, 16], dtype: int64, high: 100000}}}]\n")
+    (outcome,) = run_fleet_flow(str(fleet), str(tmp_path / "out"), track=False).models
+    assert (outcome.status, outcome.failed_stage, outcome.exit_code) == ("failed", "inputs", 2)
+    assert outcome.reason == ("input spec: input_ids.high is 100000, but the model's vocab_size is 128 (config.json):"
+                              " set input_ids.high to at most 128")
+    assert not (tmp_path / "out" / "bert").exists() or list((tmp_path / "out" / "bert").iterdir()) == []

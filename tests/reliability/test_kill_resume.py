@@ -149,3 +149,63 @@ def test_runs_of_a_killed_process_are_ended_interrupted_and_live_ones_are_not(tm
         assert after.info.status == "FAILED", run.info.run_name
         assert after.data.tags[tracking_runs.TAG + "error"] == (
             f"interrupted: its process {proc.pid} ended while the run was RUNNING")
+
+
+STAGER = """
+import sys, time
+from pathlib import Path
+from modelexport import atomic
+folder = Path(sys.argv[1])
+staged = atomic.new_staging_dir(folder / "model.onnx")
+(staged / "model.onnx").write_bytes(b"half an export")
+part = atomic._new_file(folder / "model.graphml")
+part.write_text("half a graph")
+print("ready", flush=True)
+time.sleep(120)
+"""
+
+
+def _start_stager(folder: Path) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", STAGER, str(folder)], env=_env(), stdout=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+def test_staging_of_a_killed_writer_is_removed_by_the_next_run_in_its_folder(model_dirs, tmp_path):
+    """A killed run's hidden staging (`.model.onnx.*/model.onnx`, `.model.graphml.*.part`) stayed forever; now the
+    next run writing into that folder removes it. A live writer's staging (a concurrent process's) is left alone,
+    as are hidden files that are not staging; staging of older versions (no writer in the name) goes once a day
+    old."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    killed = _start_stager(folder)
+    killed.kill()
+    killed.wait(timeout=30)
+    dead = sorted(p.name for p in folder.iterdir())
+    assert len(dead) == 2 and all(f"-{killed.pid}." in name for name in dead), dead
+    live = _start_stager(folder)
+    try:
+        alive = sorted(set(p.name for p in folder.iterdir()) - set(dead))
+        (folder / ".keep").write_text("the user's")
+        day_old = time.time() - 25 * 3600
+        for name, is_dir in ((".model.onnx.ab_cd12x", True), (".report.md.0123abcd.part", False),
+                             (".model.onnx.fresh123", True)):
+            path = folder / name
+            if is_dir:
+                path.mkdir()
+                (path / "model.onnx").write_bytes(b"old half export")
+            else:
+                path.write_text("old half report")
+            if "fresh" not in name:
+                os.utime(path, (day_old, day_old))
+
+        result = subprocess.run([sys.executable, "-m", "cli", "export", str(model_dirs["tiny-bert"]),
+                                 str(folder / "model.onnx"), "--strategy", "htp"], env=_env(), capture_output=True,
+                                text=True, timeout=300)
+        assert result.returncode == 0, result.stderr
+        left = sorted(p.name for p in folder.iterdir())
+        assert left == sorted([".keep", ".model.onnx.fresh123", *alive, "model.hierarchy.json", "model.onnx"]), left
+    finally:
+        live.kill()
+        live.wait(timeout=30)
