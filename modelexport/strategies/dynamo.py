@@ -13,6 +13,7 @@ import ast
 
 import torch
 
+from ..direct_calls import scope_direct_calls
 from ..wrapping import WRAPPED_ATTRIBUTE, KeywordWrapper
 from .base import Capture, Strategy, name_outputs, quiet_exporter, register, root_reason
 
@@ -67,7 +68,8 @@ class DynamoStrategy(Strategy):
         args = tuple(inputs.tensors.values())
         shapes = dynamic_shapes(inputs)
         try:
-            program = self._export(wrapper, args, inputs.names, opset, shapes)
+            with scope_direct_calls(model):
+                program = self._export(wrapper, args, inputs.names, opset, shapes)
         except Exception as exc:
             if shapes is None:
                 raise

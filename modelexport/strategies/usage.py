@@ -27,6 +27,7 @@ from collections.abc import Iterator
 import onnx
 import torch
 
+from ..direct_calls import scope_direct_calls
 from ..hierarchy import Hierarchy
 from ..tagging import subgraphs
 from ..wrapping import KeywordWrapper
@@ -118,7 +119,8 @@ class UsageStrategy(Strategy):
         wrapper = KeywordWrapper(model, inputs.names, positional=positional).eval()
         paths, handles = install_scopes(model, hierarchy)
         try:
-            proto, weights = torchscript_export(wrapper, inputs, opset)
+            with scope_direct_calls(model):
+                proto, weights = torchscript_export(wrapper, inputs, opset)
         finally:
             for handle in handles:
                 handle.remove()
