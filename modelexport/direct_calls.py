@@ -54,6 +54,13 @@ class _State:
         self.redirecting: set[int] = set()  # ids of modules whose direct call is on its way through __call__
         self.running: list[nn.Module] = []  # modules whose real forward runs now, innermost last
         self.redirected = 0  # direct calls routed through __call__ (for tests and diagnostics)
+        self.paths: dict[int, str] = {}  # id -> attribute path of every wrapped module
+        self.ran: set[int] = set()  # ids of the modules whose forward ran, however it was called
+
+    def ran_paths(self) -> frozenset[str] | None:
+        """Attribute paths of the submodules whose forward ran; None where nothing was seen (the exporter traced
+        the bytecode instead, torch.export strict=True)."""
+        return frozenset(self.paths[key] for key in self.ran) if self.ran else None
 
 
 def _wrapper(module: nn.Module, original, state: _State):
@@ -75,6 +82,7 @@ def _wrapper(module: nn.Module, original, state: _State):
             finally:
                 state.redirecting.discard(key)
         state.redirecting.discard(key)
+        state.ran.add(key)
         state.running.append(module)
         try:
             return original(*args, **kwargs)
@@ -111,6 +119,7 @@ def scope_direct_calls(model: nn.Module) -> Iterator[_State]:
             installed.append((module, previous))
             module.__dict__["forward"] = wrapper
             wrappers[id(module)] = wrapper
+            state.paths[id(module)] = path
         modules = {id(m): m for m in model.modules()}
         for holder in modules.values():
             for name, value in list(holder.__dict__.items()):

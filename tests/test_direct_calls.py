@@ -12,7 +12,7 @@ import onnx
 import pytest
 import torch
 
-from modelexport.direct_calls import scope_direct_calls
+from modelexport.direct_calls import _State, scope_direct_calls
 from modelexport.export import export_model
 from modelexport.inputs import parse_input_spec
 from tests import direct_call_models, strategy_models
@@ -97,10 +97,47 @@ def test_ordinary_exports_are_unchanged(strategy, out, monkeypatch):
     graphs = {}
     for wrapped in (True, False):
         if not wrapped:
-            monkeypatch.setattr(module, "scope_direct_calls", lambda model: contextlib.nullcontext())
+            monkeypatch.setattr(module, "scope_direct_calls", lambda model: contextlib.nullcontext(_State()))
         result = export_model("tests.strategy_models:distinct", out / f"plain-{strategy}-{wrapped}.onnx",
                               strategy=strategy, input_spec=parse_input_spec(strategy_models.INPUT_SPEC))
         graph = onnx.load(str(result.onnx_path)).graph
         graphs[wrapped] = ([(n.name, n.op_type, list(n.input), list(n.output)) for n in graph.node],
                            result.sidecar["node_tags"])
     assert graphs[True] == graphs[False]
+
+
+@pytest.fixture(scope="module")
+def squeezebert(tmp_path_factory):
+    """A tiny SqueezeBERT: its encoder runs each layer as ``layer.forward(...)``; its LayerNorm subclass calls
+    ``nn.LayerNorm.forward(self, x)``."""
+    import transformers
+
+    path = tmp_path_factory.mktemp("squeezebert") / "tiny-squeezebert"
+    torch.manual_seed(0)
+    config = transformers.SqueezeBertConfig(vocab_size=128, hidden_size=32, embedding_size=32, num_hidden_layers=2,
+                                            num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
+    transformers.SqueezeBertModel(config).save_pretrained(path)
+    return path
+
+
+@pytest.mark.parametrize("strategy", ["htp", "usage", "dynamo"])
+def test_squeezebert_layers_get_their_own_tags(strategy, squeezebert, out):
+    """Each MatMul/Gemm/Conv is tagged with the module whose forward ran it, read independently from the Python
+    stack of an eager run (`groundtruth.frame_anchor_truth`); none is left on the encoder, nothing warns."""
+    from modelexport.loading import load
+    from modelexport.source import resolve
+    from tests.groundtruth import ANCHOR_OPS, frame_anchor_truth
+
+    result = export_model(str(squeezebert), out / f"squeezebert-{strategy}.onnx", strategy=strategy)
+    graph = onnx.load(str(result.onnx_path)).graph
+    tags = result.sidecar["node_tags"]
+    found = Counter(tags[n.name] for n in graph.node if n.op_type in ANCHOR_OPS)
+    model = load(resolve(str(squeezebert))).model
+    tensors = {name: torch.randint(1, 100, (2, 16)) for name in ("input_ids",)}
+    truth = frame_anchor_truth(model, tensors)
+    assert found == truth
+    encoder = "/SqueezeBertModel/SqueezeBertEncoder"
+    assert found[encoder] == 0
+    for layer in (0, 1):
+        assert found[f"{encoder}/SqueezeBertModule.{layer}/SqueezeBertSelfAttention"] == 3  # the q, k, v convolutions
+    assert result.sidecar["warnings"] == []

@@ -68,7 +68,7 @@ class DynamoStrategy(Strategy):
         args = tuple(inputs.tensors.values())
         shapes = dynamic_shapes(inputs)
         try:
-            with scope_direct_calls(model):
+            with scope_direct_calls(model) as calls:
                 program = self._export(wrapper, args, inputs.names, opset, shapes)
         except Exception as exc:
             if shapes is None:
@@ -81,7 +81,7 @@ class DynamoStrategy(Strategy):
             scope_from_name_scopes(next((p.value for p in node.metadata_props if p.key == NAME_SCOPES), None))
             for node in proto.graph.node
         ]
-        return Capture(proto, scopes, exporter=f"torch.onnx {torch.__version__} (dynamo)")
+        return Capture(proto, scopes, exporter=f"torch.onnx {torch.__version__} (dynamo)", ran=calls.ran_paths())
 
     @staticmethod
     def _export(wrapper, args, input_names, opset, shapes):

@@ -109,9 +109,10 @@ class FxStrategy(Strategy):
     description = "torch.fx symbolic trace; scopes from FX node metadata (nn_module_stack); fails fast if untraceable"
 
     def capture(self, model, inputs, opset, positional, hierarchy=None):
-        with scope_direct_calls(model):
+        with scope_direct_calls(model) as calls:
             graph_module = trace(model, inputs.names, positional)
             runner = _FxRunner(model, graph_module, inputs.names, positional).eval()
             proto, weights = torchscript_export(runner, inputs, opset)
         exporter = f"torch.fx + torch.onnx {torch.__version__} (TorchScript)"
-        return Capture(proto, scopes_from_names(model, proto), exporter=exporter, weights=weights)
+        return Capture(proto, scopes_from_names(model, proto), exporter=exporter, weights=weights,
+                       ran=calls.ran_paths())

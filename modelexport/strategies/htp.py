@@ -69,7 +69,8 @@ class HTPStrategy(Strategy):
 
     def capture(self, model, inputs, opset, positional, hierarchy=None):
         wrapper = KeywordWrapper(model, inputs.names, positional=positional).eval()
-        with scope_direct_calls(model):
+        with scope_direct_calls(model) as calls:
             proto, weights = torchscript_export(wrapper, inputs, opset)
         exporter = f"torch.onnx {torch.__version__} (TorchScript)"
-        return Capture(proto, scopes_from_names(model, proto), exporter=exporter, weights=weights)
+        return Capture(proto, scopes_from_names(model, proto), exporter=exporter, weights=weights,
+                       ran=calls.ran_paths())
