@@ -29,6 +29,8 @@ def add_arguments(p) -> None:
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 18)")
     p.add_argument("--clean", action="store_true", help="write no tag metadata into the ONNX; sidecar only")
     p.add_argument("--torch-modules", action="store_true", help="make built-in torch.nn modules tag segments too")
+    p.add_argument("--cross-check", metavar="STRATEGY",
+                   help="also capture with STRATEGY and compare its tags per (module, op family); in the sidecar")
     add_model_arguments(p)
 
 
@@ -55,7 +57,9 @@ def run(args) -> int:
             task=args.task,
             revision=args.revision,
             trust_remote_code=args.trust_remote_code,
+            cross_check=args.cross_check,
         )
+    _print_warnings(result.sidecar["warnings"])
     out = new_console()
     for attempt in result.attempts:
         mark = "[green]ok[/]" if attempt.ok else f"[red]failed[/] ({attempt.reason})"
@@ -65,8 +69,20 @@ def run(args) -> int:
         f"[bold]{result.onnx_path}[/] — {s.total_nodes} nodes, {s.coverage:.0%} tagged, "
         f"{s.root_tagged_nodes} on the root module; sidecar {result.sidecar_path}"
     )
+    check = result.sidecar["cross_check"]
+    if check:
+        figure = f"family agreement {check['agreement']:.1%}" if check["agreement"] is not None else "no op family in common"
+        out.print(f"cross-check {check['strategy']} vs {check['against']}: "
+                  + (figure if check["ok"] else f"[red]not run[/] ({check['reason']})"))
     out.print(render_tree(result.sidecar["tree"], depth=3))
     return 0
+
+
+def _print_warnings(warnings, prefix: str = "") -> None:
+    import sys
+
+    for warning in warnings:
+        print(f"warning: {prefix}{warning}", file=sys.stderr)
 
 
 def _run_all(args, spec) -> int:
@@ -81,7 +97,7 @@ def _run_all(args, spec) -> int:
                           clean=args.clean, torch_modules=args.torch_modules, input_spec=spec, task=args.task,
                           trust_remote_code=args.trust_remote_code)
     table = Table(title=f"{args.model} → {args.output}/<strategy>.onnx")
-    for column in ("strategy", "result", "nodes", "coverage", "agreement with htp", "seconds"):
+    for column in ("strategy", "result", "nodes", "coverage", "agreement with htp", "family agreement", "seconds"):
         table.add_column(column, justify="left" if column in ("strategy", "result") else "right")
     for run in runs:
         table.add_row(
@@ -90,9 +106,11 @@ def _run_all(args, spec) -> int:
             "" if run.nodes is None else str(run.nodes),
             "" if run.coverage is None else f"{run.coverage:.0%}",
             "" if run.agreement_with_htp is None else f"{run.agreement_with_htp:.1%}",
+            "" if run.family_agreement_with_htp is None else f"{run.family_agreement_with_htp:.1%}",
             f"{run.seconds:.2f}",
         )
+        _print_warnings(run.warnings, prefix=f"{run.strategy}: ")
     new_console().print(table)
     new_console().print("agreement with htp: overlap of the node-count distributions over modules (node names differ "
-                    "between exporters)")
+                    "between exporters); family agreement: the same per (module, op family)")
     return 0 if any(run.ok for run in runs) else 1

@@ -7,6 +7,9 @@ Two agreement figures, because node names only match between exports of the same
   works across exporters (htp vs dynamo) but cannot see two nodes swapping modules.
 * ``name_agreement`` — among nodes whose name occurs in both files, the share with the same tag; None when fewer
   than half of the smaller file's nodes are shared (different exporters name nodes differently).
+
+``family_agreement`` is finer than ``agreement``: the same overlap per (module, op family), so a module's matrix
+products moving to its parent show even when the node counts per module happen to match (see `crosscheck.py`).
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ class Comparison:
     modules: list[ModuleRow]
     only_in_a: list[str]
     only_in_b: list[str]
+    family_agreement: float | None = None
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -74,6 +78,8 @@ def distribution_agreement(a: Counter, b: Counter) -> float:
 
 def compare_files(a: str | os.PathLike, b: str | os.PathLike) -> Comparison:
     """Per-module counts and op types of `a` and `b`, the tags only one of them has, and their agreement."""
+    from .crosscheck import family_agreement, family_counts
+
     nodes_a, nodes_b = tagged_nodes(a), tagged_nodes(b)
     ops_a: dict[str, Counter] = {}
     ops_b: dict[str, Counter] = {}
@@ -98,4 +104,5 @@ def compare_files(a: str | os.PathLike, b: str | os.PathLike) -> Comparison:
         name_agreement=None if name_agreement is None else round(name_agreement, 4),
         shared_names=len(shared), modules=rows,
         only_in_a=[t for t in tags if t not in ops_b], only_in_b=[t for t in tags if t not in ops_a],
+        family_agreement=family_agreement(family_counts(nodes_a.values()), family_counts(nodes_b.values())).agreement,
     )

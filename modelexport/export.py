@@ -11,8 +11,8 @@ from pathlib import Path
 
 import onnx
 
-from . import atomic, onnx_io, tagging
-from .errors import BadInputError, ExportFailedError, one_line
+from . import atomic, crosscheck, onnx_io, tagging
+from .errors import BadInputError, ExportFailedError, ModelExportError, one_line
 from .hierarchy import Hierarchy, build_hierarchy
 from .inputs import ExampleInputs, InputSpec, inputs_from_spec, resolve_spec
 from .loading import LoadedModel, load
@@ -155,12 +155,16 @@ def export_model(
     task: str | None = None,
     revision: str | None = None,
     trust_remote_code: bool = False,
+    cross_check: str | None = None,
 ) -> ExportResult:
-    """Export `model` to `output` with every node tagged; write the sidecar beside it. See the README."""
+    """Export `model` to `output` with every node tagged; write the sidecar beside it. See the README.
+
+    `cross_check` names a second strategy whose tags the chosen ones are compared with per (module, op family)
+    (`crosscheck.family_agreement`); the result goes to the sidecar's ``cross_check``, nothing else is written."""
     start = time.perf_counter()
     output = check_output(output)
     strategies = list(AUTO_ORDER) if strategy == "auto" else [strategy]
-    unknown = [s for s in strategies if s not in STRATEGIES]
+    unknown = [s for s in [*strategies, *([cross_check] if cross_check else [])] if s not in STRATEGIES]
     if unknown:
         raise BadInputError(f"unknown strategy '{unknown[0]}': use auto or one of {', '.join(STRATEGIES)}")
     opset = check_opset(opset)
@@ -175,6 +179,11 @@ def export_model(
     for tag in mapping.values():
         counts[tag] = counts.get(tag, 0) + 1
     tree = hierarchy.tree(counts)
+    warnings = crosscheck.lumped_subtrees(tree, capture.ran)
+    checked = None
+    if cross_check:
+        checked = run_cross_check(loaded, inputs, cross_check, opset, hierarchy, attempts[-1].strategy,
+                                  tagged_ops(proto.graph, mapping))
     if clean:
         tagging.strip_metadata(proto)
     else:
@@ -195,6 +204,8 @@ def export_model(
             tag: {"module": info.module, "class": info.cls, "parameters": info.parameters, "nodes": counts.get(tag, 0)}
             for tag, info in hierarchy.modules.items()
         },
+        "warnings": warnings,
+        "cross_check": checked,
         "tree": tree,
         "node_tags": mapping,
     }
@@ -210,6 +221,30 @@ def export_model(
         raise atomic.write_error(sidecar_path, exc) from None
     return ExportResult(output, sidecar_path, attempts[-1].strategy, stats, attempts,
                         round(time.perf_counter() - start, 3), sidecar)
+
+
+def tagged_ops(graph: onnx.GraphProto, mapping: dict[str, str]) -> list[tuple[str, str]]:
+    """(tag, op type) of every node, subgraphs included."""
+    return [(mapping[node.name], node.op_type) for node in tagging.iter_nodes(graph)]
+
+
+def run_cross_check(loaded, inputs, name: str, opset: int, hierarchy: Hierarchy, chosen: str,
+                    chosen_ops: list[tuple[str, str]]) -> dict:
+    """Capture and tag with strategy `name` too (in memory) and compare its tags with the chosen strategy's per
+    (module, op family). A failure of the second strategy is recorded, never raised."""
+    record = {"strategy": name, "against": chosen, "ok": False, "seconds": 0.0, "reason": None, "agreement": None}
+    if name == chosen:
+        return record | {"reason": f"{name} is the strategy the tags came from: nothing to compare"}
+    start = time.perf_counter()
+    try:
+        capture, mapping, _stats, _attempts = capture_and_tag(loaded, inputs, [name], opset, hierarchy)
+    except ModelExportError as exc:
+        attempts = getattr(exc, "attempts", None)
+        reason = attempts[-1].reason if attempts else str(exc)
+        return record | {"seconds": round(time.perf_counter() - start, 3), "reason": reason}
+    result = crosscheck.family_agreement(crosscheck.family_counts(chosen_ops),
+                                         crosscheck.family_counts(tagged_ops(capture.onnx_model.graph, mapping)))
+    return record | {"ok": True, "seconds": round(time.perf_counter() - start, 3)} | result.to_dict()
 
 
 def read_sidecar(onnx_path: str | os.PathLike) -> dict | None:

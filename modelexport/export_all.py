@@ -2,16 +2,19 @@
 
 Used by ``modelexport export --strategy all MODEL OUTDIR``. Agreement with ``htp`` is the overlap of the
 node-count distributions over modules (see `compare.py`): node names differ between exporters, so the per-node
-comparison is not possible across them.
+comparison is not possible across them. Family agreement is the same overlap per (module, op family)
+(`crosscheck.py`). Every run is also written to ``OUTDIR/export-all.json``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from . import atomic
 from .compare import compare_files
 from .errors import BadInputError, ExportFailedError
 from .export import AUTO_ORDER, check_opset, export_model
@@ -29,6 +32,11 @@ class StrategyRun:
     nodes: int | None = None
     coverage: float | None = None
     agreement_with_htp: float | None = None
+    family_agreement_with_htp: float | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"onnx_path": None if self.onnx_path is None else str(self.onnx_path)}
 
 
 def strategy_names() -> list[str]:
@@ -57,9 +65,13 @@ def export_all(model: str, outdir: str | os.PathLike, revision: str | None = Non
             runs.append(StrategyRun(name, False, round(time.perf_counter() - start, 3), reason))
             continue
         runs.append(StrategyRun(name, True, round(time.perf_counter() - start, 3), None, result.onnx_path,
-                                result.stats.total_nodes, result.stats.coverage))
+                                result.stats.total_nodes, result.stats.coverage,
+                                warnings=result.sidecar["warnings"]))
     htp = next((r for r in runs if r.strategy == "htp" and r.ok), None)
     for run in runs:
         if run.ok and htp is not None:
-            run.agreement_with_htp = compare_files(htp.onnx_path, run.onnx_path).agreement
+            comparison = compare_files(htp.onnx_path, run.onnx_path)
+            run.agreement_with_htp = comparison.agreement
+            run.family_agreement_with_htp = comparison.family_agreement
+    atomic.write_text(outdir / "export-all.json", json.dumps({"runs": [r.to_dict() for r in runs]}, indent=1))
     return runs

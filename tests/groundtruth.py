@@ -144,3 +144,30 @@ def anchor_truth(model: nn.Module, tensors: dict, positional: bool = False) -> C
         for h in handles:
             h.remove()
     return counts
+
+
+def frame_anchor_truth(model: nn.Module, tensors: dict, positional: bool = False) -> Counter:
+    """Like `anchor_truth`, but the module of each compute op is read from the Python stack, not from hooks: the
+    innermost frame running a function named ``forward`` whose ``self`` is one of the model's modules. It sees a
+    ``child.forward(x)`` call as the child's and ``super().forward`` / ``Base.forward(self, x)`` as the module's
+    own, with no exporter and no ``__call__`` involved."""
+    import sys
+
+    tags = {id(m): reference_tag(model, p) for p, m in model.named_modules()}
+    counts: Counter = Counter()
+
+    class Count(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            weight = ANCHORS.get(func)
+            frame = sys._getframe(1) if weight else None
+            while frame is not None:
+                owner = frame.f_locals.get("self") if frame.f_code.co_name == "forward" else None
+                if owner is not None and id(owner) in tags:
+                    counts[tags[id(owner)]] += weight
+                    break
+                frame = frame.f_back
+            return func(*args, **(kwargs or {}))
+
+    with torch.inference_mode(), Count():
+        model(*tensors.values()) if positional else model(**tensors)
+    return counts

@@ -30,6 +30,8 @@ class Capture:
     scopes: list[str | None]
     exporter: str  # e.g. "torch.onnx (TorchScript)"
     weights: SerializedWeights = field(default_factory=SerializedWeights)  # initializers kept out of onnx_model
+    # attribute paths of the submodules whose forward ran during the capture (`direct_calls`); None: not known
+    ran: frozenset[str] | None = None
 
 
 class Strategy:

@@ -13,6 +13,7 @@ import ast
 
 import torch
 
+from ..direct_calls import scope_direct_calls
 from ..wrapping import WRAPPED_ATTRIBUTE, KeywordWrapper
 from .base import Capture, Strategy, name_outputs, quiet_exporter, register, root_reason
 
@@ -67,7 +68,8 @@ class DynamoStrategy(Strategy):
         args = tuple(inputs.tensors.values())
         shapes = dynamic_shapes(inputs)
         try:
-            program = self._export(wrapper, args, inputs.names, opset, shapes)
+            with scope_direct_calls(model) as calls:
+                program = self._export(wrapper, args, inputs.names, opset, shapes)
         except Exception as exc:
             if shapes is None:
                 raise
@@ -79,7 +81,7 @@ class DynamoStrategy(Strategy):
             scope_from_name_scopes(next((p.value for p in node.metadata_props if p.key == NAME_SCOPES), None))
             for node in proto.graph.node
         ]
-        return Capture(proto, scopes, exporter=f"torch.onnx {torch.__version__} (dynamo)")
+        return Capture(proto, scopes, exporter=f"torch.onnx {torch.__version__} (dynamo)", ran=calls.ran_paths())
 
     @staticmethod
     def _export(wrapper, args, input_names, opset, shapes):

@@ -13,6 +13,7 @@ import inspect
 
 import torch
 
+from ..direct_calls import scope_direct_calls
 from ..errors import typed_line
 from ..wrapping import WRAPPED_ATTRIBUTE, KeywordWrapper
 from .base import Capture, Strategy, register, torchscript_export
@@ -107,8 +108,10 @@ class FxStrategy(Strategy):
     description = "torch.fx symbolic trace; scopes from FX node metadata (nn_module_stack); fails fast if untraceable"
 
     def capture(self, model, inputs, opset, positional, hierarchy=None):
-        graph_module = trace(model, inputs.names, positional)
-        runner = _FxRunner(model, graph_module, inputs.names, positional).eval()
-        proto, weights = torchscript_export(runner, inputs, opset)
+        with scope_direct_calls(model) as calls:
+            graph_module = trace(model, inputs.names, positional)
+            runner = _FxRunner(model, graph_module, inputs.names, positional).eval()
+            proto, weights = torchscript_export(runner, inputs, opset)
         exporter = f"torch.fx + torch.onnx {torch.__version__} (TorchScript)"
-        return Capture(proto, scopes_from_names(model, proto), exporter=exporter, weights=weights)
+        return Capture(proto, scopes_from_names(model, proto), exporter=exporter, weights=weights,
+                       ran=calls.ran_paths())

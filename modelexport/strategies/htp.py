@@ -12,6 +12,7 @@ import re
 
 import torch
 
+from ..direct_calls import scope_direct_calls
 from ..wrapping import WRAPPED_ATTRIBUTE, KeywordWrapper
 from .base import Capture, Strategy, register, torchscript_export
 
@@ -68,6 +69,8 @@ class HTPStrategy(Strategy):
 
     def capture(self, model, inputs, opset, positional, hierarchy=None):
         wrapper = KeywordWrapper(model, inputs.names, positional=positional).eval()
-        proto, weights = torchscript_export(wrapper, inputs, opset)
+        with scope_direct_calls(model) as calls:
+            proto, weights = torchscript_export(wrapper, inputs, opset)
         exporter = f"torch.onnx {torch.__version__} (TorchScript)"
-        return Capture(proto, scopes_from_names(model, proto), exporter=exporter, weights=weights)
+        return Capture(proto, scopes_from_names(model, proto), exporter=exporter, weights=weights,
+                       ran=calls.ran_paths())

@@ -12,7 +12,8 @@ and exit with a marker op in the graph; the markers' nodes cost the exporter's p
 (71 markers), where two scope calls per module call cost nothing measurable.
 
 Where it is less exact than ``htp``/``dynamo``: only a module called through ``__call__`` is seen (its hooks run);
-ops a module runs by calling a child's ``forward`` directly, or with a child's parameters, are the caller's. A
+a direct ``child.forward(x)`` is sent through ``__call__`` for the export (`direct_calls.py`), but ops a module runs
+with a child's parameters are the caller's. A
 module's forward hooks registered before ours run inside its scope, so their ops are the module's, where ``htp``
 gives them to the parent. Nodes the exporter names outside every scope (none on the test models) are left to
 tagging, which gives them their neighbours' module.
@@ -27,6 +28,7 @@ from collections.abc import Iterator
 import onnx
 import torch
 
+from ..direct_calls import scope_direct_calls
 from ..hierarchy import Hierarchy
 from ..tagging import subgraphs
 from ..wrapping import KeywordWrapper
@@ -118,11 +120,12 @@ class UsageStrategy(Strategy):
         wrapper = KeywordWrapper(model, inputs.names, positional=positional).eval()
         paths, handles = install_scopes(model, hierarchy)
         try:
-            proto, weights = torchscript_export(wrapper, inputs, opset)
+            with scope_direct_calls(model) as calls:
+                proto, weights = torchscript_export(wrapper, inputs, opset)
         finally:
             for handle in handles:
                 handle.remove()
         scopes = [scope_of(node.name, paths) for node in proto.graph.node]
         strip_levels(proto.graph, {i.name for i in proto.graph.initializer} | set(weights.names))
         return Capture(proto, scopes, exporter=f"torch.onnx {torch.__version__} (TorchScript, hook scopes)",
-                       weights=weights)
+                       weights=weights, ran=calls.ran_paths())
