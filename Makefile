@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test bench clean
+.PHONY: install run test lint bench clean
 
 # Create the virtual environment once; reinstall when the dependencies change.
 $(STAMP): pyproject.toml constraints.txt
@@ -20,6 +20,11 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+# ruff's lint and format check (pyproject.toml); CI runs it before the tests.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 # Ratios measured in one run (see benchmarks/): prints a table, writes benchmarks/results.json and results.md.
 bench: $(STAMP)

@@ -50,10 +50,14 @@ def _tiny(name: str):
 
 FULL_MODELS = (BenchModel("bert-base", "BertModel", _bert_base), BenchModel("resnet-50", "ResNetModel", _resnet_50))
 # For strategies that cannot trace the transformers classes (fx): plain torch models of the same sizes.
-TORCH_MODELS = (BenchModel("bert-base-torch", factory="benchmarks.plain_models:bert_base"),
-                BenchModel("resnet-50-torch", factory="benchmarks.plain_models:resnet_50"))
-QUICK_MODELS = (BenchModel("tiny-bert", "BertModel", _tiny("tiny-bert")),
-                BenchModel("tiny-resnet", "ResNetModel", _tiny("tiny-resnet")))
+TORCH_MODELS = (
+    BenchModel("bert-base-torch", factory="benchmarks.plain_models:bert_base"),
+    BenchModel("resnet-50-torch", factory="benchmarks.plain_models:resnet_50"),
+)
+QUICK_MODELS = (
+    BenchModel("tiny-bert", "BertModel", _tiny("tiny-bert")),
+    BenchModel("tiny-resnet", "ResNetModel", _tiny("tiny-resnet")),
+)
 
 
 def build(model: BenchModel, directory: Path = WORK / "models") -> Path:
@@ -99,9 +103,15 @@ def another(done: int, reps: int, deadline: float = math.inf) -> bool:
     return done < reps and (done < MIN_REPS or time.perf_counter() < deadline)
 
 
-def interleaved(a: Callable[[], object], b: Callable[[], object], reps: int, warmup: bool = True,
-                min_seconds: float = 0.0, before: Callable[[], object] | None = None,
-                deadline: float = math.inf) -> dict:
+def interleaved(
+    a: Callable[[], object],
+    b: Callable[[], object],
+    reps: int,
+    warmup: bool = True,
+    min_seconds: float = 0.0,
+    before: Callable[[], object] | None = None,
+    deadline: float = math.inf,
+) -> dict:
     """Time `a` and `b` alternately (after one untimed run of each) `reps` times and, for quick pairs, until
     `min_seconds` have passed (at most 4 × `reps`): a short pair's ratio is noisier. Past `deadline`, no pair beyond
     MIN_REPS starts (:func:`another`). `before` runs, untimed, before each timed run. Summary of the a/b ratios.

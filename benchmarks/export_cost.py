@@ -35,13 +35,31 @@ def plain_export(model: BenchModel, output: Path, names: list[str], dynamo: bool
         if dynamo:
             from modelexport.strategies.dynamo import dynamic_shapes
 
-            torch.onnx.export(wrapper, args, str(output), input_names=inputs.names, output_names=names,
-                              dynamic_shapes=dynamic_shapes(inputs), opset_version=opset, dynamo=True,
-                              external_data=False, verbose=False, report=False)
+            torch.onnx.export(
+                wrapper,
+                args,
+                str(output),
+                input_names=inputs.names,
+                output_names=names,
+                dynamic_shapes=dynamic_shapes(inputs),
+                opset_version=opset,
+                dynamo=True,
+                external_data=False,
+                verbose=False,
+                report=False,
+            )
         else:
-            torch.onnx.export(wrapper, args, str(output), input_names=inputs.names, output_names=names,
-                              dynamic_axes={**inputs.dynamic_axes} or None, opset_version=opset,
-                              do_constant_folding=True, dynamo=False)
+            torch.onnx.export(
+                wrapper,
+                args,
+                str(output),
+                input_names=inputs.names,
+                output_names=names,
+                dynamic_axes={**inputs.dynamic_axes} or None,
+                opset_version=opset,
+                do_constant_folding=True,
+                dynamo=False,
+            )
 
 
 def load_with_inputs(model: BenchModel):
@@ -68,8 +86,7 @@ def input_spec(model: BenchModel):
     return parse_input_spec(INPUT_SPECS[model.factory.split(":")[1]]) if model.factory else None
 
 
-def tag_cost(model: BenchModel, strategy: str, reps: int, min_seconds: float = 0.0,
-             deadline: float = math.inf) -> dict:
+def tag_cost(model: BenchModel, strategy: str, reps: int, min_seconds: float = 0.0, deadline: float = math.inf) -> dict:
     """Tagged export ÷ plain export, interleaved, for one strategy and model."""
     with scratch_folder(f"{strategy}-{model.name}") as out:
         return _tag_cost(model, strategy, reps, min_seconds, deadline, out)
@@ -121,8 +138,14 @@ def layered_bert(layers: int):
     from transformers import BertConfig, BertModel
 
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=512, hidden_size=64, num_hidden_layers=layers, num_attention_heads=2,
-                        intermediate_size=128, max_position_embeddings=64)
+    config = BertConfig(
+        vocab_size=512,
+        hidden_size=64,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=128,
+        max_position_embeddings=64,
+    )
     return BertModel(config).eval(), config
 
 

@@ -48,8 +48,9 @@ def direct(fleet_path: Path, out: Path) -> None:
         folder = out / p.name
         source = resolve_model.fn(p.id, p.revision)
         spec = derive_inputs.fn(source, p.task, p.input_spec)
-        export = export_onnx.fn(source, str(folder / "model.onnx"), spec, p.strategy, p.opset, p.clean,
-                                p.torch_modules, p.task)
+        export = export_onnx.fn(
+            source, str(folder / "model.onnx"), spec, p.strategy, p.opset, p.clean, p.torch_modules, p.task
+        )
         if p.validation.enabled:
             validate_onnx.fn(source, export, spec, p.validation, str(folder / "validation.json"), p.task)
         if p.profiling.enabled:
@@ -71,8 +72,9 @@ def measure(quick: bool, only: set[str], log, deadline: float = math.inf) -> dic
     uri = f"sqlite:///{root / 'mlflow.db'}"
 
     def run_fleet_flow(name: str, track: bool) -> None:
-        summary_ = flows.run_fleet_flow(str(fleet), str(root / name), cache_dir=str(root / name / ".cache"),
-                                   tracking_uri=uri, track=track)
+        summary_ = flows.run_fleet_flow(
+            str(fleet), str(root / name), cache_dir=str(root / name / ".cache"), tracking_uri=uri, track=track
+        )
         if summary_.failed:
             raise RuntimeError(f"fleet failed: {[(m.name, m.reason) for m in summary_.failed]}")
 
@@ -91,8 +93,11 @@ def measure(quick: bool, only: set[str], log, deadline: float = math.inf) -> dic
     while another(len(warm), reps, deadline):
         i = len(warm)
         log(f"pipeline: repetition {i + 1}/{reps} (direct, cold, cold without MLflow, in turns; then warm)")
-        runs = [lambda: plain.append(plain_loop(f"direct{i}")), lambda: cold.append(pipeline(f"run{i}", kind="cold")),
-                lambda: bare.append(pipeline(f"bare{i}", track=False))]
+        runs = [
+            lambda i=i: plain.append(plain_loop(f"direct{i}")),
+            lambda i=i: cold.append(pipeline(f"run{i}", kind="cold")),
+            lambda i=i: bare.append(pipeline(f"bare{i}", track=False)),
+        ]
         for run in in_turns(runs, i):
             run()
         warm.append(pipeline(f"run{i}", kind="warm"))
@@ -104,15 +109,27 @@ def measure(quick: bool, only: set[str], log, deadline: float = math.inf) -> dic
         floor.append(settled(lambda: empty_flow(models)))
     common = {"first_run_s": round(first_s, 2), "import_s": round(import_s, 2)}
     return {
-        "cache_warm_over_cold": summary([w / c for w, c in zip(warm, cold)], a_s=statistics.median(warm),
-                                        b_s=statistics.median(cold), cpu_s=medians(cpu["warm"]), **common),
-        "cache_floor_over_cold": summary([f / statistics.median(cold) for f in floor], a_s=statistics.median(floor),
-                                         b_s=statistics.median(cold)),
-        "pipeline_over_direct": summary([c / d for c, d in zip(cold, plain)], a_s=statistics.median(cold),
-                                        b_s=statistics.median(plain), cpu_s=medians(cpu["cold"]),
-                                        direct_cpu_s=medians(cpu["direct"]), **common),
-        "prefect_over_direct": summary([b / d for b, d in zip(bare, plain)], a_s=statistics.median(bare),
-                                       b_s=statistics.median(plain)),
+        "cache_warm_over_cold": summary(
+            [w / c for w, c in zip(warm, cold)],
+            a_s=statistics.median(warm),
+            b_s=statistics.median(cold),
+            cpu_s=medians(cpu["warm"]),
+            **common,
+        ),
+        "cache_floor_over_cold": summary(
+            [f / statistics.median(cold) for f in floor], a_s=statistics.median(floor), b_s=statistics.median(cold)
+        ),
+        "pipeline_over_direct": summary(
+            [c / d for c, d in zip(cold, plain)],
+            a_s=statistics.median(cold),
+            b_s=statistics.median(plain),
+            cpu_s=medians(cpu["cold"]),
+            direct_cpu_s=medians(cpu["direct"]),
+            **common,
+        ),
+        "prefect_over_direct": summary(
+            [b / d for b, d in zip(bare, plain)], a_s=statistics.median(bare), b_s=statistics.median(plain)
+        ),
     }
 
 

@@ -12,8 +12,9 @@ from torch import nn
 
 # The shapes and dynamic axes modelexport derives for the transformers models of the same size.
 INPUT_SPECS = {
-    "bert_base": {"input_ids": {"shape": [2, 16], "dtype": "int64", "high": 30522,
-                                "dynamic_axes": {0: "batch", 1: "sequence"}}},
+    "bert_base": {
+        "input_ids": {"shape": [2, 16], "dtype": "int64", "high": 30522, "dynamic_axes": {0: "batch", 1: "sequence"}}
+    },
     "resnet_50": {"pixel_values": {"shape": [2, 3, 224, 224], "dtype": "float32", "dynamic_axes": {0: "batch"}}},
 }
 
@@ -22,7 +23,11 @@ class SelfAttention(nn.Module):
     def __init__(self, hidden: int, heads: int):
         super().__init__()
         self.heads, self.size = heads, hidden // heads
-        self.query, self.key, self.value = nn.Linear(hidden, hidden), nn.Linear(hidden, hidden), nn.Linear(hidden, hidden)
+        self.query, self.key, self.value = (
+            nn.Linear(hidden, hidden),
+            nn.Linear(hidden, hidden),
+            nn.Linear(hidden, hidden),
+        )
         self.output = nn.Linear(hidden, hidden)
 
     def split(self, x):
@@ -72,8 +77,11 @@ class Bottleneck(nn.Module):
         self.conv1, self.bn1 = nn.Conv2d(inputs, width, 1, bias=False), nn.BatchNorm2d(width)
         self.conv2, self.bn2 = nn.Conv2d(width, width, 3, stride, 1, bias=False), nn.BatchNorm2d(width)
         self.conv3, self.bn3 = nn.Conv2d(width, outputs, 1, bias=False), nn.BatchNorm2d(outputs)
-        self.shortcut = (nn.Sequential(nn.Conv2d(inputs, outputs, 1, stride, bias=False), nn.BatchNorm2d(outputs))
-                         if stride != 1 or inputs != outputs else nn.Identity())
+        self.shortcut = (
+            nn.Sequential(nn.Conv2d(inputs, outputs, 1, stride, bias=False), nn.BatchNorm2d(outputs))
+            if stride != 1 or inputs != outputs
+            else nn.Identity()
+        )
 
     def forward(self, x):
         y = torch.relu(self.bn1(self.conv1(x)))
@@ -86,8 +94,9 @@ class TorchResNet(nn.Module):
 
     def __init__(self, depths=(3, 4, 6, 3)):
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
-                                  nn.MaxPool2d(3, 2, 1))
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(3, 2, 1)
+        )
         stages, inputs = [], 64
         for i, depth in enumerate(depths):
             width = 64 * 2**i

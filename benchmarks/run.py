@@ -27,8 +27,13 @@ FIGURES = ("tag_cost", "tagging_pass", "runtime_cost", "profiling_overhead", "ca
 # 15.5, the pipeline figures at 5 of their 7 repetitions); a slower one ends soon after the budget, not minutes later.
 BUDGET_S = 15 * 60
 # figure -> (target, what it means); a target is an upper bound on the median ratio.
-TARGETS = {"tag_cost": 1.05, "tagging_pass.largest_over_smallest": 1.25, "runtime_cost": 1.03,
-           "cache_warm_over_cold": 0.05, "pipeline_over_direct": 1.15}
+TARGETS = {
+    "tag_cost": 1.05,
+    "tagging_pass.largest_over_smallest": 1.25,
+    "runtime_cost": 1.03,
+    "cache_warm_over_cold": 0.05,
+    "pipeline_over_direct": 1.15,
+}
 
 
 def measure(quick: bool, only: set[str], log, budget_s: float = BUDGET_S) -> dict:
@@ -45,7 +50,8 @@ def measure(quick: bool, only: set[str], log, budget_s: float = BUDGET_S) -> dic
             for model in models + (TORCH_MODELS if strategy in TORCH_MODEL_STRATEGIES and not quick else ()):
                 log(f"tag cost: {strategy} on {model.name}")
                 results["tag_cost"].setdefault(strategy, {})[model.name] = export_cost.tag_cost(
-                    model, strategy, reps, min_seconds=0 if quick else 40, deadline=deadline)
+                    model, strategy, reps, min_seconds=0 if quick else 40, deadline=deadline
+                )
     if "tagging_pass" in only:
         log("tagging pass on 1x/4x/16x layers")
         results["tagging_pass"] = export_cost.tagging_scaling((1, 2, 4) if quick else (1, 4, 16), 3 if quick else 31)
@@ -55,11 +61,13 @@ def measure(quick: bool, only: set[str], log, budget_s: float = BUDGET_S) -> dic
             if "runtime_cost" in only:
                 log(f"runtime cost on {model.name}")
                 results.setdefault("runtime_cost", {})[model.name] = runtime_cost.runtime_cost(
-                    tagged, clean, block_s=0.05 if quick else 0.6, reps=3 if quick else 8)
+                    tagged, clean, block_s=0.05 if quick else 0.6, reps=3 if quick else 8
+                )
             if "profiling_overhead" in only:
                 log(f"profiling overhead on {model.name}")
                 results.setdefault("profiling_overhead", {})[model.name] = runtime_cost.profiling_overhead(
-                    tagged, block_s=0.05 if quick else 0.6, reps=3 if quick else 8)
+                    tagged, block_s=0.05 if quick else 0.6, reps=3 if quick else 8
+                )
     if only & {"cache", "pipeline"}:
         from . import pipeline_cost
 
@@ -87,9 +95,15 @@ def meta(quick: bool) -> dict:
     import torch
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    return {"quick": quick, "date": time.strftime("%Y-%m-%d %H:%M"), "python": platform.python_version(),
-            "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "cpus": os.cpu_count(),
-            "load_average_at_start": load}
+    return {
+        "quick": quick,
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "cpus": os.cpu_count(),
+        "load_average_at_start": load,
+    }
 
 
 def rows(results: dict) -> list[tuple[str, dict, float | None]]:
@@ -135,11 +149,16 @@ def verdict(figure: dict, target: float | None) -> str:
 
 
 def markdown(results: dict) -> str:
-    lines = ["| figure | median | min | max | target | met | detail |", "| --- | ---: | ---: | ---: | ---: | --- | --- |"]
+    lines = [
+        "| figure | median | min | max | target | met | detail |",
+        "| --- | ---: | ---: | ---: | ---: | --- | --- |",
+    ]
     for key, fig, target in rows(results):
         nums = [f"{fig[k]:.3f}" if fig.get(k) is not None else "–" for k in ("median", "min", "max")]
-        lines.append(f"| `{key}` | {' | '.join(nums)} | {'≤ ' + str(target) if target else ''} | "
-                     f"{verdict(fig, target)} | {detail(fig)} |")
+        lines.append(
+            f"| `{key}` | {' | '.join(nums)} | {'≤ ' + str(target) if target else ''} | "
+            f"{verdict(fig, target)} | {detail(fig)} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -147,8 +166,10 @@ def print_table(results: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"modelexport benchmarks ({'quick' if results['meta']['quick'] else 'full'}, "
-                        f"{results['meta']['seconds']} s)")
+    table = Table(
+        title=f"modelexport benchmarks ({'quick' if results['meta']['quick'] else 'full'}, "
+        f"{results['meta']['seconds']} s)"
+    )
     for col in ("figure", "median", "min", "max", "target", "met", "detail"):
         table.add_column(col, justify="right" if col in ("median", "min", "max", "target") else "left")
     for key, fig, target in rows(results):
@@ -167,11 +188,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny models, few repetitions: a smoke test")
     parser.add_argument("--only", nargs="+", choices=FIGURES, default=list(FIGURES), help="figures to measure")
-    parser.add_argument("--budget", type=float, default=BUDGET_S, metavar="SECONDS",
-                        help=f"past this, the tag-cost and pipeline figures stop at {MIN_REPS} repetitions "
-                             f"(default {BUDGET_S})")
-    parser.add_argument("--output", type=Path, help="results.json path (default: benchmarks/results.json, "
-                                                     "none with --quick)")
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=BUDGET_S,
+        metavar="SECONDS",
+        help=f"past this, the tag-cost and pipeline figures stop at {MIN_REPS} repetitions (default {BUDGET_S})",
+    )
+    parser.add_argument(
+        "--output", type=Path, help="results.json path (default: benchmarks/results.json, none with --quick)"
+    )
     args = parser.parse_args(argv)
     output = args.output or (None if args.quick else HERE / "results.json")
 

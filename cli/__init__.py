@@ -16,11 +16,28 @@ from modelexport.errors import BadInputError, ModelExportError, one_line
 from modelexport.redaction import scrub
 
 # Sub-command modules, in the order `--help` lists them. Each defines NAME, HELP, add_arguments(p), run(args).
-COMMANDS = ["export", "inspect", "compare", "validate", "profile", "report", "import_graphml", "demo", "demo_models",
-            "run", "run_fleet", "review", "serve"]
+COMMANDS = [
+    "export",
+    "inspect",
+    "compare",
+    "validate",
+    "profile",
+    "report",
+    "import_graphml",
+    "demo",
+    "demo_models",
+    "run",
+    "run_fleet",
+    "review",
+    "serve",
+]
 # Commands of the orchestrated pipeline, and the packages of the `pipeline` extra that they need.
-PIPELINE_COMMANDS = {"run": ("prefect", "mlflow"), "run-fleet": ("prefect", "mlflow"), "review": ("mlflow",),
-                     "serve": ("prefect",)}
+PIPELINE_COMMANDS = {
+    "run": ("prefect", "mlflow"),
+    "run-fleet": ("prefect", "mlflow"),
+    "review": ("mlflow",),
+    "serve": ("prefect",),
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -53,8 +70,10 @@ def _require_pipeline(command: str) -> None:
 
     missing = [name for name in PIPELINE_COMMANDS.get(command, ()) if find_spec(name) is None]
     if missing:
-        raise BadInputError(f"`modelexport {command}` needs the pipeline extra ({', '.join(missing)} not installed): "
-                            "pip install 'modelexport[pipeline]'")
+        raise BadInputError(
+            f"`modelexport {command}` needs the pipeline extra ({', '.join(missing)} not installed): "
+            "pip install 'modelexport[pipeline]'"
+        )
 
 
 def _interrupted(signum, frame) -> None:

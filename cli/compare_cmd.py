@@ -24,10 +24,11 @@ def _ops(ops: dict[str, int], limit: int = 4) -> str:
 def run(args) -> int:
     import json
 
-    from .terminal import new_console
     from rich.table import Table
 
     from modelexport.compare import compare_files
+
+    from .terminal import new_console
 
     result = compare_files(args.a, args.b)
     if args.json:
@@ -38,15 +39,21 @@ def run(args) -> int:
         table.add_column(column, justify="right" if "nodes" in column else "left")
     for row in result.modules:
         style = None if row.same else "yellow"
-        table.add_row(row.tag, str(row.a_nodes), str(row.b_nodes), _ops(row.a_op_types), _ops(row.b_op_types),
-                      style=style)
+        table.add_row(
+            row.tag, str(row.a_nodes), str(row.b_nodes), _ops(row.a_op_types), _ops(row.b_op_types), style=style
+        )
     out = new_console()
     out.print(table)
     for label, tags in (("only in A", result.only_in_a), ("only in B", result.only_in_b)):
         if tags:
             out.print(f"[bold]{label}[/]: {', '.join(tags)}")
-    names = ("n/a: node names differ" if result.name_agreement is None
-             else f"{result.name_agreement:.1%} of {result.shared_names} same-named nodes")
-    out.print(f"nodes A {result.a_nodes}, B {result.b_nodes}; agreement (module distribution) "
-              f"[bold]{result.agreement:.1%}[/]; tag agreement by node name {names}")
+    names = (
+        "n/a: node names differ"
+        if result.name_agreement is None
+        else f"{result.name_agreement:.1%} of {result.shared_names} same-named nodes"
+    )
+    out.print(
+        f"nodes A {result.a_nodes}, B {result.b_nodes}; agreement (module distribution) "
+        f"[bold]{result.agreement:.1%}[/]; tag agreement by node name {names}"
+    )
     return 0

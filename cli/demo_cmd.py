@@ -13,11 +13,11 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from .terminal import new_console
-
     from modelexport.demo_models import build_demo_models
     from modelexport.export import export_model
     from modelexport.report_tree import load_tree, render_tree
+
+    from .terminal import new_console
 
     console = new_console()
     out = Path(args.output_dir)
@@ -28,7 +28,9 @@ def run(args) -> int:
     console.print(f"model      {model_dir}")
     console.print(f"onnx       {result.onnx_path}")
     console.print(f"sidecar    {result.sidecar_path}")
-    console.print(f"strategy   {result.strategy}; {s.total_nodes} nodes, {s.coverage:.0%} tagged, "
-                  f"{s.root_tagged_nodes} in the root's own forward")
+    console.print(
+        f"strategy   {result.strategy}; {s.total_nodes} nodes, {s.coverage:.0%} tagged, "
+        f"{s.root_tagged_nodes} in the root's own forward"
+    )
     console.print(render_tree(load_tree(result.onnx_path), op_types=True))
     return 0

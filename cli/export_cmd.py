@@ -16,30 +16,39 @@ def add_model_arguments(p) -> None:
     p.add_argument("--revision", help="hub branch, tag or commit to pin (default: main)")
     p.add_argument("--task", help="model head to load, e.g. text-classification (default: the base model)")
     p.add_argument("--input-spec", metavar="FILE", help="JSON file giving input names, shapes, dtypes, dynamic axes")
-    p.add_argument("--trust-remote-code", action="store_true",
-                   help="allow running Python code shipped with the model (off by default)")
+    p.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="allow running Python code shipped with the model (off by default)",
+    )
 
 
 def add_arguments(p) -> None:
     p.add_argument("model", metavar="MODEL", help="model directory, hub id, or module.path:factory")
     p.add_argument("output", metavar="OUTPUT.onnx", help="ONNX file to write (a directory with --strategy all)")
-    p.add_argument("--strategy", default="auto",
-                   help="capture strategy: auto (default: htp, dynamo, usage, fx in turn), one of htp, dynamo, usage, "
-                   "fx, or all (export with each into the OUTPUT directory and compare)")
+    p.add_argument(
+        "--strategy",
+        default="auto",
+        help="capture strategy: auto (default: htp, dynamo, usage, fx in turn), one of htp, dynamo, usage, "
+        "fx, or all (export with each into the OUTPUT directory and compare)",
+    )
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 18)")
     p.add_argument("--clean", action="store_true", help="write no tag metadata into the ONNX; sidecar only")
     p.add_argument("--torch-modules", action="store_true", help="make built-in torch.nn modules tag segments too")
-    p.add_argument("--cross-check", metavar="STRATEGY",
-                   help="also capture with STRATEGY and compare its tags per (module, op family); in the sidecar")
+    p.add_argument(
+        "--cross-check",
+        metavar="STRATEGY",
+        help="also capture with STRATEGY and compare its tags per (module, op family); in the sidecar",
+    )
     add_model_arguments(p)
 
 
 def run(args) -> int:
-    from .terminal import new_console
-
     from modelexport.export import export_model
     from modelexport.inputs import load_input_spec
     from modelexport.report_tree import render_tree
+
+    from .terminal import new_console
 
     spec = load_input_spec(args.input_spec) if args.input_spec else None
     if args.strategy == "all":
@@ -71,9 +80,13 @@ def run(args) -> int:
     )
     check = result.sidecar["cross_check"]
     if check:
-        figure = f"family agreement {check['agreement']:.1%}" if check["agreement"] is not None else "no op family in common"
-        out.print(f"cross-check {check['strategy']} vs {check['against']}: "
-                  + (figure if check["ok"] else f"[red]not run[/] ({check['reason']})"))
+        figure = (
+            f"family agreement {check['agreement']:.1%}" if check["agreement"] is not None else "no op family in common"
+        )
+        out.print(
+            f"cross-check {check['strategy']} vs {check['against']}: "
+            + (figure if check["ok"] else f"[red]not run[/] ({check['reason']})")
+        )
     out.print(render_tree(result.sidecar["tree"], depth=3))
     return 0
 
@@ -87,15 +100,24 @@ def _print_warnings(warnings, prefix: str = "") -> None:
 
 def _run_all(args, spec) -> int:
     """Export with every strategy into the OUTPUT directory; a table says how each did. Exit 0 if any worked."""
-    from .terminal import new_console
     from rich.table import Table
 
     from modelexport.export_all import export_all
 
+    from .terminal import new_console
+
     with new_console(stderr=True).status(f"exporting {args.model} with every strategy"):
-        runs = export_all(args.model, args.output, revision=args.revision, opset=args.opset,
-                          clean=args.clean, torch_modules=args.torch_modules, input_spec=spec, task=args.task,
-                          trust_remote_code=args.trust_remote_code)
+        runs = export_all(
+            args.model,
+            args.output,
+            revision=args.revision,
+            opset=args.opset,
+            clean=args.clean,
+            torch_modules=args.torch_modules,
+            input_spec=spec,
+            task=args.task,
+            trust_remote_code=args.trust_remote_code,
+        )
     table = Table(title=f"{args.model} → {args.output}/<strategy>.onnx")
     for column in ("strategy", "result", "nodes", "coverage", "agreement with htp", "family agreement", "seconds"):
         table.add_column(column, justify="left" if column in ("strategy", "result") else "right")
@@ -111,6 +133,8 @@ def _run_all(args, spec) -> int:
         )
         _print_warnings(run.warnings, prefix=f"{run.strategy}: ")
     new_console().print(table)
-    new_console().print("agreement with htp: overlap of the node-count distributions over modules (node names differ "
-                    "between exporters); family agreement: the same per (module, op family)")
+    new_console().print(
+        "agreement with htp: overlap of the node-count distributions over modules (node names differ "
+        "between exporters); family agreement: the same per (module, op family)"
+    )
     return 0 if any(run.ok for run in runs) else 1

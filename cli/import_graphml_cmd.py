@@ -16,9 +16,9 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from .terminal import new_console
-
     from modelexport.graphml import import_graphml
+
+    from .terminal import new_console
 
     path = import_graphml(args.graphml, args.output)
     new_console().print(f"wrote {path}")

@@ -12,9 +12,9 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from .terminal import new_console
-
     from modelexport.report_tree import load_tree
+
+    from .terminal import new_console
 
     tree = load_tree(args.onnx)
     from modelexport.report_tree import render_tree

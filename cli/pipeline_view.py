@@ -38,8 +38,11 @@ def summary_table(outcomes, title: str):
 
 
 def add_json_argument(p) -> None:
-    p.add_argument("--json", metavar="FILE", help="also write a machine-readable summary (JSON) to FILE; '-' writes "
-                   "it to stdout and the table to stderr")
+    p.add_argument(
+        "--json",
+        metavar="FILE",
+        help="also write a machine-readable summary (JSON) to FILE; '-' writes it to stdout and the table to stderr",
+    )
 
 
 def check_json_target(path: str | None) -> None:
@@ -57,9 +60,15 @@ def summary_json(outcomes, output_dir: str, exit_code: int, fleet: str | None = 
     from dataclasses import asdict
 
     failed = [o.name for o in outcomes if o.status != "ok"]
-    return {"fleet": fleet, "output_dir": str(output_dir), "exit_code": exit_code,
-            "status": "failed" if failed else "ok", "exported": len(outcomes) - len(failed), "failed": failed,
-            "models": [{**asdict(o), "cached": o.cached} for o in outcomes]}
+    return {
+        "fleet": fleet,
+        "output_dir": str(output_dir),
+        "exit_code": exit_code,
+        "status": "failed" if failed else "ok",
+        "exported": len(outcomes) - len(failed),
+        "failed": failed,
+        "models": [{**asdict(o), "cached": o.cached} for o in outcomes],
+    }
 
 
 def write_json(path: str | None, summary: dict) -> None:

@@ -17,8 +17,12 @@ def add_arguments(p) -> None:
     p.add_argument("--warmup", type=int, default=5, help="untimed runs first (default 5)")
     p.add_argument("--iterations", type=int, default=50, help="timed runs (default 50)")
     p.add_argument("--threads", type=int, default=1, help="ORT intra-op threads (default 1)")
-    p.add_argument("--optimization", choices=["disable", "basic", "extended", "all"], default="all",
-                   help="ORT graph optimisation level for latency and attribution (default all)")
+    p.add_argument(
+        "--optimization",
+        choices=["disable", "basic", "extended", "all"],
+        default="all",
+        help="ORT graph optimisation level for latency and attribution (default all)",
+    )
     p.add_argument("--output-dir", metavar="DIR", help="where to write the profile (default OUTPUT_STEM_profile)")
     p.add_argument("--top", type=int, default=15, help="modules shown in the table (default 15)")
 
@@ -26,31 +30,54 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from .terminal import new_console
     from rich.table import Table
 
     from modelexport.profile import profile
 
+    from .terminal import new_console
+
     onnx_path = Path(args.onnx)
     output_dir = Path(args.output_dir) if args.output_dir else onnx_path.with_name(f"{onnx_path.stem}_profile")
     with new_console(stderr=True).status(f"profiling {args.onnx}"):
-        result = profile(onnx_path, warmup=args.warmup, iterations=args.iterations, threads=args.threads,
-                         output_dir=output_dir, optimization=args.optimization)
+        result = profile(
+            onnx_path,
+            warmup=args.warmup,
+            iterations=args.iterations,
+            threads=args.threads,
+            output_dir=output_dir,
+            optimization=args.optimization,
+        )
     lat = result.latency_ms
     out = new_console()
-    out.print(f"[bold]{onnx_path.name}[/] at {result.optimization}, {result.threads} thread(s): latency ms mean "
-              f"{lat['mean']:.3f} p50 {lat['p50']:.3f} p90 {lat['p90']:.3f} p99 {lat['p99']:.3f} stdev "
-              f"{lat['stdev']:.3f}; {result.throughput_per_s:.1f} samples/s; peak RSS +{result.peak_rss_delta_mb:.0f} MB")
-    out.print(f"kernel time {result.kernel_ms:.3f} ms per run, {result.attributed_fraction:.1%} attributed to "
-              f"modules directly, {result.inferred_fraction:.1%} from graph neighbours")
+    out.print(
+        f"[bold]{onnx_path.name}[/] at {result.optimization}, {result.threads} thread(s): latency ms mean "
+        f"{lat['mean']:.3f} p50 {lat['p50']:.3f} p90 {lat['p90']:.3f} p99 {lat['p99']:.3f} stdev "
+        f"{lat['stdev']:.3f}; {result.throughput_per_s:.1f} samples/s; peak RSS +{result.peak_rss_delta_mb:.0f} MB"
+    )
+    out.print(
+        f"kernel time {result.kernel_ms:.3f} ms per run, {result.attributed_fraction:.1%} attributed to "
+        f"modules directly, {result.inferred_fraction:.1%} from graph neighbours"
+    )
     table = Table(title="modules by own kernel time")
-    for column, justify in (("module", "left"), ("class", "left"), ("self ms", "right"), ("self %", "right"),
-                            ("total ms", "right"), ("nodes", "right")):
+    for column, justify in (
+        ("module", "left"),
+        ("class", "left"),
+        ("self ms", "right"),
+        ("self %", "right"),
+        ("total ms", "right"),
+        ("nodes", "right"),
+    ):
         table.add_column(column, justify=justify, overflow="fold")
     kernel = result.kernel_ms or 1.0
     for m in result.top(args.top):
-        table.add_row(m["module"] or "(root)", m["tag"].rsplit("/", 1)[-1], f"{m['self_ms']:.4f}",
-                      f"{m['self_ms'] / kernel:.1%}", f"{m['total_ms']:.4f}", str(m["nodes"]))
+        table.add_row(
+            m["module"] or "(root)",
+            m["tag"].rsplit("/", 1)[-1],
+            f"{m['self_ms']:.4f}",
+            f"{m['self_ms'] / kernel:.1%}",
+            f"{m['total_ms']:.4f}",
+            str(m["nodes"]),
+        )
     out.print(table)
     out.print(f"wrote {', '.join(result.files.values())}")
     return 0

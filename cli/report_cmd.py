@@ -19,9 +19,9 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from .terminal import new_console
-
     from modelexport.report import write_hierarchy_report
+
+    from .terminal import new_console
 
     onnx_path = Path(args.onnx)
     output_dir = Path(args.output_dir) if args.output_dir else onnx_path.with_name(f"{onnx_path.stem}_report")

@@ -40,27 +40,55 @@ def add_arguments(p) -> None:
     p.add_argument("--model", help="only this model's runs")
     p.add_argument("--last", type=positive, default=10, metavar="N", help="runs per model to consider (default 10)")
     p.add_argument("--fail-on-regression", action="store_true", help="exit 1 when any model regressed")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else "
-                   "sqlite:///mlflow.db in the working directory)")
+    p.add_argument(
+        "--tracking-uri",
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the working directory)",
+    )
     p.add_argument("--experiment", default="modelexport", help="MLflow experiment (default modelexport)")
-    p.add_argument("--output-dir", default="review", metavar="DIR",
-                   help="where review.md and the trend plots go (default ./review)")
-    p.add_argument("--max-latency-increase", type=percent, default=10.0, metavar="PCT",
-                   help="p50 latency rise that is a regression (default 10%%)")
-    p.add_argument("--max-coverage-drop", type=float, default=0.0, metavar="FRACTION",
-                   help="tag coverage drop that is a regression (default 0: any drop)")
-    p.add_argument("--max-node-change", type=percent, default=None, metavar="PCT",
-                   help="node count change that is a regression (default: shown only)")
+    p.add_argument(
+        "--output-dir",
+        default="review",
+        metavar="DIR",
+        help="where review.md and the trend plots go (default ./review)",
+    )
+    p.add_argument(
+        "--max-latency-increase",
+        type=percent,
+        default=10.0,
+        metavar="PCT",
+        help="p50 latency rise that is a regression (default 10%%)",
+    )
+    p.add_argument(
+        "--max-coverage-drop",
+        type=float,
+        default=0.0,
+        metavar="FRACTION",
+        help="tag coverage drop that is a regression (default 0: any drop)",
+    )
+    p.add_argument(
+        "--max-node-change",
+        type=percent,
+        default=None,
+        metavar="PCT",
+        help="node count change that is a regression (default: shown only)",
+    )
 
 
 def run(args) -> int:
-    from .terminal import new_console
-
     from tracking import review
 
+    from .terminal import new_console
+
     thresholds = review.Thresholds(args.max_latency_increase, args.max_coverage_drop, args.max_node_change)
-    reviews, report = review.review(args.tracking_uri, fleet=args.fleet, model=args.model, last=args.last,
-                                    output_dir=args.output_dir, thresholds=thresholds, experiment=args.experiment)
+    reviews, report = review.review(
+        args.tracking_uri,
+        fleet=args.fleet,
+        model=args.model,
+        last=args.last,
+        output_dir=args.output_dir,
+        thresholds=thresholds,
+        experiment=args.experiment,
+    )
     console = new_console()
     console.print(review.table(reviews))
     regressed = [r for r in reviews if r.regressions]

@@ -23,8 +23,10 @@ def add_arguments(p) -> None:
     p.add_argument("--no-profile", action="store_true", help="skip latency profiling")
     p.add_argument("--iterations", type=int, help="profiling runs")
     p.add_argument("--cache-dir", help="where task results are cached (default: OUTPUT_DIR/.cache)")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else "
-                   "sqlite:///mlflow.db in the working directory)")
+    p.add_argument(
+        "--tracking-uri",
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the working directory)",
+    )
     p.add_argument("--no-tracking", action="store_true", help="log nothing to MLflow")
     add_model_arguments(p)
     from .pipeline_view import add_json_argument
@@ -45,20 +47,37 @@ def _plan(args):
     profiling = {"iterations": args.iterations} if args.iterations is not None else {}
     if args.no_profile:
         profiling["enabled"] = False
-    return plan_model(args.model, base=Path.cwd(), source="options", name=args.name, revision=args.revision,
-                      task=args.task, strategy=args.strategy, opset=args.opset, input_spec=args.input_spec,
-                      trust_remote_code=args.trust_remote_code or None, validation=validation or None,
-                      profiling=profiling or None)
+    return plan_model(
+        args.model,
+        base=Path.cwd(),
+        source="options",
+        name=args.name,
+        revision=args.revision,
+        task=args.task,
+        strategy=args.strategy,
+        opset=args.opset,
+        input_spec=args.input_spec,
+        trust_remote_code=args.trust_remote_code or None,
+        validation=validation or None,
+        profiling=profiling or None,
+    )
 
 
 def run(args) -> int:
     from pathlib import Path
 
-    from .pipeline_view import (check_json_target, model_line, quiet_libraries, summary_json, summary_table,
-                                table_console, write_json)
-    from .terminal import new_console
-
     from modelexport.fleet import Fleet, check_output_folders
+
+    from .pipeline_view import (
+        check_json_target,
+        model_line,
+        quiet_libraries,
+        summary_json,
+        summary_table,
+        table_console,
+        write_json,
+    )
+    from .terminal import new_console
 
     plan = _plan(args)
     # outputs that cannot be written fail before Prefect starts, as bad options do
@@ -69,8 +88,9 @@ def run(args) -> int:
 
     console = new_console(stderr=True)
     with console.status(f"exporting {args.model}"):
-        outcome = run_model_flow(plan, args.output_dir, args.cache_dir, tracking_uri=args.tracking_uri,
-                                 track=not args.no_tracking)
+        outcome = run_model_flow(
+            plan, args.output_dir, args.cache_dir, tracking_uri=args.tracking_uri, track=not args.no_tracking
+        )
     console.print(model_line(outcome))
     table_console(args.json).print(summary_table([outcome], f"{outcome.name} → {Path(args.output_dir) / outcome.name}"))
     write_json(args.json, summary_json([outcome], args.output_dir, outcome.exit_code))

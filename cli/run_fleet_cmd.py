@@ -16,26 +16,43 @@ def add_arguments(p) -> None:
     p.add_argument("--output-dir", help="where each model's folder goes (default: out/<fleet name>)")
     p.add_argument("--concurrency", type=int, default=2, help="models worked on at once (default 2)")
     p.add_argument("--cache-dir", help="where task results are cached (default: OUTPUT_DIR/.cache)")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else "
-                   "sqlite:///mlflow.db in the working directory)")
+    p.add_argument(
+        "--tracking-uri",
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the working directory)",
+    )
     p.add_argument("--no-tracking", action="store_true", help="log nothing to MLflow")
-    p.add_argument("--runner", choices=("threads", "dask"), default="threads",
-                   help="threads in this process (default) or a Dask cluster (prefect-dask)")
-    p.add_argument("--dask-address", metavar="tcp://HOST:PORT",
-                   help="Dask scheduler to use with --runner dask (default: a local cluster)")
+    p.add_argument(
+        "--runner",
+        choices=("threads", "dask"),
+        default="threads",
+        help="threads in this process (default) or a Dask cluster (prefect-dask)",
+    )
+    p.add_argument(
+        "--dask-address",
+        metavar="tcp://HOST:PORT",
+        help="Dask scheduler to use with --runner dask (default: a local cluster)",
+    )
     from .pipeline_view import add_json_argument
 
     add_json_argument(p)
 
 
 def run(args) -> int:
-    from .terminal import new_console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from modelexport.errors import BadInputError
     from modelexport.fleet import check_output_folders, load_fleet
-    from .pipeline_view import check_json_target, model_line, quiet_libraries, summary_json, summary_table, \
-        table_console, write_json
+
+    from .pipeline_view import (
+        check_json_target,
+        model_line,
+        quiet_libraries,
+        summary_json,
+        summary_table,
+        table_console,
+        write_json,
+    )
+    from .terminal import new_console
 
     if args.concurrency < 1:
         raise BadInputError(f"--concurrency must be at least 1, got {args.concurrency}")
@@ -57,9 +74,17 @@ def run(args) -> int:
             progress.console.print(model_line(outcome))
             progress.advance(bar)
 
-        summary = run_fleet_flow(fleet, output_dir, args.concurrency, args.cache_dir, on_model_done=done,
-                            tracking_uri=args.tracking_uri, track=not args.no_tracking, runner=args.runner,
-                            dask_address=args.dask_address)
+        summary = run_fleet_flow(
+            fleet,
+            output_dir,
+            args.concurrency,
+            args.cache_dir,
+            on_model_done=done,
+            tracking_uri=args.tracking_uri,
+            track=not args.no_tracking,
+            runner=args.runner,
+            dask_address=args.dask_address,
+        )
     table_console(args.json).print(summary_table(summary.models, f"fleet {fleet.name} → {output_dir}"))
     failed = summary.failed
     if failed:

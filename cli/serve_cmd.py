@@ -13,8 +13,9 @@ DEFAULT_FILE = "deployments/prefect.yaml"
 
 def add_arguments(p) -> None:
     p.add_argument("--file", default=DEFAULT_FILE, help=f"the deployments file (default {DEFAULT_FILE})")
-    p.add_argument("--name", action="append", metavar="DEPLOYMENT",
-                   help="serve only this deployment (repeatable; default: all)")
+    p.add_argument(
+        "--name", action="append", metavar="DEPLOYMENT", help="serve only this deployment (repeatable; default: all)"
+    )
     p.add_argument("--limit", type=int, help="most flow runs at once (default: no limit)")
 
 
@@ -29,13 +30,15 @@ def read_deployments(path: str, names: list[str] | None = None) -> list[dict]:
     try:
         entries = (yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}).get("deployments") or []
     except FileNotFoundError:
-        raise BadInputError(f"deployments file {path} not found: run from the repository root or give --file")
+        raise BadInputError(f"deployments file {path} not found: run from the repository root or give --file") from None
     except yaml.YAMLError as exc:
-        raise BadInputError(f"deployments file {path} is not valid YAML: {first_line(exc)}")
+        raise BadInputError(f"deployments file {path} is not valid YAML: {first_line(exc)}") from None
     unknown = sorted(set(names or []) - {e.get("name") for e in entries})
     if unknown:
-        raise BadInputError(f"no deployment named {', '.join(unknown)} in {path}: choose from "
-                            f"{', '.join(e.get('name', '?') for e in entries)}")
+        raise BadInputError(
+            f"no deployment named {', '.join(unknown)} in {path}: choose from "
+            f"{', '.join(e.get('name', '?') for e in entries)}"
+        )
     return [e for e in entries if not names or e.get("name") in names]
 
 

@@ -16,8 +16,11 @@ def add_arguments(p) -> None:
     from modelexport.validate import DEFAULT_ATOL, DEFAULT_RTOL
 
     p.add_argument("onnx", metavar="OUTPUT.onnx", help="ONNX file written by modelexport export")
-    p.add_argument("--model", metavar="MODEL", help="model directory, hub id or module.path:factory "
-                   "(default: the one recorded in the sidecar)")
+    p.add_argument(
+        "--model",
+        metavar="MODEL",
+        help="model directory, hub id or module.path:factory (default: the one recorded in the sidecar)",
+    )
     p.add_argument("--atol", type=float, default=DEFAULT_ATOL, help=f"absolute tolerance (default {DEFAULT_ATOL:g})")
     p.add_argument("--rtol", type=float, default=DEFAULT_RTOL, help=f"relative tolerance (default {DEFAULT_RTOL:g})")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="random input seeds (default 0 1)")
@@ -30,21 +33,30 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from .terminal import new_console
     from rich.table import Table
 
     from modelexport.errors import BadInputError
     from modelexport.inputs import load_input_spec
     from modelexport.validate import raise_for_failure, validate, write_validation
 
+    from .terminal import new_console
+
     if args.json and not Path(args.json).parent.resolve().is_dir():
         raise BadInputError(f"directory of --json {args.json} does not exist: create it first")
     spec = load_input_spec(args.input_spec) if args.input_spec else None
     console = new_console(stderr=True)
     with console.status(f"validating {args.onnx}"):
-        report = validate(args.onnx, args.model, atol=args.atol, rtol=args.rtol, seeds=tuple(args.seeds),
-                          input_spec=spec, task=args.task, revision=args.revision,
-                          trust_remote_code=args.trust_remote_code)
+        report = validate(
+            args.onnx,
+            args.model,
+            atol=args.atol,
+            rtol=args.rtol,
+            seeds=tuple(args.seeds),
+            input_spec=spec,
+            task=args.task,
+            revision=args.revision,
+            trust_remote_code=args.trust_remote_code,
+        )
     if args.json:
         write_validation(report, args.json)
     table = Table(title=f"{args.onnx} vs {report.model} (atol {report.atol:g}, rtol {report.rtol:g})")
@@ -53,7 +65,14 @@ def run(args) -> int:
     for c in report.checks:
         diff = "—" if c.max_abs_diff is None else f"{c.max_abs_diff:.3g}"
         rel = "—" if c.max_rel_diff is None else f"{c.max_rel_diff:.3g}"
-        table.add_row(c.case, str(c.seed), c.output, diff, rel, "[green]ok[/]" if c.passed else f"[red]{c.error or 'over tolerance'}[/]")
+        table.add_row(
+            c.case,
+            str(c.seed),
+            c.output,
+            diff,
+            rel,
+            "[green]ok[/]" if c.passed else f"[red]{c.error or 'over tolerance'}[/]",
+        )
     new_console().print(table)
     raise_for_failure(report)
     new_console().print(f"[green]passed[/]: {report.summary()}")

@@ -20,11 +20,14 @@ if TYPE_CHECKING:
     from .fleet import FleetSummary
 
 # Imported on first use, so modules that need no Prefect (the CLI's help) load without it.
-_LAZY = {"DEFAULT_CONCURRENCY": "fleet", "FleetSummary": "fleet", "fleet_flow": "fleet", "model_flow": "model",
-         }
+_LAZY = {
+    "DEFAULT_CONCURRENCY": "fleet",
+    "FleetSummary": "fleet",
+    "fleet_flow": "fleet",
+    "model_flow": "model",
+}
 
-__all__ = ["DEFAULT_CONCURRENCY", "FleetSummary", "fleet_flow", "model_flow", "run_fleet_flow",
-           "run_model_flow"]
+__all__ = ["DEFAULT_CONCURRENCY", "FleetSummary", "fleet_flow", "model_flow", "run_fleet_flow", "run_model_flow"]
 
 
 def __getattr__(name: str):
@@ -104,8 +107,11 @@ def _ephemeral_api_settings():
         yield
         return
     settings = _for_ephemeral_api(context.settings)
-    with (contextlib.nullcontext() if settings is context.settings else
-          prefect.context.SettingsContext(profile=context.profile, settings=settings)):
+    with (
+        contextlib.nullcontext()
+        if settings is context.settings
+        else prefect.context.SettingsContext(profile=context.profile, settings=settings)
+    ):
         _start_ephemeral_server()
         yield
 
@@ -131,8 +137,11 @@ def _for_ephemeral_api(settings):
     if nothing changes), made once per settings object (``temporary_settings`` makes one each time: ~20 ms)."""
     global _adjusted
     from prefect.settings import (
-        PREFECT_FLOWS_HEARTBEAT_FREQUENCY, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
-        PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE, PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL)
+        PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
+        PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE,
+        PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL,
+    )
 
     if _adjusted[0] is not settings:
         updates = {}
@@ -147,9 +156,17 @@ def _for_ephemeral_api(settings):
     return _adjusted[1]
 
 
-def run_fleet_flow(fleet_file: str | Fleet, output_dir: str, concurrency: int | None = None,
-                   cache_dir: str | None = None, on_model_done=None, tracking_uri: str | None = None,
-                   track: bool = True, runner: str = "threads", dask_address: str | None = None) -> FleetSummary:
+def run_fleet_flow(
+    fleet_file: str | Fleet,
+    output_dir: str,
+    concurrency: int | None = None,
+    cache_dir: str | None = None,
+    on_model_done=None,
+    tracking_uri: str | None = None,
+    track: bool = True,
+    runner: str = "threads",
+    dask_address: str | None = None,
+) -> FleetSummary:
     """Run the fleet flow with N models at a time; cached results live in CACHE_DIR (default OUTPUT_DIR/.cache).
 
     ``runner="dask"`` runs the stages on a Dask cluster: the scheduler at DASK_ADDRESS, else a local one of
@@ -165,8 +182,9 @@ def run_fleet_flow(fleet_file: str | Fleet, output_dir: str, concurrency: int | 
         recorder()  # its start (importing MLflow) overlaps Prefect's
 
     on_model_done = LocalCallback(on_model_done) if on_model_done is not None else None
-    configured = _configured_fleet(runner, concurrency or DEFAULT_CONCURRENCY, dask_address,
-                                   _storage(cache_dir or Path(output_dir) / ".cache"))
+    configured = _configured_fleet(
+        runner, concurrency or DEFAULT_CONCURRENCY, dask_address, _storage(cache_dir or Path(output_dir) / ".cache")
+    )
     with _flow_run_setup(), credentials_apart(tracking_uri) as tracking_uri:
         return _value(configured(fleet_file, output_dir, on_model_done, tracking_uri, track, return_state=True))
 
@@ -178,12 +196,10 @@ def _configured_fleet(runner: str, concurrency: int, dask_address: str | None, s
     from .fleet import fleet_flow
     from .runners import task_runner
 
-    return fleet_flow.with_options(task_runner=task_runner(runner, concurrency, dask_address),
-                                     result_storage=storage)
+    return fleet_flow.with_options(task_runner=task_runner(runner, concurrency, dask_address), result_storage=storage)
 
 
-def run_model_flow(model: str | ModelPlan, output_dir: str, cache_dir: str | None = None,
-                   **settings) -> ModelOutcome:
+def run_model_flow(model: str | ModelPlan, output_dir: str, cache_dir: str | None = None, **settings) -> ModelOutcome:
     """Run the one-model flow; `settings` are model_flow's keyword arguments."""
     from tracking.mlflow_store import credentials_apart
     from tracking.recorder import recorder

@@ -7,8 +7,12 @@ import re
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact, \
-    update_progress_artifact
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 
 from modelexport.outcome import ModelOutcome
 from modelexport.redaction import scrub
@@ -23,28 +27,40 @@ def model_markdown(outcome: ModelOutcome) -> str:
     lines = [f"# {outcome.name}", "", f"Model `{outcome.ref}`"]
     if outcome.source and outcome.source.get("revision"):
         lines[-1] += f" at commit `{outcome.source['revision']}`"
-    lines += ["", f"**Status:** {outcome.status}" + (f" at {outcome.failed_stage}: {outcome.reason}"
-                                                    if outcome.reason else ""), "",
-              "| stage | state | files |", "| --- | --- | --- |"]
+    lines += [
+        "",
+        f"**Status:** {outcome.status}" + (f" at {outcome.failed_stage}: {outcome.reason}" if outcome.reason else ""),
+        "",
+        "| stage | state | files |",
+        "| --- | --- | --- |",
+    ]
     for stage, state in outcome.stages.items():
         lines.append(f"| {stage} | {state} | {', '.join(f'`{f}`' for f in outcome.files.get(stage, []))} |")
     row = outcome.row()
-    lines += ["", "| " + " | ".join(k for k in row if k != "status") + " |",
-              "|" + " --- |" * (len(row) - 1),
-              "| " + " | ".join(str(v) for k, v in row.items() if k != "status") + " |"]
+    lines += [
+        "",
+        "| " + " | ".join(k for k in row if k != "status") + " |",
+        "|" + " --- |" * (len(row) - 1),
+        "| " + " | ".join(str(v) for k, v in row.items() if k != "status") + " |",
+    ]
     return "\n".join(lines) + "\n"
 
 
 def report_model(outcome: ModelOutcome, fleet: str | None = None) -> None:
-    create_markdown_artifact(scrub(model_markdown(outcome)), key=artifact_key("model", *( [fleet] if fleet else []),
-                                                                        outcome.name),
-                             description=scrub(f"export of {outcome.name}: {outcome.status}"))
+    create_markdown_artifact(
+        scrub(model_markdown(outcome)),
+        key=artifact_key("model", *([fleet] if fleet else []), outcome.name),
+        description=scrub(f"export of {outcome.name}: {outcome.status}"),
+    )
 
 
 def report_fleet(name: str, outcomes: list[ModelOutcome]) -> None:
     failed = sum(o.status != "ok" for o in outcomes)
-    create_table_artifact([{k: scrub(str(v)) for k, v in o.row().items()} for o in outcomes], key=artifact_key("fleet", name, "summary"),
-                          description=f"fleet {name}: {len(outcomes) - failed} exported, {failed} failed")
+    create_table_artifact(
+        [{k: scrub(str(v)) for k, v in o.row().items()} for o in outcomes],
+        key=artifact_key("fleet", name, "summary"),
+        description=f"fleet {name}: {len(outcomes) - failed} exported, {failed} failed",
+    )
 
 
 class Artifacts:

@@ -13,12 +13,11 @@ from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from modelexport.fleet import Fleet, check_output_folders, load_fleet
-
 from modelexport.outcome import ModelOutcome
 from tracking import recorder
 
-from .interruption import active_flow_run
 from .artifacts import Artifacts, artifact_key, report_fleet, report_model
+from .interruption import active_flow_run
 from .pipeline import collect, ending, flow_run_tags, submit_pipeline
 
 DEFAULT_CONCURRENCY = 2
@@ -37,9 +36,13 @@ class FleetSummary:
 
 
 @flow(name="export-fleet", persist_result=False, task_runner=ThreadPoolTaskRunner(max_workers=DEFAULT_CONCURRENCY))
-def fleet_flow(fleet_file: str | Fleet, output_dir: str | None = None,
-                 on_model_done: Callable[[ModelOutcome], None] | None = None, tracking_uri: str | None = None,
-                 track: bool = True) -> FleetSummary:
+def fleet_flow(
+    fleet_file: str | Fleet,
+    output_dir: str | None = None,
+    on_model_done: Callable[[ModelOutcome], None] | None = None,
+    tracking_uri: str | None = None,
+    track: bool = True,
+) -> FleetSummary:
     """Export every model of FLEET_FILE (or of the fleet the caller already read from it) into OUTPUT_DIR/<name>/
     and end with a summary table.
 
@@ -50,21 +53,27 @@ def fleet_flow(fleet_file: str | Fleet, output_dir: str | None = None,
     """
     fleet = fleet_file if isinstance(fleet_file, Fleet) else load_fleet(fleet_file)
     params = {"fleet.file": str(fleet.path), "fleet.models": len(fleet.models)}
-    run = (recorder.fleet_run(fleet.name, tracking_uri=tracking_uri, params=params, models=len(fleet.models),
-                                 tags=flow_run_tags())
-           if track else nullcontext())
+    run = (
+        recorder.fleet_run(
+            fleet.name, tracking_uri=tracking_uri, params=params, models=len(fleet.models), tags=flow_run_tags()
+        )
+        if track
+        else nullcontext()
+    )
     # Leaving the blocks, the last records and the last artifacts are written at once (the run's end first).
     with active_flow_run(), Artifacts() as artifacts, run as records:
         summary = _export_fleet(fleet, output_dir, on_model_done, records, artifacts)
     return ending(summary, summary.failed)
 
 
-def _export_fleet(fleet, output_dir, on_model_done, records: recorder.FleetRecords | None,
-                  artifacts: Artifacts) -> FleetSummary:
+def _export_fleet(
+    fleet, output_dir, on_model_done, records: recorder.FleetRecords | None, artifacts: Artifacts
+) -> FleetSummary:
     out = Path(output_dir or f"out/{fleet.name}")
     check_output_folders(fleet, out)
-    progress = artifacts.progress(artifact_key("fleet", fleet.name, "progress"),
-                                  f"models of fleet {fleet.name} finished")
+    progress = artifacts.progress(
+        artifact_key("fleet", fleet.name, "progress"), f"models of fleet {fleet.name} finished"
+    )
     runs = submit_pipeline(fleet.models, out)
     plans = {p.name: p for p in fleet.models}
     last = {list(stages.values())[-1]: name for name, stages in runs.items()}

@@ -51,12 +51,20 @@ def end_as_interrupted() -> None:
 def _crash(flow_run_ids: list[str]) -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
-        FlowRunFilter, FlowRunFilterId, TaskRunFilter, TaskRunFilterState, TaskRunFilterStateType)
+        FlowRunFilter,
+        FlowRunFilterId,
+        TaskRunFilter,
+        TaskRunFilterState,
+        TaskRunFilterStateType,
+    )
     from prefect.client.schemas.objects import StateType
     from prefect.states import Crashed
 
-    unfinished = TaskRunFilter(state=TaskRunFilterState(type=TaskRunFilterStateType(
-        any_=[StateType.PENDING, StateType.SCHEDULED, StateType.RUNNING])))
+    unfinished = TaskRunFilter(
+        state=TaskRunFilterState(
+            type=TaskRunFilterStateType(any_=[StateType.PENDING, StateType.SCHEDULED, StateType.RUNNING])
+        )
+    )
     with get_client(sync_client=True) as client:
         for run_id in flow_run_ids:
             client.set_flow_run_state(run_id, Crashed(message=INTERRUPTED), force=True)

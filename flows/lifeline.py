@@ -37,8 +37,12 @@ def watch(pid: int) -> None:
 
     with _lock:
         if _lifeline is None or _lifeline.poll() is not None or _lifeline.owner != os.getpid():
-            _lifeline = _POPEN([sys.executable, "-m", "flows.lifeline"], stdin=subprocess.PIPE,
-                                         cwd=Path(__file__).parents[1], start_new_session=True)
+            _lifeline = _POPEN(
+                [sys.executable, "-m", "flows.lifeline"],
+                stdin=subprocess.PIPE,
+                cwd=Path(__file__).parents[1],
+                start_new_session=True,
+            )
             _lifeline.owner = os.getpid()
         _lifeline.stdin.write(f"{pid} {psutil.Process(pid).create_time()}\n".encode())
         _lifeline.stdin.flush()
@@ -48,6 +52,7 @@ def watch(pid: int) -> None:
 def tied_children() -> Iterator[None]:
     """Processes started in the block (by any library) get a session of their own and are watched: they neither
     take the terminal's Ctrl-C nor outlive us. Meant for a short block that starts a server, nothing else."""
+
     class Tied(_POPEN):
         def __init__(self, *args, **kwargs):
             kwargs.setdefault("start_new_session", True)

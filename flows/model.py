@@ -16,27 +16,50 @@ from .pipeline import collect, ending, flow_run_tags, submit_pipeline
 
 
 @flow(name="export-model", persist_result=False)
-def model_flow(model: str | ModelPlan, output_dir: str = "out/run", name: str | None = None,
-               revision: str | None = None, task: str | None = None, strategy: str | None = None,
-               opset: int | None = None, input_spec: dict | str | None = None, trust_remote_code: bool | None = None,
-               validation: dict | None = None, profiling: dict | None = None, tracking_uri: str | None = None,
-               track: bool = True) -> ModelOutcome:
+def model_flow(
+    model: str | ModelPlan,
+    output_dir: str = "out/run",
+    name: str | None = None,
+    revision: str | None = None,
+    task: str | None = None,
+    strategy: str | None = None,
+    opset: int | None = None,
+    input_spec: dict | str | None = None,
+    trust_remote_code: bool | None = None,
+    validation: dict | None = None,
+    profiling: dict | None = None,
+    tracking_uri: str | None = None,
+    track: bool = True,
+) -> ModelOutcome:
     """Export one model into OUTPUT_DIR/<name>/; settings are those of a fleet file's model entry, or `model` is
     the plan the caller already made of them (``modelexport.fleet.plan_model``).
 
     With `track`, the model's run is logged to MLflow (tracking.runs, written by tracking.recorder) at
     `tracking_uri`. The run ends Failed (still carrying the outcome) when the model failed.
     """
-    plan = model if isinstance(model, ModelPlan) else plan_model(
-        model, base=Path.cwd(), name=name, revision=revision, task=task, strategy=strategy, opset=opset,
-        input_spec=input_spec, trust_remote_code=trust_remote_code, validation=validation, profiling=profiling)
+    plan = (
+        model
+        if isinstance(model, ModelPlan)
+        else plan_model(
+            model,
+            base=Path.cwd(),
+            name=name,
+            revision=revision,
+            task=task,
+            strategy=strategy,
+            opset=opset,
+            input_spec=input_spec,
+            trust_remote_code=trust_remote_code,
+            validation=validation,
+            profiling=profiling,
+        )
+    )
     if track:
         recorder.recorder()  # its start (importing MLflow) overlaps the stages
     with active_flow_run():
         runs = submit_pipeline([plan], Path(output_dir))
         outcome = collect(plan, runs[plan.name])
     if track:
-        recorder.log_outcome(outcome, Path(output_dir) / plan.name, tracking_uri=tracking_uri,
-                             tags=flow_run_tags())
+        recorder.log_outcome(outcome, Path(output_dir) / plan.name, tracking_uri=tracking_uri, tags=flow_run_tags())
     report_model(outcome)
     return ending(outcome, [outcome] if outcome.status != "ok" else [])

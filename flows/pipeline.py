@@ -30,7 +30,9 @@ ONNX_NAME = "model.onnx"
 
 def stages_of(plan: ModelPlan) -> list[str]:
     """The stages PLAN runs, in order."""
-    return [s for s in STAGES if (s != "validate" or plan.validation.enabled) and (s != "profile" or plan.profiling.enabled)]
+    return [
+        s for s in STAGES if (s != "validate" or plan.validation.enabled) and (s != "profile" or plan.profiling.enabled)
+    ]
 
 
 def submit_pipeline(plans: list[ModelPlan], output_dir: Path) -> dict[str, dict[str, PrefectFuture]]:
@@ -102,11 +104,31 @@ def run_stages(source: ModelSource, plan: ModelPlan, folder: Path) -> ModelOutco
 
     trust = plan.trust_remote_code
     spec = stage("inputs", derive_inputs, source, plan.task, plan.input_spec, trust)
-    export = stage("export", export_onnx, source, str(folder / ONNX_NAME), spec, plan.strategy, plan.opset,
-                   plan.clean, plan.torch_modules, plan.task, trust)
+    export = stage(
+        "export",
+        export_onnx,
+        source,
+        str(folder / ONNX_NAME),
+        spec,
+        plan.strategy,
+        plan.opset,
+        plan.clean,
+        plan.torch_modules,
+        plan.task,
+        trust,
+    )
     if plan.validation.enabled:
-        stage("validate", validate_onnx, source, export, spec, plan.validation, str(folder / "validation.json"),
-              plan.task, trust)
+        stage(
+            "validate",
+            validate_onnx,
+            source,
+            export,
+            spec,
+            plan.validation,
+            str(folder / "validation.json"),
+            plan.task,
+            trust,
+        )
     if plan.profiling.enabled:
         stage("profile", profile_onnx, export, plan.profiling, str(folder))
     stage("report", report_onnx, export, str(folder))
@@ -139,9 +161,13 @@ def collect(plan: ModelPlan, futures: dict[str, PrefectFuture]) -> ModelOutcome:
 
 def _failed_outside_stages(plan: ModelPlan, where: str, state) -> ModelOutcome:
     """A model whose stages never reported: resolving failed, or the `model` task itself did (a crash)."""
-    outcome = ModelOutcome(plan.name, plan.id, status="failed", failed_stage=where,
-                           stages={s: "skipped" for s in stages_of(plan)}
-                           | {"resolve": "failed" if where == "resolve" else "done"})
+    outcome = ModelOutcome(
+        plan.name,
+        plan.id,
+        status="failed",
+        failed_stage=where,
+        stages={s: "skipped" for s in stages_of(plan)} | {"resolve": "failed" if where == "resolve" else "done"},
+    )
     outcome.reason, outcome.exit_code = _reason(state)
     return outcome
 

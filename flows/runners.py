@@ -17,8 +17,12 @@ RUNNERS = ("threads", "dask")
 DASK_ADDRESS_ENV = "MODELEXPORT_DASK_ADDRESS"
 
 
-def task_runner(runner: str = "threads", concurrency: int = DEFAULT_CONCURRENCY, dask_address: str | None = None,
-                processes: bool = True):
+def task_runner(
+    runner: str = "threads",
+    concurrency: int = DEFAULT_CONCURRENCY,
+    dask_address: str | None = None,
+    processes: bool = True,
+):
     """A task runner for the fleet flow.
 
     Args:
@@ -36,8 +40,14 @@ def task_runner(runner: str = "threads", concurrency: int = DEFAULT_CONCURRENCY,
 
     if dask_address:
         return DaskTaskRunner(address=dask_address)
-    return DaskTaskRunner(cluster_kwargs={"n_workers": concurrency, "threads_per_worker": 1,
-                                          "processes": processes, "dashboard_address": None})
+    return DaskTaskRunner(
+        cluster_kwargs={
+            "n_workers": concurrency,
+            "threads_per_worker": 1,
+            "processes": processes,
+            "dashboard_address": None,
+        }
+    )
 
 
 class LocalCallback:
@@ -59,4 +69,5 @@ class LocalCallback:
 # The fleet flow on Dask, for deployments (a deployment cannot pick its flow's task runner by parameter): the
 # scheduler is MODELEXPORT_DASK_ADDRESS on the worker that runs the flow, else a local cluster of 2 workers.
 fleet_flow_dask = fleet_flow.with_options(
-    name="export-fleet-dask", task_runner=task_runner("dask", dask_address=os.environ.get(DASK_ADDRESS_ENV)))
+    name="export-fleet-dask", task_runner=task_runner("dask", dask_address=os.environ.get(DASK_ADDRESS_ENV))
+)

@@ -12,9 +12,15 @@ def to_deployments(entries: list[dict]) -> list:
     for entry in entries:
         flow = load_flow_from_entrypoint(entry["entrypoint"])
         schedules = [Cron(s["cron"], timezone=s.get("timezone")) for s in entry.get("schedules") or []]
-        deployments.append(flow.to_deployment(name=entry["name"], parameters=entry.get("parameters") or {},
-                                              schedules=schedules, description=entry.get("description"),
-                                              tags=entry.get("tags")))
+        deployments.append(
+            flow.to_deployment(
+                name=entry["name"],
+                parameters=entry.get("parameters") or {},
+                schedules=schedules,
+                description=entry.get("description"),
+                tags=entry.get("tags"),
+            )
+        )
     return deployments
 
 

@@ -41,11 +41,15 @@ def _producers(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
     return {out: node for node in graph.node for out in node.output if out}
 
 
-def map_nodes(original: onnx.ModelProto, optimized: onnx.ModelProto | None, tags: dict[str, str]) -> dict[str, NodeOrigin]:
+def map_nodes(
+    original: onnx.ModelProto, optimized: onnx.ModelProto | None, tags: dict[str, str]
+) -> dict[str, NodeOrigin]:
     """Optimized node name -> its tag in `original` and how it was found. Without `optimized`, names only."""
     if optimized is None:
-        return {n.name: NodeOrigin(tags.get(n.name), "name" if n.name in tags else "unmapped")
-                for n in iter_nodes(original.graph)}
+        return {
+            n.name: NodeOrigin(tags.get(n.name), "name" if n.name in tags else "unmapped")
+            for n in iter_nodes(original.graph)
+        }
     producer = _producers(original.graph)
     kept = {t for n in optimized.graph.node for t in (*n.input, *n.output)}
     kept |= {i.name for i in optimized.graph.input} | {i.name for i in optimized.graph.initializer}
@@ -62,8 +66,12 @@ def map_nodes(original: onnx.ModelProto, optimized: onnx.ModelProto | None, tags
     _from_neighbours(optimized.graph, origins)
     for node in iter_nodes(optimized.graph):  # subgraph (If/Loop body) nodes: by name, else their parent's tag
         for sub in subgraph_nodes(node):
-            origins.setdefault(sub.name, NodeOrigin(tags[sub.name], "name") if sub.name in tags
-                               else NodeOrigin(origins[node.name].tag, "neighbours"))
+            origins.setdefault(
+                sub.name,
+                NodeOrigin(tags[sub.name], "name")
+                if sub.name in tags
+                else NodeOrigin(origins[node.name].tag, "neighbours"),
+            )
     return origins
 
 
@@ -125,14 +133,28 @@ def roll_up(tree: dict, self_ms: dict[str, float], nodes: dict[str, int]) -> lis
     def visit(entry: dict, depth: int) -> float:
         tag = entry["tag"]
         known.add(tag)
-        row = {"tag": tag, "module": entry.get("module", ""), "depth": depth, "self_ms": self_ms.get(tag, 0.0),
-               "total_ms": 0.0, "nodes": nodes.get(tag, 0)}
+        row = {
+            "tag": tag,
+            "module": entry.get("module", ""),
+            "depth": depth,
+            "self_ms": self_ms.get(tag, 0.0),
+            "total_ms": 0.0,
+            "nodes": nodes.get(tag, 0),
+        }
         entries.append(row)
         row["total_ms"] = row["self_ms"] + sum(visit(child, depth + 1) for child in entry.get("children", []))
         return row["total_ms"]
 
     visit(tree, 0)
     for tag in sorted(set(self_ms) - known):
-        entries.append({"tag": tag, "module": "", "depth": 1, "self_ms": self_ms[tag], "total_ms": self_ms[tag],
-                        "nodes": nodes.get(tag, 0)})
+        entries.append(
+            {
+                "tag": tag,
+                "module": "",
+                "depth": 1,
+                "self_ms": self_ms[tag],
+                "total_ms": self_ms[tag],
+                "nodes": nodes.get(tag, 0),
+            }
+        )
     return entries

@@ -94,15 +94,25 @@ def compare_files(a: str | os.PathLike, b: str | os.PathLike) -> Comparison:
         name_agreement = sum(nodes_a[n][0] == nodes_b[n][0] for n in shared) / len(shared)
     tags = sorted(ops_a.keys() | ops_b.keys())
     rows = [
-        ModuleRow(t, counts_a[t], counts_b[t], dict(ops_a.get(t, Counter()).most_common()),
-                  dict(ops_b.get(t, Counter()).most_common()))
+        ModuleRow(
+            t,
+            counts_a[t],
+            counts_b[t],
+            dict(ops_a.get(t, Counter()).most_common()),
+            dict(ops_b.get(t, Counter()).most_common()),
+        )
         for t in tags
     ]
     return Comparison(
-        a=str(a), b=str(b), a_nodes=len(nodes_a), b_nodes=len(nodes_b),
+        a=str(a),
+        b=str(b),
+        a_nodes=len(nodes_a),
+        b_nodes=len(nodes_b),
         agreement=round(distribution_agreement(counts_a, counts_b), 4),
         name_agreement=None if name_agreement is None else round(name_agreement, 4),
-        shared_names=len(shared), modules=rows,
-        only_in_a=[t for t in tags if t not in ops_b], only_in_b=[t for t in tags if t not in ops_a],
+        shared_names=len(shared),
+        modules=rows,
+        only_in_a=[t for t in tags if t not in ops_b],
+        only_in_b=[t for t in tags if t not in ops_a],
         family_agreement=family_agreement(family_counts(nodes_a.values()), family_counts(nodes_b.values())).agreement,
     )

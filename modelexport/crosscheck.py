@@ -25,15 +25,15 @@ _FAMILIES = {
     "matmul": "MatMul Gemm Einsum MatMulInteger QLinearMatMul FusedMatMul",
     "conv": "Conv ConvTranspose ConvInteger QLinearConv",
     "norm": "LayerNormalization BatchNormalization InstanceNormalization GroupNormalization RMSNormalization "
-            "SimplifiedLayerNormalization SkipLayerNormalization LpNormalization MeanVarianceNormalization",
+    "SimplifiedLayerNormalization SkipLayerNormalization LpNormalization MeanVarianceNormalization",
     "softmax": "Softmax LogSoftmax Hardmax",
     "activation": "Relu LeakyRelu PRelu Elu Selu Celu Gelu FastGelu Erf Tanh Sigmoid HardSigmoid HardSwish Softplus "
-                  "Softsign Mish ThresholdedRelu",
+    "Softsign Mish ThresholdedRelu",
     "math": "Sin Cos Tan Asin Acos Atan Sinh Cosh Asinh Acosh Atanh Exp Log Abs Neg",
     # pooling is a reduction: TorchScript writes adaptive average pooling as GlobalAveragePool, dynamo as ReduceMean
     "reduce": "ReduceSum ReduceMean ReduceMax ReduceMin ReduceProd ReduceL1 ReduceL2 ReduceLogSumExp "
-              "ReduceSumSquare ArgMax ArgMin CumSum TopK "
-              "MaxPool AveragePool GlobalAveragePool GlobalMaxPool LpPool GlobalLpPool MaxRoiPool RoiAlign",
+    "ReduceSumSquare ArgMax ArgMin CumSum TopK "
+    "MaxPool AveragePool GlobalAveragePool GlobalMaxPool LpPool GlobalLpPool MaxRoiPool RoiAlign",
 }
 # ONNX op type -> its family; op types not listed are not compared.
 OP_FAMILIES: dict[str, str] = {op: family for family, ops in _FAMILIES.items() for op in ops.split()}
@@ -119,8 +119,12 @@ def lumped_subtrees(tree: dict, ran: frozenset[str] | set[str] | None = None) ->
     def visit(node: dict) -> None:
         children = node["children"]
         owners = [child for child in children if child["parameters"]]
-        if (node["nodes"] and owners and not any(subtree_nodes(child) for child in children)
-                and not any(subtree_ran(child) for child in children)):
+        if (
+            node["nodes"]
+            and owners
+            and not any(subtree_nodes(child) for child in children)
+            and not any(subtree_ran(child) for child in children)
+        ):
             names = ", ".join(child["tag"].rsplit("/", 1)[-1] for child in owners[:4])
             more = f" and {len(owners) - 4} more" if len(owners) > 4 else ""
             parameters = sum(child["parameters"] for child in owners)

@@ -9,15 +9,36 @@ def _configs() -> dict:
     from transformers import BertConfig, GPT2Config, ResNetConfig, ViTConfig
 
     return {
-        "tiny-bert": ("BertModel", BertConfig(vocab_size=128, hidden_size=32, num_hidden_layers=2,
-                                              num_attention_heads=2, intermediate_size=64,
-                                              max_position_embeddings=64)),
-        "tiny-gpt2": ("GPT2Model", GPT2Config(vocab_size=128, n_embd=32, n_layer=2, n_head=2, n_positions=64,
-                                              bos_token_id=0, eos_token_id=0)),
-        "tiny-vit": ("ViTModel", ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
-                                           num_attention_heads=2, intermediate_size=64)),
-        "tiny-resnet": ("ResNetModel", ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1],
-                                                    layer_type="basic")),
+        "tiny-bert": (
+            "BertModel",
+            BertConfig(
+                vocab_size=128,
+                hidden_size=32,
+                num_hidden_layers=2,
+                num_attention_heads=2,
+                intermediate_size=64,
+                max_position_embeddings=64,
+            ),
+        ),
+        "tiny-gpt2": (
+            "GPT2Model",
+            GPT2Config(vocab_size=128, n_embd=32, n_layer=2, n_head=2, n_positions=64, bos_token_id=0, eos_token_id=0),
+        ),
+        "tiny-vit": (
+            "ViTModel",
+            ViTConfig(
+                image_size=32,
+                patch_size=8,
+                hidden_size=32,
+                num_hidden_layers=2,
+                num_attention_heads=2,
+                intermediate_size=64,
+            ),
+        ),
+        "tiny-resnet": (
+            "ResNetModel",
+            ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic"),
+        ),
     }
 
 

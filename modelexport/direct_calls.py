@@ -30,7 +30,6 @@ import torch
 from torch import nn
 
 
-
 def _codes(code: types.CodeType) -> Iterator[types.CodeType]:
     """`code` and the code of every function nested in it (``_call_impl`` calls forward from an inner one)."""
     yield code
@@ -72,8 +71,11 @@ def _wrapper(module: nn.Module, original, state: _State):
         if _dynamo_compiling():  # torch.export(strict=True) traces the bytecode: leave it as it was
             return original(*args, **kwargs)
         key = id(module)
-        own = (key in state.redirecting or sys._getframe(1).f_code in _CALL_CODES
-               or (state.running and state.running[-1] is module))
+        own = (
+            key in state.redirecting
+            or sys._getframe(1).f_code in _CALL_CODES
+            or (state.running and state.running[-1] is module)
+        )
         if not own:
             state.redirecting.add(key)
             state.redirected += 1
@@ -95,8 +97,11 @@ def _wrapper(module: nn.Module, original, state: _State):
 
 def _is_forward_of(value, module: nn.Module) -> bool:
     """True for the bound method `module.forward` as the class defines it (a stored reference to it)."""
-    return (isinstance(value, types.MethodType) and value.__self__ is module
-            and value.__func__ is getattr(type(module), "forward", None))
+    return (
+        isinstance(value, types.MethodType)
+        and value.__self__ is module
+        and value.__func__ is getattr(type(module), "forward", None)
+    )
 
 
 @contextlib.contextmanager

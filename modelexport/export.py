@@ -61,12 +61,14 @@ def check_output(output: str | os.PathLike) -> Path:
     if output.suffix != ".onnx":
         raise BadInputError(f"output {output} must end in .onnx")
     if output.is_dir():
-        raise BadInputError(f"output {output} is a directory: pass the path of a file to write, or remove the "
-                            "directory")
+        raise BadInputError(
+            f"output {output} is a directory: pass the path of a file to write, or remove the directory"
+        )
     for path, what in ((sidecar_path_for(output), "sidecar"), (onnx_io.external_data_path(output), "weights file")):
         if path.is_dir():
-            raise BadInputError(f"{path} (the {what} of {output}) is a directory: remove it or choose another "
-                                "output name")
+            raise BadInputError(
+                f"{path} (the {what} of {output}) is a directory: remove it or choose another output name"
+            )
     parent = output.parent
     if not parent.is_dir():
         raise BadInputError(f"output directory {parent} does not exist: create it first")
@@ -182,8 +184,9 @@ def export_model(
     warnings = crosscheck.lumped_subtrees(tree, capture.ran)
     checked = None
     if cross_check:
-        checked = run_cross_check(loaded, inputs, cross_check, opset, hierarchy, attempts[-1].strategy,
-                                  tagged_ops(proto.graph, mapping))
+        checked = run_cross_check(
+            loaded, inputs, cross_check, opset, hierarchy, attempts[-1].strategy, tagged_ops(proto.graph, mapping)
+        )
     if clean:
         tagging.strip_metadata(proto)
     else:
@@ -219,8 +222,9 @@ def export_model(
     except OSError as exc:
         output.unlink(missing_ok=True)  # never an ONNX without its sidecar
         raise atomic.write_error(sidecar_path, exc) from None
-    return ExportResult(output, sidecar_path, attempts[-1].strategy, stats, attempts,
-                        round(time.perf_counter() - start, 3), sidecar)
+    return ExportResult(
+        output, sidecar_path, attempts[-1].strategy, stats, attempts, round(time.perf_counter() - start, 3), sidecar
+    )
 
 
 def tagged_ops(graph: onnx.GraphProto, mapping: dict[str, str]) -> list[tuple[str, str]]:
@@ -228,8 +232,9 @@ def tagged_ops(graph: onnx.GraphProto, mapping: dict[str, str]) -> list[tuple[st
     return [(mapping[node.name], node.op_type) for node in tagging.iter_nodes(graph)]
 
 
-def run_cross_check(loaded, inputs, name: str, opset: int, hierarchy: Hierarchy, chosen: str,
-                    chosen_ops: list[tuple[str, str]]) -> dict:
+def run_cross_check(
+    loaded, inputs, name: str, opset: int, hierarchy: Hierarchy, chosen: str, chosen_ops: list[tuple[str, str]]
+) -> dict:
     """Capture and tag with strategy `name` too (in memory) and compare its tags with the chosen strategy's per
     (module, op family). A failure of the second strategy is recorded, never raised."""
     record = {"strategy": name, "against": chosen, "ok": False, "seconds": 0.0, "reason": None, "agreement": None}
@@ -242,8 +247,9 @@ def run_cross_check(loaded, inputs, name: str, opset: int, hierarchy: Hierarchy,
         attempts = getattr(exc, "attempts", None)
         reason = attempts[-1].reason if attempts else str(exc)
         return record | {"seconds": round(time.perf_counter() - start, 3), "reason": reason}
-    result = crosscheck.family_agreement(crosscheck.family_counts(chosen_ops),
-                                         crosscheck.family_counts(tagged_ops(capture.onnx_model.graph, mapping)))
+    result = crosscheck.family_agreement(
+        crosscheck.family_counts(chosen_ops), crosscheck.family_counts(tagged_ops(capture.onnx_model.graph, mapping))
+    )
     return record | {"ok": True, "seconds": round(time.perf_counter() - start, 3)} | result.to_dict()
 
 

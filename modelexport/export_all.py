@@ -64,9 +64,18 @@ def export_all(model: str, outdir: str | os.PathLike, revision: str | None = Non
             reason = attempts[-1].reason if attempts else str(exc)
             runs.append(StrategyRun(name, False, round(time.perf_counter() - start, 3), reason))
             continue
-        runs.append(StrategyRun(name, True, round(time.perf_counter() - start, 3), None, result.onnx_path,
-                                result.stats.total_nodes, result.stats.coverage,
-                                warnings=result.sidecar["warnings"]))
+        runs.append(
+            StrategyRun(
+                name,
+                True,
+                round(time.perf_counter() - start, 3),
+                None,
+                result.onnx_path,
+                result.stats.total_nodes,
+                result.stats.coverage,
+                warnings=result.sidecar["warnings"],
+            )
+        )
     htp = next((r for r in runs if r.strategy == "htp" and r.ok), None)
     for run in runs:
         if run.ok and htp is not None:

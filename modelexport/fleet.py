@@ -192,9 +192,22 @@ def parse_fleet(data: object, base: Path = Path("."), source: str = "fleet", pat
         except BadInputError as exc:
             problems.append(f"{where}.input_spec: {exc}")
             spec = None
-        plans.append(ModelPlan(name, _model_ref(entry.id, base), merged.revision, merged.task, merged.strategy,
-                               merged.opset, spec, merged.clean, merged.torch_modules, merged.trust_remote_code,
-                               merged.validation, merged.profiling))
+        plans.append(
+            ModelPlan(
+                name,
+                _model_ref(entry.id, base),
+                merged.revision,
+                merged.task,
+                merged.strategy,
+                merged.opset,
+                spec,
+                merged.clean,
+                merged.torch_modules,
+                merged.trust_remote_code,
+                merged.validation,
+                merged.profiling,
+            )
+        )
     if problems:
         raise BadInputError(f"{source} is invalid: {_one_line(problems)}")
     return Fleet(fleet.name, path, plans)
@@ -212,8 +225,10 @@ def check_output_folders(fleet: Fleet, output_dir: str | Path, cache_dir: str | 
     for index, plan in enumerate(fleet.models):
         folder = Path(output_dir) / plan.name
         if not folder.resolve().is_relative_to(root):
-            raise BadInputError(f"models[{index}].name: {folder} leads outside the output directory "
-                                f"(to {folder.resolve()}): remove that link or choose another name")
+            raise BadInputError(
+                f"models[{index}].name: {folder} leads outside the output directory "
+                f"(to {folder.resolve()}): remove that link or choose another name"
+            )
 
 
 def check_writable_dir(path: str | Path, option: str) -> None:
@@ -232,8 +247,10 @@ def check_writable_dir(path: str | Path, option: str) -> None:
         with tempfile.TemporaryFile(dir=existing):  # unnamed where the OS allows: nothing left even if killed
             pass
     except OSError as exc:
-        raise BadInputError(f"{option} {path} cannot be written ({existing}: {exc.strerror or exc}): choose another "
-                            "location or fix its permissions") from None
+        raise BadInputError(
+            f"{option} {path} cannot be written ({existing}: {exc.strerror or exc}): choose another "
+            "location or fix its permissions"
+        ) from None
 
 
 def _one_line(problems: list[str]) -> str:
@@ -252,8 +269,11 @@ def _merge(base: dict, override: dict) -> dict:
     """Per-model settings over the defaults; nested sections (validate, profile) merge key by key."""
     merged = dict(base)
     for key, value in override.items():
-        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) \
-            and key != "input_spec" else value
+        merged[key] = (
+            _merge(merged[key], value)
+            if isinstance(value, dict) and isinstance(merged.get(key), dict) and key != "input_spec"
+            else value
+        )
     return merged
 
 
@@ -265,7 +285,7 @@ def _default_name(ref: str) -> str:
 
 def _model_ref(ref: str, base: Path) -> str:
     """A path-like id (or one that exists beside the file) becomes an absolute path; hub ids stay as they are."""
-    candidate = (base / Path(ref).expanduser())
+    candidate = base / Path(ref).expanduser()
     if ref.startswith((".", "/", "~")) or candidate.exists():
         return str(candidate.resolve())
     return ref

@@ -51,21 +51,38 @@ def to_networkx(onnx_path: str | os.PathLike):
     skeleton = onnx.ModelProto()
     skeleton.CopyFrom(model)
     del skeleton.graph.node[:]
-    graph = nx.MultiDiGraph(format=FORMAT, name=model.graph.name or Path(onnx_path).stem,
-                            onnx_model=base64.b64encode(skeleton.SerializeToString()).decode("ascii"))
+    graph = nx.MultiDiGraph(
+        format=FORMAT,
+        name=model.graph.name or Path(onnx_path).stem,
+        onnx_model=base64.b64encode(skeleton.SerializeToString()).decode("ascii"),
+    )
     producer: dict[str, str] = {}
     for i in model.graph.input:
-        graph.add_node(f"input:{i.name}", kind="input", label=i.name, op_type="Input", tag=root, module="",
-                       namespace=root.strip("/"), index=-1)
+        graph.add_node(
+            f"input:{i.name}",
+            kind="input",
+            label=i.name,
+            op_type="Input",
+            tag=root,
+            module="",
+            namespace=root.strip("/"),
+            index=-1,
+        )
         producer[i.name] = f"input:{i.name}"
     for index, node in enumerate(model.graph.node):
         tag = tags.get(node.name, "")
         info = modules.get(tag, {})
         graph.add_node(
-            node.name, kind="node", label=f"{node.op_type} {node.name}", op_type=node.op_type, tag=tag,
-            module=info.get("module", ""), namespace=tag.strip("/"),
+            node.name,
+            kind="node",
+            label=f"{node.op_type} {node.name}",
+            op_type=node.op_type,
+            tag=tag,
+            module=info.get("module", ""),
+            namespace=tag.strip("/"),
             **{"class": (info.get("class") or tag.rsplit("/", 1)[-1]).rsplit(".", 1)[-1]},
-            index=index, onnx_node=base64.b64encode(node.SerializeToString()).decode("ascii"),
+            index=index,
+            onnx_node=base64.b64encode(node.SerializeToString()).decode("ascii"),
         )
         for tensor in node.input:
             if tensor in producer:
@@ -74,8 +91,16 @@ def to_networkx(onnx_path: str | os.PathLike):
             if tensor:
                 producer[tensor] = node.name
     for o in model.graph.output:
-        graph.add_node(f"output:{o.name}", kind="output", label=o.name, op_type="Output", tag=root, module="",
-                       namespace=root.strip("/"), index=-1)
+        graph.add_node(
+            f"output:{o.name}",
+            kind="output",
+            label=o.name,
+            op_type="Output",
+            tag=root,
+            module="",
+            namespace=root.strip("/"),
+            index=-1,
+        )
         if o.name in producer:
             graph.add_edge(producer[o.name], f"output:{o.name}", tensor=o.name)
     return graph
@@ -108,19 +133,24 @@ def read_graphml(path: str | os.PathLike):
     try:
         graph = nx.read_graphml(path)
     except (ET.ParseError, nx.NetworkXError, ValueError, KeyError) as exc:
-        raise BadInputError(f"{path} is not readable GraphML ({type(exc).__name__}): pass one written by "
-                            "modelexport report") from None
+        raise BadInputError(
+            f"{path} is not readable GraphML ({type(exc).__name__}): pass one written by modelexport report"
+        ) from None
     if graph.graph.get("format") != FORMAT or "onnx_model" not in graph.graph:
-        raise BadInputError(f"{path} was not written by modelexport report (no {FORMAT} model): it cannot be "
-                            "turned back into ONNX")
+        raise BadInputError(
+            f"{path} was not written by modelexport report (no {FORMAT} model): it cannot be turned back into ONNX"
+        )
     try:
         model = onnx.ModelProto.FromString(base64.b64decode(graph.graph["onnx_model"]))
-        nodes = sorted((data for _, data in graph.nodes(data=True) if data.get("kind") == "node"),
-                       key=lambda data: int(data["index"]))
+        nodes = sorted(
+            (data for _, data in graph.nodes(data=True) if data.get("kind") == "node"),
+            key=lambda data: int(data["index"]),
+        )
         model.graph.node.extend(onnx.NodeProto.FromString(base64.b64decode(d["onnx_node"])) for d in nodes)
     except (KeyError, ValueError, binascii.Error, DecodeError) as exc:
-        raise BadInputError(f"{path} holds a damaged model ({type(exc).__name__}: {exc}): re-create it with "
-                            "modelexport report") from None
+        raise BadInputError(
+            f"{path} holds a damaged model ({type(exc).__name__}: {exc}): re-create it with modelexport report"
+        ) from None
     return model
 
 

@@ -92,8 +92,11 @@ class ExampleInputs:
         """The input spec that rebuilds inputs of these shapes (other random values)."""
         return parse_input_spec(
             {
-                name: {"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch."),
-                       "dynamic_axes": self.dynamic_axes.get(name, {})}
+                name: {
+                    "shape": list(t.shape),
+                    "dtype": str(t.dtype).removeprefix("torch."),
+                    "dynamic_axes": self.dynamic_axes.get(name, {}),
+                }
                 for name, t in self.tensors.items()
             }
         )
@@ -109,6 +112,7 @@ def parse_input_spec(data: object, source: str = "input spec") -> InputSpec:
 
 def describe_validation_errors(exc: ValidationError) -> str:
     """Every problem pydantic found, with its location (``models.2.opset: ...``), on one line."""
+
     def part(p) -> str:
         text = str(p)
         return text if text.isprintable() and text.strip() == text and text else json.dumps(text)
@@ -174,8 +178,12 @@ def inputs_from_spec(spec: InputSpec, seed: int = 0, scale: dict[int, int] | Non
 # --- what a transformers model's config allows ------------------------------------------------------------------
 
 # Integer inputs that index an embedding table, and the config value that sizes the table.
-EMBEDDING_SIZES = {"input_ids": "vocab_size", "decoder_input_ids": "vocab_size",
-                   "token_type_ids": "type_vocab_size", "position_ids": "max_position_embeddings"}
+EMBEDDING_SIZES = {
+    "input_ids": "vocab_size",
+    "decoder_input_ids": "vocab_size",
+    "token_type_ids": "type_vocab_size",
+    "position_ids": "max_position_embeddings",
+}
 SEQUENCE_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
 # Config keys of position schemes that are not a table of max_position_embeddings rows (rotary, ALiBi): their
 # models run past it, so the sequence length is not checked against it.
@@ -197,24 +205,36 @@ def check_spec_fits(spec: InputSpec, config) -> None:
             continue
         low, high = integer_range(ts)
         if low < 0:
-            raise BadInputError(f"input spec: {name}.low is {ts.low:g}, but {name} indexes a table of the model "
-                                f"({attribute} {size}): set {name}.low to 0 or more")
+            raise BadInputError(
+                f"input spec: {name}.low is {ts.low:g}, but {name} indexes a table of the model "
+                f"({attribute} {size}): set {name}.low to 0 or more"
+            )
         if high > size:
-            given = f"{name}.high is {high}" if ts.high is not None else \
-                f"{name}.low is {ts.low:g} (values up to {high - 1})"
-            raise BadInputError(f"input spec: {given}, but the model's {attribute} is {size} (config.json): set "
-                                f"{name}.high to at most {size}")
+            given = (
+                f"{name}.high is {high}"
+                if ts.high is not None
+                else f"{name}.low is {ts.low:g} (values up to {high - 1})"
+            )
+            raise BadInputError(
+                f"input spec: {given}, but the model's {attribute} is {size} (config.json): set "
+                f"{name}.high to at most {size}"
+            )
     positions = _config_size(config, "max_position_embeddings")
-    if positions is None or any(getattr(config, key, None) for key in UNBOUNDED_POSITIONS) \
-            or getattr(config, "position_embedding_type", "absolute") not in ("absolute", "relative_key",
-                                                                             "relative_key_query"):
+    if (
+        positions is None
+        or any(getattr(config, key, None) for key in UNBOUNDED_POSITIONS)
+        or getattr(config, "position_embedding_type", "absolute")
+        not in ("absolute", "relative_key", "relative_key_query")
+    ):
         return
     for name in SEQUENCE_INPUTS:
         ts = spec.root.get(name)
         if ts is not None and len(ts.shape) >= 2 and ts.shape[1] > positions:
-            raise BadInputError(f"input spec: {name}.shape {ts.shape} has a sequence of {ts.shape[1]}, but the "
-                                f"model's max_position_embeddings is {positions} (config.json): use a sequence of "
-                                f"at most {positions}")
+            raise BadInputError(
+                f"input spec: {name}.shape {ts.shape} has a sequence of {ts.shape[1]}, but the "
+                f"model's max_position_embeddings is {positions} (config.json): use a sequence of "
+                f"at most {positions}"
+            )
 
 
 def _config_size(config, attribute: str) -> int | None:
@@ -229,7 +249,9 @@ BATCH, SEQUENCE = 2, 16
 
 def _text(config, name: str) -> TensorSpec | None:
     vocab = getattr(config, "vocab_size", None)
-    seq = min(SEQUENCE, getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None) or SEQUENCE)
+    seq = min(
+        SEQUENCE, getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None) or SEQUENCE
+    )
     axes = {0: "batch", 1: "decoder_sequence" if name.startswith("decoder_") else "sequence"}
     if name in ("input_ids", "decoder_input_ids") and vocab:
         return TensorSpec(shape=[BATCH, seq], dtype="int64", dynamic_axes=axes, low=0, high=vocab)
@@ -292,8 +314,9 @@ def spec_from_config(model: torch.nn.Module, config) -> InputSpec:
     return InputSpec(specs)
 
 
-def resolve_spec(model: torch.nn.Module, config, input_spec: InputSpec | None = None,
-                 recorded: dict | None = None) -> InputSpec:
+def resolve_spec(
+    model: torch.nn.Module, config, input_spec: InputSpec | None = None, recorded: dict | None = None
+) -> InputSpec:
     """The inputs to run a model on, the one way every stage finds them: the user's spec, else what the model's
     config and ``forward`` signature call for, else the spec an export `recorded` in its sidecar. A user's spec
     must fit the model's tables (``check_spec_fits``)."""
@@ -304,8 +327,10 @@ def resolve_spec(model: torch.nn.Module, config, input_spec: InputSpec | None = 
         return spec_from_config(model, config)
     if recorded:
         return parse_input_spec(recorded, source="the sidecar's inputs")
-    raise BadInputError(f"{type(model).__name__} is a plain torch module: give its inputs with --input-spec FILE "
-                        "(input_spec in a fleet file)")
+    raise BadInputError(
+        f"{type(model).__name__} is a plain torch module: give its inputs with --input-spec FILE "
+        "(input_spec in a fleet file)"
+    )
 
 
 def specs_have_primary(specs: dict) -> bool:

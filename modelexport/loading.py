@@ -49,8 +49,9 @@ def read_config(path: Path) -> dict:
     except (OSError, UnicodeDecodeError) as exc:
         raise BadInputError(f"cannot read {file}: {exc}") from None
     if not isinstance(data, dict):
-        raise BadInputError(f"{file} holds a JSON {_json_kind(data)}, not an object of settings: fix it or re-save "
-                            "the model")
+        raise BadInputError(
+            f"{file} holds a JSON {_json_kind(data)}, not an object of settings: fix it or re-save the model"
+        )
     return data
 
 
@@ -64,8 +65,9 @@ def check_weight_files(path: Path) -> None:
     for file in sorted(path.glob("*.safetensors")):
         problem = _safetensors_problem(file)
         if problem:
-            raise BadInputError(f"{file} is not a valid safetensors file ({problem}): download it again or re-save "
-                                "the model")
+            raise BadInputError(
+                f"{file} is not a valid safetensors file ({problem}): download it again or re-save the model"
+            )
 
 
 def _safetensors_problem(file: Path) -> str | None:
@@ -90,8 +92,9 @@ def _safetensors_problem(file: Path) -> str | None:
     return None
 
 
-def load(source: ModelSource, task: str | None = None, trust_remote_code: bool = False,
-         weights: bool = True) -> LoadedModel:
+def load(
+    source: ModelSource, task: str | None = None, trust_remote_code: bool = False, weights: bool = True
+) -> LoadedModel:
     """Instantiate the model `source` points at, in eval mode. Without `weights` a transformers model is built on
     the meta device (its config, class and signature, no tensors read): enough to derive its inputs."""
     if source.kind == "factory":
@@ -152,8 +155,9 @@ def _load_transformers(path: Path, task: str | None, trust_remote_code: bool, we
                 f"the weights in {path} do not match its config.json (tensor shapes differ): re-save the model or "
                 "fix the config"
             ) from None
-        raise BadInputError(f"cannot load the model in {path}: {first_line(exc)}: download it again or re-save "
-                            "it") from None
+        raise BadInputError(
+            f"cannot load the model in {path}: {first_line(exc)}: download it again or re-save it"
+        ) from None
     missing = info.get("missing_keys") or []
     if missing:
         raise BadInputError(
@@ -192,8 +196,10 @@ def _config(path: Path, trust_remote_code: bool):
     try:
         return transformers.AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise BadInputError(f"{path / 'config.json'} is not a usable transformers config: {first_line(exc)}: fix "
-                            "it or re-save the model") from None
+        raise BadInputError(
+            f"{path / 'config.json'} is not a usable transformers config: {first_line(exc)}: fix "
+            "it or re-save the model"
+        ) from None
 
 
 def _model_class(transformers, config, task: str | None):
@@ -207,5 +213,3 @@ def _model_class(transformers, config, task: str | None):
     if getattr(config, "auto_map", None):
         return transformers.AutoModel  # remote code (allowed by the caller): let the auto class find it
     return transformers.AutoModel
-
-

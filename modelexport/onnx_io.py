@@ -24,8 +24,9 @@ def _weight_bytes(model: onnx.ModelProto) -> int:
     return sum(t.ByteSize() for t in model.graph.initializer)  # ByteSize: no copy of the raw bytes
 
 
-def save_atomic(model: onnx.ModelProto, path: str | os.PathLike,
-                weights: SerializedWeights | None = None) -> list[Path]:
+def save_atomic(
+    model: onnx.ModelProto, path: str | os.PathLike, weights: SerializedWeights | None = None
+) -> list[Path]:
     """Write `model` (with `weights`, its initializers as an exporter serialized them, if given) to `path` (and
     `path`.data when large) so that no partial file ever has the final name.
 
@@ -43,8 +44,14 @@ def save_atomic(model: onnx.ModelProto, path: str | os.PathLike,
             with open(staged, "wb") as out:
                 write_model(model, weights, out)
         elif external:
-            onnx.save_model(model, staged, save_as_external_data=True, all_tensors_to_one_file=True,
-                            location=external_data_path(path).name, size_threshold=1024)
+            onnx.save_model(
+                model,
+                staged,
+                save_as_external_data=True,
+                all_tensors_to_one_file=True,
+                location=external_data_path(path).name,
+                size_threshold=1024,
+            )
         else:
             onnx.save_model(model, staged)
         written = []

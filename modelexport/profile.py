@@ -30,8 +30,12 @@ import numpy as np
 from . import atomic
 from .errors import BadInputError, first_line
 
-LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
-          "all": "ORT_ENABLE_ALL"}
+LEVELS = {
+    "disable": "ORT_DISABLE_ALL",
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "all": "ORT_ENABLE_ALL",
+}
 UNATTRIBUTED = "(unattributed)"
 
 
@@ -79,13 +83,17 @@ def feeds_for(onnx_path: str | os.PathLike, session) -> dict[str, np.ndarray]:
         shape = [d if isinstance(d, int) and d > 0 else 1 for d in i.shape]
         kind = i.type.removeprefix("tensor(").removesuffix(")")
         dtype = {"float": np.float32, "double": np.float64, "float16": np.float16, "bool": np.bool_}.get(kind)
-        feeds[i.name] = (np.random.default_rng(0).standard_normal(shape).astype(dtype) if dtype and dtype != np.bool_
-                         else np.ones(shape, dtype=dtype or np.dtype(kind if kind != "int" else "int32")))
+        feeds[i.name] = (
+            np.random.default_rng(0).standard_normal(shape).astype(dtype)
+            if dtype and dtype != np.bool_
+            else np.ones(shape, dtype=dtype or np.dtype(kind if kind != "int" else "int32"))
+        )
     return feeds
 
 
-def _session(onnx_path: Path, level: str, threads: int, profile_prefix: str | None = None,
-             optimized_path: str | None = None):
+def _session(
+    onnx_path: Path, level: str, threads: int, profile_prefix: str | None = None, optimized_path: str | None = None
+):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -124,8 +132,13 @@ def kernel_times(profile_json: str | os.PathLike, skip_runs: int = 0) -> dict[st
 
 def latency_stats(seconds: list[float]) -> dict[str, float]:
     ms = np.asarray(seconds) * 1000.0
-    return {"mean": float(ms.mean()), "p50": float(np.percentile(ms, 50)), "p90": float(np.percentile(ms, 90)),
-            "p99": float(np.percentile(ms, 99)), "stdev": float(statistics.stdev(ms)) if len(ms) > 1 else 0.0}
+    return {
+        "mean": float(ms.mean()),
+        "p50": float(np.percentile(ms, 50)),
+        "p90": float(np.percentile(ms, 90)),
+        "p99": float(np.percentile(ms, 99)),
+        "stdev": float(statistics.stdev(ms)) if len(ms) > 1 else 0.0,
+    }
 
 
 def profile(
@@ -155,7 +168,9 @@ def profile(
         raise BadInputError(f"unknown optimization level '{optimization}': use one of {', '.join(LEVELS)}")
     tags, tree = read_tags(onnx_path, original)
     if not tags or tree is None:
-        raise BadInputError(f"{onnx_path} carries no hierarchy tags and has no sidecar: export it with modelexport export")
+        raise BadInputError(
+            f"{onnx_path} carries no hierarchy tags and has no sidecar: export it with modelexport export"
+        )
     if output_dir is not None:
         output_dir = Path(output_dir)
         if output_dir.exists() and not output_dir.is_dir():
@@ -200,10 +215,18 @@ def profile(
     modules = roll_up(tree, {t: us / per_run for t, us in self_us.items()}, {t: len(n) for t, n in node_sets.items()})
     batch = max((a.shape[0] for a in feeds.values() if a.ndim), default=1)
     result = ProfileResult(
-        onnx_path=str(onnx_path), optimization=LEVELS[optimization], threads=threads, warmup=warmup,
-        iterations=iterations, profiled_runs=runs, inputs={n: list(a.shape) for n, a in feeds.items()},
-        latency_ms=latency_stats(seconds), throughput_per_s=batch * iterations / sum(seconds), batch_size=batch,
-        peak_rss_mb=round(peak, 1), peak_rss_delta_mb=round(peak - rss_before, 1),
+        onnx_path=str(onnx_path),
+        optimization=LEVELS[optimization],
+        threads=threads,
+        warmup=warmup,
+        iterations=iterations,
+        profiled_runs=runs,
+        inputs={n: list(a.shape) for n, a in feeds.items()},
+        latency_ms=latency_stats(seconds),
+        throughput_per_s=batch * iterations / sum(seconds),
+        batch_size=batch,
+        peak_rss_mb=round(peak, 1),
+        peak_rss_delta_mb=round(peak - rss_before, 1),
         kernel_ms=sum(times.values()) / per_run,
         attributed_fraction=sum(by_how.get(h, 0.0) for h in DIRECT) / total_us,
         inferred_fraction=by_how.get("neighbours", 0.0) / total_us,
@@ -221,8 +244,11 @@ def write_profile(result: ProfileResult, output_dir: str | os.PathLike) -> dict[
 
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"json": output_dir / "profile.json", "markdown": output_dir / "profile.md",
-             "plot": output_dir / "modules.png"}
+    paths = {
+        "json": output_dir / "profile.json",
+        "markdown": output_dir / "profile.md",
+        "plot": output_dir / "modules.png",
+    }
     result.files = {k: str(p) for k, p in paths.items()}
     plot_modules(result, paths["plot"])
     atomic.write_text(paths["markdown"], profile_markdown(result))
@@ -256,6 +282,8 @@ def profile_markdown(result: ProfileResult, top: int = 20) -> str:
     ]
     kernel = result.kernel_ms or 1.0
     for m in result.top(top):
-        lines.append(f"| `{m['module'] or '(root)'}` | `{m['tag']}` | {m['self_ms']:.4f} | "
-                     f"{m['self_ms'] / kernel:.1%} | {m['total_ms']:.4f} | {m['nodes']} |")
+        lines.append(
+            f"| `{m['module'] or '(root)'}` | `{m['tag']}` | {m['self_ms']:.4f} | "
+            f"{m['self_ms'] / kernel:.1%} | {m['total_ms']:.4f} | {m['nodes']} |"
+        )
     return "\n".join(lines) + "\n"

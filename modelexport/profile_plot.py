@@ -76,7 +76,9 @@ def plot_modules(result, path: str | os.PathLike, top: int = 15) -> Path:
     icicle.set_title(
         f"{Path(result.onnx_path).name}: {result.kernel_ms:.3f} ms kernel time per run, p50 latency "
         f"{result.latency_ms['p50']:.3f} ms ({result.optimization}, {result.threads} thread(s)); "
-        f"{result.attributed_fraction:.1%} attributed", fontsize=10)
+        f"{result.attributed_fraction:.1%} attributed",
+        fontsize=10,
+    )
     for side in ("top", "right"):
         icicle.spines[side].set_visible(False)
 

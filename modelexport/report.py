@@ -30,9 +30,18 @@ def build_report(onnx_path: str | os.PathLike) -> dict:
 
     def collect(entry: dict, depth: int, rows: list) -> list:
         known.add(entry["tag"])
-        rows.append({"tag": entry["tag"], "module": entry.get("module", ""), "class": entry.get("class"),
-                     "depth": depth, "parameters": entry.get("parameters"), "nodes": entry["nodes"],
-                     "total_nodes": entry["total"], "op_types": entry["op_types"]})
+        rows.append(
+            {
+                "tag": entry["tag"],
+                "module": entry.get("module", ""),
+                "class": entry.get("class"),
+                "depth": depth,
+                "parameters": entry.get("parameters"),
+                "nodes": entry["nodes"],
+                "total_nodes": entry["total"],
+                "op_types": entry["op_types"],
+            }
+        )
         for child in entry["children"]:
             collect(child, depth + 1, rows)
         return rows
@@ -96,8 +105,11 @@ def write_hierarchy_report(onnx_path: str | os.PathLike, output_dir: str | os.Pa
         raise BadInputError(f"{output_dir} is a file: pass a directory for the report")
     report = build_report(onnx_path)
     output_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"json": output_dir / "report.json", "markdown": output_dir / "report.md",
-             "graphml": output_dir / f"{Path(onnx_path).stem}.graphml"}
+    paths = {
+        "json": output_dir / "report.json",
+        "markdown": output_dir / "report.md",
+        "graphml": output_dir / f"{Path(onnx_path).stem}.graphml",
+    }
     write_graphml(onnx_path, paths["graphml"])
     atomic.write_text(paths["markdown"], hierarchy_markdown(report))
     atomic.write_text(paths["json"], json.dumps(report, indent=1))

@@ -20,8 +20,21 @@ from .errors import BadInputError, TransientError
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 # Weights and configs we can use; other frameworks' files are never downloaded.
-IGNORE_ON_DOWNLOAD = ["*.h5", "*.msgpack", "*.ot", "*.onnx", "*.onnx_data", "*.tflite", "*.gguf", "flax_model*",
-                      "tf_model*", "rust_model*", "coreml/*", "onnx/*", "openvino/*"]
+IGNORE_ON_DOWNLOAD = [
+    "*.h5",
+    "*.msgpack",
+    "*.ot",
+    "*.onnx",
+    "*.onnx_data",
+    "*.tflite",
+    "*.gguf",
+    "flax_model*",
+    "tf_model*",
+    "rust_model*",
+    "coreml/*",
+    "onnx/*",
+    "openvino/*",
+]
 
 
 @dataclass(frozen=True)
@@ -38,7 +51,9 @@ class ModelSource:
         return asdict(self)
 
 
-def resolve(ref: str, revision: str | None = None, cache_dir: str | None = None, token: str | None = None) -> ModelSource:
+def resolve(
+    ref: str, revision: str | None = None, cache_dir: str | None = None, token: str | None = None
+) -> ModelSource:
     """Pin `ref` down to files on disk (downloading from the hub if needed) and fingerprint them."""
     path = Path(ref).expanduser()
     if path.exists():
@@ -66,7 +81,9 @@ def resolve(ref: str, revision: str | None = None, cache_dir: str | None = None,
     return download(ref, revision=revision, cache_dir=cache_dir, token=token)
 
 
-def download(repo_id: str, revision: str | None = None, cache_dir: str | None = None, token: str | None = None) -> ModelSource:
+def download(
+    repo_id: str, revision: str | None = None, cache_dir: str | None = None, token: str | None = None
+) -> ModelSource:
     """Download a hub snapshot with huggingface_hub; the snapshot folder's name is the resolved commit."""
     import httpx2
     from huggingface_hub import snapshot_download
@@ -84,7 +101,9 @@ def download(repo_id: str, revision: str | None = None, cache_dir: str | None = 
             repo_id, revision=revision, cache_dir=cache_dir, token=token, ignore_patterns=IGNORE_ON_DOWNLOAD
         )
     except RevisionNotFoundError:
-        raise BadInputError(f"hub model {repo_id} has no revision '{revision}': pass an existing branch, tag or commit") from None
+        raise BadInputError(
+            f"hub model {repo_id} has no revision '{revision}': pass an existing branch, tag or commit"
+        ) from None
     except GatedRepoError:
         raise BadInputError(f"hub model {repo_id} is gated: accept its terms and set HF_TOKEN") from None
     except RepositoryNotFoundError:
@@ -128,8 +147,10 @@ def _bounded_timeout(request) -> None:
     timeout = request.extensions.get("timeout") or {}
     if timeout.get("read") is None:
         seconds = float(constants.HF_HUB_ETAG_TIMEOUT)
-        request.extensions = {**request.extensions, "timeout": dict.fromkeys(("connect", "read", "write", "pool"),
-                                                                              seconds)}
+        request.extensions = {
+            **request.extensions,
+            "timeout": dict.fromkeys(("connect", "read", "write", "pool"), seconds),
+        }
 
 
 def hash_directory(path: Path) -> str:

@@ -84,13 +84,17 @@ class ValidationReport:
             return "no outputs were compared"
         where = f"(seed {worst.seed}, inputs {_shapes_text(worst.shapes)})"
         if self.passed:
-            return (f"{len(self.checks)} checks passed; largest difference {worst.max_abs_diff:.3g} on "
-                    f"{worst.output} {where}")
+            return (
+                f"{len(self.checks)} checks passed; largest difference {worst.max_abs_diff:.3g} on "
+                f"{worst.output} {where}"
+            )
         if worst.error is not None:
             what = worst.output if worst.output.startswith("(") else f"output {worst.output}"
             return f"{what} {where}: {worst.error}"
-        return (f"output {worst.output} {where} is off by {worst.max_abs_diff:.3g} absolute, "
-                f"{worst.max_rel_diff:.3g} relative (atol {self.atol:g}, rtol {self.rtol:g})")
+        return (
+            f"output {worst.output} {where} is off by {worst.max_abs_diff:.3g} absolute, "
+            f"{worst.max_rel_diff:.3g} relative (atol {self.atol:g}, rtol {self.rtol:g})"
+        )
 
     def to_dict(self) -> dict:
         return {
@@ -133,8 +137,13 @@ def spec_for(onnx_path: str | os.PathLike, loaded, input_spec: InputSpec | None)
     return resolve_spec(loaded.model, loaded.config, input_spec, recorded)
 
 
-def load_reference(onnx_path: str | os.PathLike, model=None, task: str | None = None, revision: str | None = None,
-                   trust_remote_code: bool = False):
+def load_reference(
+    onnx_path: str | os.PathLike,
+    model=None,
+    task: str | None = None,
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+):
     """The PyTorch model to compare with: a LoadedModel, a model reference, or the one the sidecar recorded."""
     from .export import read_sidecar
     from .loading import LoadedModel, load
@@ -198,8 +207,10 @@ def check_case(session, loaded, spec: InputSpec, seed: int, case: str, atol: flo
     onnx_inputs = [i.name for i in session.get_inputs()]
     unknown = [n for n in onnx_inputs if n not in inputs.tensors]
     if unknown:
-        raise BadInputError(f"the ONNX file takes input '{unknown[0]}' that the model's inputs do not have: "
-                            "pass a matching --input-spec FILE")
+        raise BadInputError(
+            f"the ONNX file takes input '{unknown[0]}' that the model's inputs do not have: "
+            "pass a matching --input-spec FILE"
+        )
     onnx_outputs = [o.name for o in session.get_outputs()]
     feeds = {n: inputs.tensors[n].numpy() for n in onnx_inputs}
     try:
@@ -213,8 +224,17 @@ def check_case(session, loaded, spec: InputSpec, seed: int, case: str, atol: flo
             checks.append(OutputCheck(seed, case, shapes, name, False, error="missing from the ONNX outputs"))
             continue
         if name not in expected:
-            checks.append(OutputCheck(seed, case, shapes, name, False, onnx_shape=list(actual[name].shape),
-                                      error="the PyTorch model does not return it"))
+            checks.append(
+                OutputCheck(
+                    seed,
+                    case,
+                    shapes,
+                    name,
+                    False,
+                    onnx_shape=list(actual[name].shape),
+                    error="the PyTorch model does not return it",
+                )
+            )
             continue
         want = expected[name].detach().float().numpy() if expected[name].is_floating_point() else expected[name].numpy()
         got = np.asarray(actual[name])

@@ -64,7 +64,9 @@ class KeywordWrapper(nn.Module):
         return dict(named) if self.as_dict else tuple(t for _, t in named)
 
 
-def call_model(model: nn.Module, tensors: dict[str, torch.Tensor], positional: bool = False) -> list[tuple[str, torch.Tensor]]:
+def call_model(
+    model: nn.Module, tensors: dict[str, torch.Tensor], positional: bool = False
+) -> list[tuple[str, torch.Tensor]]:
     """Run `model` eagerly without gradients and return its named, flattened outputs."""
     with torch.inference_mode():
         outputs = model(*tensors.values()) if positional else model(**tensors)

@@ -10,8 +10,9 @@ from .policy import CONTENT, computing
 
 
 @task(name="inputs", cache_policy=CONTENT, persist_result=True)
-def derive_inputs(source: ModelSource, task_name: str | None = None, input_spec: dict | None = None,
-                  trust_remote_code: bool = False) -> dict:
+def derive_inputs(
+    source: ModelSource, task_name: str | None = None, input_spec: dict | None = None, trust_remote_code: bool = False
+) -> dict:
     """The user's spec if given (checked against the model's config), else the one the model's config and forward
     signature call for (read from the model built without its weights)."""
     from modelexport.inputs import check_spec_fits, parse_input_spec, resolve_spec

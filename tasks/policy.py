@@ -60,8 +60,9 @@ def is_transient(task, task_run, state) -> bool:
     return False
 
 
-RETRY = dict(retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, retry_jitter_factor=RETRY_JITTER,
-             retry_condition_fn=is_transient)
+RETRY = dict(
+    retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, retry_jitter_factor=RETRY_JITTER, retry_condition_fn=is_transient
+)
 
 
 @dataclass(frozen=True)
@@ -96,8 +97,11 @@ def canonical(value: Any) -> Any:
     """What of a task input identifies content: a model's fingerprint (not its path), an upstream result's key,
     a model plan's settings (not its id)."""
     if isinstance(value, ModelSource):
-        return {"kind": value.kind, "fingerprint": value.fingerprint,
-                "ref": value.ref if value.kind != "local" else None}
+        return {
+            "kind": value.kind,
+            "fingerprint": value.fingerprint,
+            "ref": value.ref if value.kind != "local" else None,
+        }
     if isinstance(value, Produced):
         return value.key or value.files
     if isinstance(value, ModelPlan):  # a model's settings; its content is the resolved source's, its folder a path

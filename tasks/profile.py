@@ -15,8 +15,21 @@ def profile_onnx(export: Produced, settings: ProfileSettings, output_dir: str) -
     from modelexport.profile import profile
 
     with computing():
-        result = profile(export.data["onnx_path"], warmup=settings.warmup, iterations=settings.iterations,
-                         threads=settings.threads or 1, output_dir=output_dir)
-    keep = ("latency_ms", "throughput_per_s", "kernel_ms", "attributed_fraction", "optimization", "threads",
-            "iterations", "peak_rss_mb")
+        result = profile(
+            export.data["onnx_path"],
+            warmup=settings.warmup,
+            iterations=settings.iterations,
+            threads=settings.threads or 1,
+            output_dir=output_dir,
+        )
+    keep = (
+        "latency_ms",
+        "throughput_per_s",
+        "kernel_ms",
+        "attributed_fraction",
+        "optimization",
+        "threads",
+        "iterations",
+        "peak_rss_mb",
+    )
     return produced({k: result.to_dict()[k] for k in keep}, *result.files.values())

@@ -11,18 +11,39 @@ from .policy import CONTENT, Produced, computing, produced
 
 
 @task(name="validate", cache_policy=CONTENT, persist_result=True)
-def validate_onnx(source: ModelSource, export: Produced, input_spec: dict, settings: ValidateSettings,
-                  output: str, task_name: str | None = None, trust_remote_code: bool = False) -> Produced:
+def validate_onnx(
+    source: ModelSource,
+    export: Produced,
+    input_spec: dict,
+    settings: ValidateSettings,
+    output: str,
+    task_name: str | None = None,
+    trust_remote_code: bool = False,
+) -> Produced:
     """A numerical mismatch is data (``passed`` false), not an exception: the flow marks the model failed."""
     from modelexport.inputs import parse_input_spec
     from modelexport.validate import validate, write_validation
 
     with computing():
-        report = validate(export.data["onnx_path"], source, atol=settings.atol, rtol=settings.rtol,
-                          input_spec=parse_input_spec(input_spec), task=task_name,
-                          trust_remote_code=trust_remote_code)
+        report = validate(
+            export.data["onnx_path"],
+            source,
+            atol=settings.atol,
+            rtol=settings.rtol,
+            input_spec=parse_input_spec(input_spec),
+            task=task_name,
+            trust_remote_code=trust_remote_code,
+        )
     write_validation(report, output)
     worst = report.worst
-    return produced({"passed": report.passed, "summary": report.summary(), "atol": settings.atol,
-                     "rtol": settings.rtol, "checks": len(report.checks),
-                     "max_abs_diff": worst.max_abs_diff if worst else None}, output)
+    return produced(
+        {
+            "passed": report.passed,
+            "summary": report.summary(),
+            "atol": settings.atol,
+            "rtol": settings.rtol,
+            "checks": len(report.checks),
+            "max_abs_diff": worst.max_abs_diff if worst else None,
+        },
+        output,
+    )

@@ -22,12 +22,17 @@ os.environ["COLUMNS"] = "200"  # rich wraps captured output at 80 columns otherw
 
 
 def run_cli(*args: str, cwd: str | Path | None = None, env: dict | None = None, timeout: float = 300):
-    """Run `python -m cli ARGS` (the modelexport command) in a subprocess using this checkout's code; returns CompletedProcess."""
+    """Run `python -m cli ARGS` (the modelexport command) in a subprocess on this checkout's code; returns the
+    CompletedProcess."""
     full_env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     full_env.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "cli", *args],
-        cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout,
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 

@@ -157,8 +157,17 @@ TRUTH = {
     "stored_calls": _truth("/StoredCalls", "Projection", Neg="", Exp="", Cos="/Act.first", Atan="/Act.second"),
     "super_forward": _truth("/SuperForward", Sigmoid="", Exp="", Tanh="/Derived", Abs="/Derived"),
     "super_forward_direct": _truth("/SuperForward", Sigmoid="", Exp="", Tanh="/Derived", Abs="/Derived"),
-    "base_forward": _truth("/BaseForward", Neg="", Exp="", LayerNormalization="/ShiftNorm", Sigmoid="/ShiftNorm",
-                           Cos="/ShiftNorm", Tanh="/Scaled", Atan="/Scaled", Abs="/Scaled"),
+    "base_forward": _truth(
+        "/BaseForward",
+        Neg="",
+        Exp="",
+        LayerNormalization="/ShiftNorm",
+        Sigmoid="/ShiftNorm",
+        Cos="/ShiftNorm",
+        Tanh="/Scaled",
+        Atan="/Scaled",
+        Abs="/Scaled",
+    ),
 }
 
 

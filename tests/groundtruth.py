@@ -49,7 +49,7 @@ def _candidates(owner: nn.Module):
 
 def reference_tag(model: nn.Module, path: str) -> str:
     """The documented tag of the module at attribute `path` (ops of built-ins go to their holder)."""
-    tag, owner, consumed = "/" + type(model).__name__, model, ""
+    tag, owner = "/" + type(model).__name__, model
     parts = path.split(".") if path else []
     while parts:
         # find the candidate under `owner` whose relative path is a prefix of what remains
@@ -67,7 +67,7 @@ def reference_tag(model: nn.Module, path: str) -> str:
         if clash > 1:
             segment = f"{type(mod).__name__}.{rel}"
         tag, owner = f"{tag}/{segment}", mod
-        parts = parts[len(rel.split(".")):]
+        parts = parts[len(rel.split(".")) :]
     return tag
 
 

@@ -146,7 +146,7 @@ def _handler(hub: HubServer):
             if hub.token and self.headers.get("Authorization") != f"Bearer {hub.token}":
                 return self._error(401, "RepoNotFound", "Invalid credentials in Authorization header")
             if path.startswith("/api/models/"):
-                return self._api(path[len("/api/models/"):])
+                return self._api(path[len("/api/models/") :])
             repo_id, rest = path.lstrip("/").split("/resolve/", 1)
             revision, _, filename = rest.partition("/")
             return self._file(repo_id, revision, filename, body)
@@ -170,10 +170,19 @@ def _handler(hub: HubServer):
             sha, folder = found
             files = [(f.relative_to(folder).as_posix(), f) for f in _files(folder)]
             if kind == "/tree/":
-                return self._json(200, [{"type": "file", "path": p, "size": f.stat().st_size, "oid": _oid(f)}
-                                        for p, f in files])
-            self._json(200, {"id": repo_id, "modelId": repo_id, "sha": sha, "private": False,
-                             "siblings": [{"rfilename": p} for p, _ in files]})
+                return self._json(
+                    200, [{"type": "file", "path": p, "size": f.stat().st_size, "oid": _oid(f)} for p, f in files]
+                )
+            self._json(
+                200,
+                {
+                    "id": repo_id,
+                    "modelId": repo_id,
+                    "sha": sha,
+                    "private": False,
+                    "siblings": [{"rfilename": p} for p, _ in files],
+                },
+            )
 
         def _commit(self, repo_id: str, revision: str):
             """(sha, folder) of `revision` in `repo_id`, or None once a 404 is sent."""
@@ -194,8 +203,12 @@ def _handler(hub: HubServer):
             if not file.is_file():
                 return self._error(404, "EntryNotFound", f"{filename} does not exist at {sha}")
             data = file.read_bytes()
-            self._send(200, data, {"X-Repo-Commit": sha, "ETag": f'"{_oid(file)}"',
-                                   "Content-Type": "application/octet-stream"}, body=body)
+            self._send(
+                200,
+                data,
+                {"X-Repo-Commit": sha, "ETag": f'"{_oid(file)}"', "Content-Type": "application/octet-stream"},
+                body=body,
+            )
 
     return Handler
 

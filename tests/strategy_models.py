@@ -58,11 +58,18 @@ class Distinct(nn.Module):
 
 # op type -> tag, by construction of Distinct (Gemm may come out as MatMul + Add, both inside Encoder).
 DISTINCT_TRUTH = {
-    "Neg": "/Distinct", "Relu": "/Distinct",
-    "Gemm": "/Distinct/Encoder", "MatMul": "/Distinct/Encoder", "Add": "/Distinct/Encoder",
-    "Transpose": "/Distinct/Encoder", "Tanh": "/Distinct/Encoder",
-    "Sin": "/Distinct/Encoder/Act.0", "Cos": "/Distinct/Encoder/Act.1",
-    "Sigmoid": "/Distinct/Head", "Exp": "/Distinct/Head", "Abs": "/Distinct/Head/Act",
+    "Neg": "/Distinct",
+    "Relu": "/Distinct",
+    "Gemm": "/Distinct/Encoder",
+    "MatMul": "/Distinct/Encoder",
+    "Add": "/Distinct/Encoder",
+    "Transpose": "/Distinct/Encoder",
+    "Tanh": "/Distinct/Encoder",
+    "Sin": "/Distinct/Encoder/Act.0",
+    "Cos": "/Distinct/Encoder/Act.1",
+    "Sigmoid": "/Distinct/Head",
+    "Exp": "/Distinct/Head",
+    "Abs": "/Distinct/Head/Act",
 }
 
 

@@ -11,8 +11,10 @@ from benchmarks.common import QUICK_MODELS
 
 def test_figures_and_results_structure():
     model = QUICK_MODELS[1]  # tiny-resnet: the fastest to export
-    results = {"meta": {"quick": True, "seconds": 0.0},
-               "tag_cost": {"htp": {model.name: export_cost.tag_cost(model, "htp", reps=2)}}}
+    results = {
+        "meta": {"quick": True, "seconds": 0.0},
+        "tag_cost": {"htp": {model.name: export_cost.tag_cost(model, "htp", reps=2)}},
+    }
     tagged, clean = run.runtime_files(model)
     results["runtime_cost"] = {model.name: runtime_cost.runtime_cost(tagged, clean, block_s=0.01, reps=2)}
     results["profiling_overhead"] = {model.name: runtime_cost.profiling_overhead(tagged, block_s=0.01, reps=2)}
@@ -20,8 +22,13 @@ def test_figures_and_results_structure():
 
     rows = run.rows(results)
     assert {key for key, _, _ in rows} == {
-        f"tag_cost.htp.{model.name}", f"runtime_cost.{model.name}", f"profiling_overhead.{model.name}",
-        "tagging_pass.x1", "tagging_pass.x2", "tagging_pass.largest_over_smallest"}
+        f"tag_cost.htp.{model.name}",
+        f"runtime_cost.{model.name}",
+        f"profiling_overhead.{model.name}",
+        "tagging_pass.x1",
+        "tagging_pass.x2",
+        "tagging_pass.largest_over_smallest",
+    }
     for _, figure, _ in rows:
         assert figure["n"] >= 2
         assert 0 < figure["min"] <= figure["median"] <= figure["max"]
@@ -38,8 +45,10 @@ def test_plain_torch_benchmark_models_are_traceable_by_fx():
     from modelexport.inputs import inputs_from_spec, parse_input_spec
     from modelexport.strategies import STRATEGIES
 
-    for model, spec in ((TorchBert(vocab=64, hidden=16, layers=2, heads=2, intermediate=32, positions=32), "bert_base"),
-                        (TorchResNet(depths=(1, 1, 1, 1)), "resnet_50")):
+    for model, spec in (
+        (TorchBert(vocab=64, hidden=16, layers=2, heads=2, intermediate=32, positions=32), "bert_base"),
+        (TorchResNet(depths=(1, 1, 1, 1)), "resnet_50"),
+    ):
         data = INPUT_SPECS[spec]
         if spec == "bert_base":
             data = {"input_ids": {**data["input_ids"], "high": 64}}
@@ -55,8 +64,9 @@ def test_past_the_deadline_figures_stop_at_their_minimum_of_repetitions():
     from benchmarks.common import MIN_REPS, interleaved
 
     calls = []
-    late = interleaved(lambda: calls.append("a"), lambda: calls.append("b"), reps=6, warmup=False,
-                       min_seconds=60, deadline=0.0)
+    late = interleaved(
+        lambda: calls.append("a"), lambda: calls.append("b"), reps=6, warmup=False, min_seconds=60, deadline=0.0
+    )
     assert late["n"] == MIN_REPS and len(calls) == 2 * MIN_REPS
 
     def work():

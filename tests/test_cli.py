@@ -103,7 +103,9 @@ def test_bad_input_is_one_line_with_exit_code_and_leaves_nothing(case, tmp_path,
 
 def test_bad_input_spec_is_reported_with_its_location(model_dirs, tmp_path, capsys):
     spec = tmp_path / "spec.json"
-    spec.write_text(json.dumps({"input_ids": {"shape": [2, "x"], "dtype": "int64"}, "mask": {"shape": [1], "dtype": "f"}}))
+    spec.write_text(
+        json.dumps({"input_ids": {"shape": [2, "x"], "dtype": "int64"}, "mask": {"shape": [1], "dtype": "f"}})
+    )
     assert main(["export", str(model_dirs["tiny-bert"]), str(tmp_path / "o.onnx"), "--input-spec", str(spec)]) == 2
     err = capsys.readouterr().err
     assert "input_ids.shape.1" in err and "mask.dtype" in err and err.count("\n") == 1

@@ -36,8 +36,13 @@ def test_family_agreement_compares_each_family_per_module():
 
 
 def _tree(tag, nodes, parameters=0, children=()):
-    return {"tag": tag, "module": tag.rsplit("/", 1)[-1].lower(), "nodes": nodes, "parameters": parameters,
-            "children": list(children)}
+    return {
+        "tag": tag,
+        "module": tag.rsplit("/", 1)[-1].lower(),
+        "nodes": nodes,
+        "parameters": parameters,
+        "children": list(children),
+    }
 
 
 def test_lumped_subtree_warning():
@@ -55,29 +60,45 @@ def test_lumped_subtree_warning():
 
 @pytest.mark.parametrize("strategy", ["htp", "usage"])
 def test_parent_using_its_childs_weights_warns_in_the_sidecar(strategy, tmp_path):
-    result = export_model("tests.direct_call_models:parameters_only", tmp_path / "p.onnx", strategy=strategy,
-                          input_spec=SPEC)
+    result = export_model(
+        "tests.direct_call_models:parameters_only", tmp_path / "p.onnx", strategy=strategy, input_spec=SPEC
+    )
     [warning] = result.sidecar["warnings"]
-    assert warning.startswith("/HoldsParametersOnly/ParametersOnly holds all ") and "Projection own 72 parameters" in warning
+    assert (
+        warning.startswith("/HoldsParametersOnly/ParametersOnly holds all ")
+        and "Projection own 72 parameters" in warning
+    )
 
 
 def test_cross_check_on_request(tmp_path):
-    result = export_model("tests.direct_call_models:direct_call", tmp_path / "d.onnx", input_spec=SPEC,
-                          cross_check="dynamo")
+    result = export_model(
+        "tests.direct_call_models:direct_call", tmp_path / "d.onnx", input_spec=SPEC, cross_check="dynamo"
+    )
     check = result.sidecar["cross_check"]
     assert result.strategy == "htp" and check["strategy"] == "dynamo" and check["against"] == "htp"
     assert check["ok"] and check["agreement"] == 1.0 and check["differences"] == []
     assert set(check["families"]) == {"matmul", "math"}
-    assert not (tmp_path / "d-dynamo.onnx").exists() and sorted(p.name for p in tmp_path.iterdir()) == \
-        ["d.hierarchy.json", "d.onnx"]
+    assert not (tmp_path / "d-dynamo.onnx").exists() and sorted(p.name for p in tmp_path.iterdir()) == [
+        "d.hierarchy.json",
+        "d.onnx",
+    ]
     plain = export_model("tests.direct_call_models:direct_call", tmp_path / "e.onnx", input_spec=SPEC)
     assert plain.sidecar["cross_check"] is None
-    same = export_model("tests.direct_call_models:direct_call", tmp_path / "f.onnx", input_spec=SPEC,
-                        strategy="usage", cross_check="usage")
+    same = export_model(
+        "tests.direct_call_models:direct_call",
+        tmp_path / "f.onnx",
+        input_spec=SPEC,
+        strategy="usage",
+        cross_check="usage",
+    )
     assert same.sidecar["cross_check"]["ok"] is False and "nothing to compare" in same.sidecar["cross_check"]["reason"]
-    failing = export_model("tests.strategy_models:branchy", tmp_path / "g.onnx", strategy="dynamo",
-                           input_spec=parse_input_spec(strategy_models.INPUT_SPEC),
-                           cross_check="htp")  # tracing cannot follow torch.cond: recorded, not raised
+    failing = export_model(
+        "tests.strategy_models:branchy",
+        tmp_path / "g.onnx",
+        strategy="dynamo",
+        input_spec=parse_input_spec(strategy_models.INPUT_SPEC),
+        cross_check="htp",
+    )  # tracing cannot follow torch.cond: recorded, not raised
     assert failing.sidecar["cross_check"]["ok"] is False and failing.sidecar["cross_check"]["reason"]
     with pytest.raises(BadInputError, match="unknown strategy 'nope'"):
         export_model("tests.direct_call_models:direct_call", tmp_path / "h.onnx", input_spec=SPEC, cross_check="nope")
@@ -86,8 +107,16 @@ def test_cross_check_on_request(tmp_path):
 def test_cli_cross_check_and_warning_on_stderr(tmp_path):
     spec = tmp_path / "spec.json"
     spec.write_text(json.dumps(direct_call_models.INPUT_SPEC))
-    proc = run_cli("export", "tests.direct_call_models:parameters_only", str(tmp_path / "p.onnx"),
-                   "--input-spec", str(spec), "--cross-check", "usage", cwd=tmp_path)
+    proc = run_cli(
+        "export",
+        "tests.direct_call_models:parameters_only",
+        str(tmp_path / "p.onnx"),
+        "--input-spec",
+        str(spec),
+        "--cross-check",
+        "usage",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "warning: /HoldsParametersOnly/ParametersOnly holds all" in proc.stderr
     assert "cross-check usage vs htp: family agreement 100.0%" in proc.stdout
@@ -99,8 +128,12 @@ def test_strategy_all_records_family_agreement(tmp_path):
     from modelexport.export_all import export_all
 
     runs = export_all("tests.direct_call_models:direct_call", tmp_path / "all", input_spec=SPEC)
-    assert {r.strategy: r.family_agreement_with_htp for r in runs} == {"htp": 1.0, "dynamo": 1.0, "usage": 1.0,
-                                                                       "fx": 1.0}
+    assert {r.strategy: r.family_agreement_with_htp for r in runs} == {
+        "htp": 1.0,
+        "dynamo": 1.0,
+        "usage": 1.0,
+        "fx": 1.0,
+    }
     data = json.loads((tmp_path / "all" / "export-all.json").read_text())
     assert [r["strategy"] for r in data["runs"]] == [r.strategy for r in runs]
     assert all(r["ok"] and r["family_agreement_with_htp"] == 1.0 and r["warnings"] == [] for r in data["runs"])

@@ -61,24 +61,40 @@ def test_deployment_runs_on_a_real_server_and_worker(tmp_path, model_dirs, mlflo
     deadline = time.monotonic() + DEADLINE_S
     port = _free_port()
     api = f"http://127.0.0.1:{port}/api"
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_API_URL": api,
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_LOGGING_LEVEL": "WARNING",
-           "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(tmp_path / "prefect-home"),
+        "PREFECT_API_URL": api,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+        "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    }
     env.pop("PREFECT_PROFILE", None)
 
     def prefect(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-        done = subprocess.run([PREFECT, *args], cwd=REPO, env=env, capture_output=True, text=True,
-                              timeout=max(1.0, min(timeout, deadline - time.monotonic())))
+        done = subprocess.run(
+            [PREFECT, *args],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=max(1.0, min(timeout, deadline - time.monotonic())),
+        )
         assert done.returncode == 0, f"prefect {' '.join(args)}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
         return done
 
     server_log = tmp_path / "server.log"
     with server_log.open("w") as log:
-        server = subprocess.Popen([PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port),
-                                   "--no-services"], env=env, stdout=log, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
+        server = subprocess.Popen(
+            [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-services"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     worker = None
     try:
+
         def healthy() -> bool:
             try:
                 return httpx.get(f"{api}/health", timeout=2).status_code == 200
@@ -92,16 +108,25 @@ def test_deployment_runs_on_a_real_server_and_worker(tmp_path, model_dirs, mlflo
             assert name in deployed.stdout, deployed.stdout
 
         out = tmp_path / "stage"
-        params = {"model": str(model_dirs["tiny-resnet"]), "output_dir": str(out), "name": "resnet",
-                  "profiling": {"warmup": 0, "iterations": 2}}
+        params = {
+            "model": str(model_dirs["tiny-resnet"]),
+            "output_dir": str(out),
+            "name": "resnet",
+            "profiling": {"warmup": 0, "iterations": 2},
+        }
         triggered = prefect("deployment", "run", "export-model/single-model", "--params", json.dumps(params))
         run_id = re.search(r"UUID:\s*([0-9a-f-]{36})", triggered.stdout).group(1)
 
         worker_log = tmp_path / "worker.log"
         with worker_log.open("w") as log:  # --run-once --limit 1: take the run, wait for it, exit
-            worker = subprocess.Popen([PREFECT, "worker", "start", "--pool", "modelexport", "--run-once",
-                                       "--limit", "1"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                      start_new_session=True)
+            worker = subprocess.Popen(
+                [PREFECT, "worker", "start", "--pool", "modelexport", "--run-once", "--limit", "1"],
+                cwd=REPO,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
         def finished() -> dict | None:
             state = httpx.get(f"{api}/flow_runs/{run_id}", timeout=5).json()["state"]
@@ -116,16 +141,18 @@ def test_deployment_runs_on_a_real_server_and_worker(tmp_path, model_dirs, mlflo
         assert json.loads((out / "resnet" / "validation.json").read_text())["passed"] is True
         flow_run = httpx.get(f"{api}/flow_runs/{run_id}", timeout=5).json()
         assert flow_run["work_queue_name"] == "default"
-        artifacts = httpx.post(f"{api}/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [run_id]}}},
-                               timeout=5).json()
+        artifacts = httpx.post(
+            f"{api}/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [run_id]}}}, timeout=5
+        ).json()
         assert any(a["key"] == "model-resnet" for a in artifacts), [a["key"] for a in artifacts]
         # The worker's MLFLOW_TRACKING_URI (the session's store) got the model's run, tied to the flow run.
         from mlflow import MlflowClient
 
         client = MlflowClient(mlflow_tracking_uri)
         experiment = client.get_experiment_by_name("modelexport")
-        (mlflow_run,) = client.search_runs([experiment.experiment_id],
-                                           f"tags.`modelexport.prefect_flow_run_id` = '{run_id}'")
+        (mlflow_run,) = client.search_runs(
+            [experiment.experiment_id], f"tags.`modelexport.prefect_flow_run_id` = '{run_id}'"
+        )
         assert mlflow_run.info.status == "FINISHED" and mlflow_run.data.tags["modelexport.model"] == "resnet"
         assert mlflow_run.data.metrics["validation_passed"] == 1.0
     finally:
@@ -151,9 +178,15 @@ def _comparable(summary, out: Path) -> dict:
     result = {}
     for m in summary.models:
         sidecar = json.loads((out / m.name / "model.hierarchy.json").read_text())
-        result[m.name] = {"status": m.status, "stages": m.stages, "stats": m.results["export"]["stats"],
-                          "strategy": m.results["export"]["strategy"], "tags": sorted(sidecar["tags"]),
-                          "node_tags": sidecar["node_tags"], "parity": m.results["validate"]["passed"]}
+        result[m.name] = {
+            "status": m.status,
+            "stages": m.stages,
+            "stats": m.results["export"]["stats"],
+            "strategy": m.results["export"]["strategy"],
+            "tags": sorted(sidecar["tags"]),
+            "node_tags": sidecar["node_tags"],
+            "parity": m.results["validate"]["passed"],
+        }
     return result
 
 
@@ -167,20 +200,30 @@ def test_fleet_on_a_dask_cluster_matches_the_thread_runner(prefect_harness, mode
     fleet = tmp_path / "fleet.yaml"
     fleet.write_text(FLEET, encoding="utf-8")
 
-    threads = run_fleet_flow(str(fleet), str(tmp_path / "threads"), concurrency=2, cache_dir=str(tmp_path / "c1"),
-                        track=False)
+    threads = run_fleet_flow(
+        str(fleet), str(tmp_path / "threads"), concurrency=2, cache_dir=str(tmp_path / "c1"), track=False
+    )
     # A worker process: tasks travel pickled to it, as to a remote cluster.
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
-            Client(cluster) as client:
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
         done, lock = [], threading.RLock()  # a callback holding a lock (as the CLI's progress bar) can't be pickled
 
         def on_model_done(outcome):
             with lock:
                 done.append(outcome)
 
-        on_dask = run_fleet_flow(str(fleet), str(tmp_path / "dask"), concurrency=2, cache_dir=str(tmp_path / "c2"),
-                            on_model_done=on_model_done, runner="dask", dask_address=cluster.scheduler_address,
-                            track=False)
+        on_dask = run_fleet_flow(
+            str(fleet),
+            str(tmp_path / "dask"),
+            concurrency=2,
+            cache_dir=str(tmp_path / "c2"),
+            on_model_done=on_model_done,
+            runner="dask",
+            dask_address=cluster.scheduler_address,
+            track=False,
+        )
         ran = client.run_on_scheduler(lambda dask_scheduler: sorted(dask_scheduler.task_prefixes))
     # Resolving and each model's stages (nested task runs inside the "model" task) ran on the cluster.
     assert {"resolve_model", "export_stages"} <= set(ran), ran
@@ -203,8 +246,10 @@ def test_nightly_schedule_is_the_documented_one():
     (schedule,) = scheduled["nightly-fleet"]
     docs = (REPO / "deployments" / "README.md").read_text(encoding="utf-8")
     assert schedule["cron"] == _cron_in_docs(docs)
-    assert f"({schedule['cron'].split()[1].zfill(2)}:{schedule['cron'].split()[0].zfill(2)} " \
-           f"{schedule['timezone']})" in docs
+    assert (
+        f"({schedule['cron'].split()[1].zfill(2)}:{schedule['cron'].split()[0].zfill(2)} "
+        f"{schedule['timezone']})" in docs
+    )
     assert "deployments/README.md" in (REPO / "README.md").read_text(encoding="utf-8")
     for d in spec["deployments"]:
         assert d["work_pool"]["name"] == "modelexport" and ":" in d["entrypoint"]
@@ -214,8 +259,8 @@ def test_nightly_schedule_is_the_documented_one():
 def test_serve_builds_the_same_deployments():
     from prefect.schedules import Cron  # noqa: F401  (serve's schedules are Prefect cron schedules)
 
-    from flows.serve import to_deployments
     from cli.serve_cmd import read_deployments
+    from flows.serve import to_deployments
 
     entries = read_deployments(str(PREFECT_FILE), ["nightly-fleet", "single-model"])
     nightly, single = to_deployments(entries)
@@ -229,8 +274,7 @@ def test_serve_builds_the_same_deployments():
     assert bad.returncode == 2 and "no deployment named no-such" in bad.stderr
 
 
-def test_cli_summary_and_exit_code_for_a_pipeline_stage(prefect_harness, model_dirs, tmp_path, capsys,
-                                                         monkeypatch):
+def test_cli_summary_and_exit_code_for_a_pipeline_stage(prefect_harness, model_dirs, tmp_path, capsys, monkeypatch):
     from cli import main
 
     for var in ("PREFECT_LOGGING_LEVEL", "DASK_LOGGING__DISTRIBUTED", "HF_HUB_DISABLE_PROGRESS_BARS"):
@@ -239,21 +283,42 @@ def test_cli_summary_and_exit_code_for_a_pipeline_stage(prefect_harness, model_d
     (tmp_path / "models" / "broken").mkdir()
     (tmp_path / "models" / "broken" / "config.json").write_text("{ not json", encoding="utf-8")
     fleet = tmp_path / "fleet.yaml"
-    fleet.write_text("name: stage\ndefaults: {profile: {warmup: 0, iterations: 2}}\nmodels:\n"
-                     "  - {id: models/tiny-resnet, name: resnet}\n  - {id: models/broken, name: broken}\n")
+    fleet.write_text(
+        "name: stage\ndefaults: {profile: {warmup: 0, iterations: 2}}\nmodels:\n"
+        "  - {id: models/tiny-resnet, name: resnet}\n  - {id: models/broken, name: broken}\n"
+    )
     assert main(["run-fleet", str(fleet), "--output-dir", str(tmp_path / "out"), "--json", "-"]) == 1
     captured = capsys.readouterr()
     summary = json.loads(captured.out)  # stdout is the JSON only; the table went to stderr
-    assert (summary["exit_code"], summary["status"], summary["exported"], summary["failed"]) == \
-        (1, "failed", 1, ["broken"])
+    assert (summary["exit_code"], summary["status"], summary["exported"], summary["failed"]) == (
+        1,
+        "failed",
+        1,
+        ["broken"],
+    )
     models = {m["name"]: m for m in summary["models"]}
     assert models["resnet"]["status"] == "ok" and models["resnet"]["results"]["validate"]["passed"] is True
     assert str(tmp_path / "out" / "resnet" / "model.onnx") in models["resnet"]["files"]["export"]
     assert (models["broken"]["failed_stage"], models["broken"]["exit_code"]) == ("inputs", 2)
     assert "resnet" in captured.err and "1 of 2 models failed" in captured.err
 
-    assert main(["run", str(tmp_path / "models" / "tiny-resnet"), "--output-dir", str(tmp_path / "out"),
-                 "--name", "resnet", "--iterations", "2", "--json", str(tmp_path / "run.json")]) == 0
+    assert (
+        main(
+            [
+                "run",
+                str(tmp_path / "models" / "tiny-resnet"),
+                "--output-dir",
+                str(tmp_path / "out"),
+                "--name",
+                "resnet",
+                "--iterations",
+                "2",
+                "--json",
+                str(tmp_path / "run.json"),
+            ]
+        )
+        == 0
+    )
     single = json.loads((tmp_path / "run.json").read_text())
     assert (single["exit_code"], single["fleet"], single["failed"]) == (0, None, [])
     assert single["models"][0]["stages"]["export"] == "cached"  # same export settings as in the fleet

@@ -30,13 +30,17 @@ def out(tmp_path_factory):
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_every_strategy_gives_the_known_tags(strategy, factory, out):
     truth = direct_call_models.TRUTH[factory]
-    result = export_model(f"tests.direct_call_models:{factory}", out / f"{factory}-{strategy}.onnx",
-                          strategy=strategy, input_spec=SPEC)
+    result = export_model(
+        f"tests.direct_call_models:{factory}", out / f"{factory}-{strategy}.onnx", strategy=strategy, input_spec=SPEC
+    )
     graph = onnx.load(str(result.onnx_path)).graph
     unknown = {n.op_type for n in graph.node} - truth.keys()
     assert not unknown, f"{strategy} wrote ops the truth table does not know: {unknown}"
-    wrong = [(n.op_type, result.sidecar["node_tags"][n.name]) for n in graph.node
-             if result.sidecar["node_tags"][n.name] != truth[n.op_type]]
+    wrong = [
+        (n.op_type, result.sidecar["node_tags"][n.name])
+        for n in graph.node
+        if result.sidecar["node_tags"][n.name] != truth[n.op_type]
+    ]
     assert not wrong, wrong
 
 
@@ -98,11 +102,17 @@ def test_ordinary_exports_are_unchanged(strategy, out, monkeypatch):
     for wrapped in (True, False):
         if not wrapped:
             monkeypatch.setattr(module, "scope_direct_calls", lambda model: contextlib.nullcontext(_State()))
-        result = export_model("tests.strategy_models:distinct", out / f"plain-{strategy}-{wrapped}.onnx",
-                              strategy=strategy, input_spec=parse_input_spec(strategy_models.INPUT_SPEC))
+        result = export_model(
+            "tests.strategy_models:distinct",
+            out / f"plain-{strategy}-{wrapped}.onnx",
+            strategy=strategy,
+            input_spec=parse_input_spec(strategy_models.INPUT_SPEC),
+        )
         graph = onnx.load(str(result.onnx_path)).graph
-        graphs[wrapped] = ([(n.name, n.op_type, list(n.input), list(n.output)) for n in graph.node],
-                           result.sidecar["node_tags"])
+        graphs[wrapped] = (
+            [(n.name, n.op_type, list(n.input), list(n.output)) for n in graph.node],
+            result.sidecar["node_tags"],
+        )
     assert graphs[True] == graphs[False]
 
 
@@ -114,8 +124,15 @@ def squeezebert(tmp_path_factory):
 
     path = tmp_path_factory.mktemp("squeezebert") / "tiny-squeezebert"
     torch.manual_seed(0)
-    config = transformers.SqueezeBertConfig(vocab_size=128, hidden_size=32, embedding_size=32, num_hidden_layers=2,
-                                            num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
+    config = transformers.SqueezeBertConfig(
+        vocab_size=128,
+        hidden_size=32,
+        embedding_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
     transformers.SqueezeBertModel(config).save_pretrained(path)
     return path
 

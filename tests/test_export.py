@@ -30,10 +30,19 @@ def extra_model_dirs(tmp_path_factory):
     out = tmp_path_factory.mktemp("extra")
     torch.manual_seed(0)
     T5EncoderModel(T5Config(vocab_size=128, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4)).save_pretrained(
-        out / "t5-encoder")
-    AlbertModel(AlbertConfig(vocab_size=128, embedding_size=16, hidden_size=32, num_hidden_layers=3,
-                             num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)).save_pretrained(
-        out / "albert")
+        out / "t5-encoder"
+    )
+    AlbertModel(
+        AlbertConfig(
+            vocab_size=128,
+            embedding_size=16,
+            hidden_size=32,
+            num_hidden_layers=3,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=64,
+        )
+    ).save_pretrained(out / "albert")
     return {"t5-encoder": out / "t5-encoder", "albert": out / "albert"}
 
 
@@ -81,9 +90,11 @@ def test_every_node_tagged_and_matching_ground_truth(tagged, name):
     anchors_agree = sum((expected_anchors & got_anchors).values())
     anchors_total = max(sum(expected_anchors.values()), sum(got_anchors.values()))
 
-    print(f"\n[{name}] nodes={len(nodes)} tagged=100% scope-truth agreement={agree}/{len(truth)} "
-          f"({agree / len(truth):.2%}) anchor-op agreement={anchors_agree}/{anchors_total} "
-          f"root fallbacks={root_fallbacks} root-tagged={result.stats.root_tagged_nodes}")
+    print(
+        f"\n[{name}] nodes={len(nodes)} tagged=100% scope-truth agreement={agree}/{len(truth)} "
+        f"({agree / len(truth):.2%}) anchor-op agreement={anchors_agree}/{anchors_total} "
+        f"root fallbacks={root_fallbacks} root-tagged={result.stats.root_tagged_nodes}"
+    )
     assert agree / len(truth) >= 0.99
     assert anchors_agree == anchors_total, (expected_anchors, got_anchors)
     assert root_fallbacks == 0
@@ -118,8 +129,12 @@ def test_shared_layer_has_one_tag_for_all_its_calls(tagged):
     model = onnx.load(str(result.onnx_path))
     tags, _ = read_tags(result.onnx_path)
     layer = "/AlbertModel/AlbertTransformer/AlbertLayerGroup.0/AlbertLayer.0"
-    assert {t for t in tags.values() if "AlbertLayer." in t} <= {t for t in result.sidecar["tags"] if t.startswith(layer)}
-    attention_matmuls = [n for n in model.graph.node if n.op_type == "MatMul" and tags[n.name] == layer + "/AlbertAttention"]
+    assert {t for t in tags.values() if "AlbertLayer." in t} <= {
+        t for t in result.sidecar["tags"] if t.startswith(layer)
+    }
+    attention_matmuls = [
+        n for n in model.graph.node if n.op_type == "MatMul" and tags[n.name] == layer + "/AlbertAttention"
+    ]
     assert len(attention_matmuls) == 3 * 6  # 3 calls x (q, k, v, scores, context, dense)
 
 

@@ -7,9 +7,9 @@ import textwrap
 
 import pytest
 
-from tests.conftest import run_cli
 from modelexport.errors import BadInputError
 from modelexport.fleet import load_fleet
+from tests.conftest import run_cli
 
 
 def write(path, text: str):
@@ -21,7 +21,10 @@ def test_defaults_merge_and_paths_are_relative_to_the_file(tmp_path):
     (tmp_path / "models" / "a").mkdir(parents=True)
     (tmp_path / "specs").mkdir()
     (tmp_path / "specs" / "a.json").write_text(json.dumps({"x": {"shape": [2, 3], "dynamic_axes": {"0": "b"}}}))
-    fleet = load_fleet(write(tmp_path / "fleet.yaml", """
+    fleet = load_fleet(
+        write(
+            tmp_path / "fleet.yaml",
+            """
         name: team
         defaults:
           opset: 17
@@ -36,7 +39,9 @@ def test_defaults_merge_and_paths_are_relative_to_the_file(tmp_path):
             name: other
             opset: 18
             profile: {enabled: false}
-        """))
+        """,
+        )
+    )
     a, other = fleet.models
     assert fleet.name == "team"
     assert (a.name, a.id, a.opset) == ("a", str((tmp_path / "models" / "a").resolve()), 17)
@@ -47,7 +52,9 @@ def test_defaults_merge_and_paths_are_relative_to_the_file(tmp_path):
 
 
 def test_every_mistake_is_reported_at_once_with_its_location(tmp_path):
-    path = write(tmp_path / "fleet.yaml", """
+    path = write(
+        tmp_path / "fleet.yaml",
+        """
         defaults:
           opset: 99
           colour: blue
@@ -59,24 +66,34 @@ def test_every_mistake_is_reported_at_once_with_its_location(tmp_path):
           - id: org/c
             name: ../escape
             validate: {atol: -1}
-        """)
+        """,
+    )
     with pytest.raises(BadInputError) as info:
         load_fleet(path)
     message = str(info.value)
-    for expected in ("defaults.opset", "defaults.colour", "models[1].opset", "models[1].strategy: unknown strategy",
-                     "models[2].name", "models[2].validate.atol"):
+    for expected in (
+        "defaults.opset",
+        "defaults.colour",
+        "models[1].opset",
+        "models[1].strategy: unknown strategy",
+        "models[2].name",
+        "models[2].validate.atol",
+    ):
         assert expected in message, (expected, message)
     assert "\n" not in message
 
 
-@pytest.mark.parametrize("entries, expected", [
-    ("[{id: org/a}, {id: other/a}]", "models[1].name: 'a' is also the name of models[0]"),
-    ("[{id: org/a, name: a/b}]", "models[0].name"),
-    ("[{id: org/a, name: ..}]", "models[0].name"),
-    ("[]", "models: List should have at least 1 item"),
-    ("[{id: org/a, input_spec: missing.json}]", "models[0].input_spec: input spec"),
-    ("[{id: org/a, input_spec: {x: {shape: [0]}}}]", "models[0].input_spec"),
-])
+@pytest.mark.parametrize(
+    "entries, expected",
+    [
+        ("[{id: org/a}, {id: other/a}]", "models[1].name: 'a' is also the name of models[0]"),
+        ("[{id: org/a, name: a/b}]", "models[0].name"),
+        ("[{id: org/a, name: ..}]", "models[0].name"),
+        ("[]", "models: List should have at least 1 item"),
+        ("[{id: org/a, input_spec: missing.json}]", "models[0].input_spec: input spec"),
+        ("[{id: org/a, input_spec: {x: {shape: [0]}}}]", "models[0].input_spec"),
+    ],
+)
 def test_names_must_be_unique_and_safe(tmp_path, entries, expected):
     with pytest.raises(BadInputError, match=expected.replace("[", r"\[").replace("]", r"\]").replace(".", r"\.")):
         load_fleet(write(tmp_path / "fleet.yaml", f"models: {entries}\n"))

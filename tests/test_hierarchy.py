@@ -1,6 +1,5 @@
 """Tag rules of the module tree: containers, built-ins, collisions, shared instances."""
 
-import torch
 from torch import nn
 
 from modelexport.hierarchy import build_hierarchy, common_ancestor

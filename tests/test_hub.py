@@ -22,8 +22,10 @@ def hub(model_dirs, tmp_path_factory):
     config = json.loads((second / "config.json").read_text())
     (second / "config.json").write_text(json.dumps(config | {"hidden_dropout_prob": 0.2}))
     with HubServer() as server:
-        server.commits = {"v1": server.add("org/tiny-bert", model_dirs["tiny-bert"], ("v1",)),
-                          "main": server.add("org/tiny-bert", second, ("main",))}
+        server.commits = {
+            "v1": server.add("org/tiny-bert", model_dirs["tiny-bert"], ("v1",)),
+            "main": server.add("org/tiny-bert", second, ("main",)),
+        }
         yield server
 
 
@@ -75,8 +77,9 @@ def test_fleet_exports_a_pinned_hub_model(prefect_harness, on_hub, tmp_path):
     from flows import run_fleet_flow
 
     fleet = tmp_path / "hub.yaml"
-    fleet.write_text("models:\n  - {id: org/tiny-bert, revision: v1, validate: {enabled: false},"
-                     " profile: {enabled: false}}\n")
+    fleet.write_text(
+        "models:\n  - {id: org/tiny-bert, revision: v1, validate: {enabled: false}, profile: {enabled: false}}\n"
+    )
     summary = run_fleet_flow(str(fleet), str(tmp_path / "out"))
     (model,) = summary.models
     assert model.status == "ok", model.reason

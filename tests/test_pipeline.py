@@ -67,7 +67,8 @@ def prefect_artifacts(*keys: str) -> dict:
 
     with get_client(sync_client=True) as client:
         found = client.read_latest_artifacts(
-            artifact_filter=ArtifactCollectionFilter(key=ArtifactCollectionFilterKey(any_=list(keys))))
+            artifact_filter=ArtifactCollectionFilter(key=ArtifactCollectionFilterKey(any_=list(keys)))
+        )
     for artifact in found:
         if isinstance(artifact.data, str) and artifact.type == "table":
             artifact.data = json.loads(artifact.data)
@@ -80,12 +81,24 @@ def test_fleet_caches_by_content_and_reruns_only_what_changed(prefect_harness, f
     for name in ("bert", "resnet"):
         m = first[name]
         assert m.status == "ok", m.reason
-        assert m.stages == {"resolve": "done", "inputs": "done", "export": "done", "validate": "done",
-                            "profile": "done", "report": "done"}
+        assert m.stages == {
+            "resolve": "done",
+            "inputs": "done",
+            "export": "done",
+            "validate": "done",
+            "profile": "done",
+            "report": "done",
+        }
         assert m.results["validate"]["passed"] is True
         assert m.results["profile"]["latency_ms"]["p50"] > 0
-        for file in ("model.onnx", "model.hierarchy.json", "validation.json", "profile.json", "report.md",
-                     "model.graphml"):
+        for file in (
+            "model.onnx",
+            "model.hierarchy.json",
+            "validation.json",
+            "profile.json",
+            "report.md",
+            "model.graphml",
+        ):
             assert (out / name / file).is_file()
     broken = first["broken"]
     assert (broken.status, broken.failed_stage, broken.exit_code) == ("failed", "inputs", 2)
@@ -118,8 +131,13 @@ def test_fleet_caches_by_content_and_reruns_only_what_changed(prefect_harness, f
 def test_cli_run_fleet_hits_the_cache_of_an_earlier_process_and_exits_1_for_a_broken_model(fleet_dir):
     """Runs after the test above: a new process (its own Prefect API) finds the results cached on disk."""
     out = fleet_dir.root / "out"
-    result = run_cli("run-fleet", fleet_dir(resnet_opset=17, bert_iterations=3), "--output-dir", str(out),
-                     env={"COLUMNS": "200", "PREFECT_HOME": str(fleet_dir.root / "prefect-home")})
+    result = run_cli(
+        "run-fleet",
+        fleet_dir(resnet_opset=17, bert_iterations=3),
+        "--output-dir",
+        str(out),
+        env={"COLUMNS": "200", "PREFECT_HOME": str(fleet_dir.root / "prefect-home")},
+    )
     assert result.returncode == 1, result.stderr
     rows = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if line.count("│") > 5}
     assert set(rows) >= {"bert", "resnet", "broken"}, result.stdout
@@ -131,15 +149,23 @@ def test_cli_run_fleet_hits_the_cache_of_an_earlier_process_and_exits_1_for_a_br
     # final state, though the process exits right after its flow run.
     with contextlib.closing(sqlite3.connect(fleet_dir.root / "prefect-home" / "prefect.db")) as db:
         task_runs = sorted(db.execute("SELECT task_key LIKE '%resolve%', state_name FROM task_run").fetchall())
-    assert task_runs == [(0, "Cached"), (0, "Cached"), (0, "Failed"), (0, "Failed"),
-                         (1, "Completed"), (1, "Completed"), (1, "Completed")], task_runs
+    assert task_runs == [
+        (0, "Cached"),
+        (0, "Cached"),
+        (0, "Failed"),
+        (0, "Failed"),
+        (1, "Completed"),
+        (1, "Completed"),
+        (1, "Completed"),
+    ], task_runs
 
 
 def test_run_one_model_flow(prefect_harness, model_dirs, tmp_path):
     from flows import run_model_flow
 
-    outcome = run_model_flow(str(model_dirs["tiny-resnet"]), str(tmp_path), name="r", opset=17,
-                        profiling={"enabled": False})
+    outcome = run_model_flow(
+        str(model_dirs["tiny-resnet"]), str(tmp_path), name="r", opset=17, profiling={"enabled": False}
+    )
     assert outcome.status == "ok", outcome.reason
     assert set(outcome.stages) == {"resolve", "inputs", "export", "validate", "report"}
     assert outcome.source["kind"] == "local" and outcome.source["fingerprint"].startswith("sha256:")

@@ -16,9 +16,11 @@ def test_kernel_time_is_attributed_to_modules(exported, name, tmp_path):
     result = profile(exported(name).onnx_path, warmup=1, iterations=5, output_dir=tmp_path)
     self_sum = sum(m["self_ms"] for m in result.modules)
     root = result.modules[0]
-    print(f"{name} at {result.optimization}: kernel {result.kernel_ms:.4f} ms/run, modules {self_sum:.4f} ms, "
-          f"attributed {result.attributed_fraction:.2%}, inferred {result.inferred_fraction:.2%}, "
-          f"by method {result.attribution}, p50 {result.latency_ms['p50']:.4f} ms")
+    print(
+        f"{name} at {result.optimization}: kernel {result.kernel_ms:.4f} ms/run, modules {self_sum:.4f} ms, "
+        f"attributed {result.attributed_fraction:.2%}, inferred {result.inferred_fraction:.2%}, "
+        f"by method {result.attribution}, p50 {result.latency_ms['p50']:.4f} ms"
+    )
     assert result.optimization == "ORT_ENABLE_ALL"
     assert result.attributed_fraction >= 0.95
     assert abs(self_sum - result.kernel_ms) <= 0.01 * result.kernel_ms

@@ -9,9 +9,9 @@ import os
 import psutil
 import pytest
 
+from modelexport.outcome import ModelOutcome
 from tracking import recorder
 from tracking import runs as tracking_runs
-from modelexport.outcome import ModelOutcome
 
 SECRET = "rec0rder-s3cret-value"
 
@@ -22,8 +22,15 @@ def test_the_recorder_writes_as_its_caller_for_the_callers_process(tmp_path, mon
     started = recorder.recorder()  # before the secret and the working directory below exist
     monkeypatch.setenv("MODELEXPORT_TEST_API_TOKEN", SECRET)  # a name that says secret: its value is scrubbed
     monkeypatch.chdir(tmp_path)
-    outcome = ModelOutcome("m", "ref", status="failed", failed_stage="export", reason=f"exporter said {SECRET}",
-                           exit_code=1, stages={"resolve": "done", "export": "failed"})
+    outcome = ModelOutcome(
+        "m",
+        "ref",
+        status="failed",
+        failed_stage="export",
+        reason=f"exporter said {SECRET}",
+        exit_code=1,
+        stages={"resolve": "done", "export": "failed"},
+    )
     recorder.log_outcome(outcome, tmp_path / "no-outputs", tracking_uri="sqlite:///relative.db")
 
     assert recorder.recorder() is started and started._proc.pid != os.getpid()

@@ -46,8 +46,11 @@ def test_report_json_markdown_and_graphml(exported, tmp_path):
 
 
 def attention_node(model) -> str:
-    return next(n.name for n in model.graph.node if n.name.startswith("/model/encoder/layer.0/attention/self/")
-                and n.op_type == "MatMul")
+    return next(
+        n.name
+        for n in model.graph.node
+        if n.name.startswith("/model/encoder/layer.0/attention/self/") and n.op_type == "MatMul"
+    )
 
 
 @pytest.mark.parametrize("name", ["tiny-bert", "tiny-gpt2", "tiny-vit", "tiny-resnet"])
@@ -89,8 +92,10 @@ def test_cli(exported, tmp_path):
     assert {p.name for p in (tmp_path / "r").iterdir()} == {"report.json", "report.md", graphml.name}
     back = run_cli("import-graphml", str(graphml), str(tmp_path / "back.onnx"))
     assert back.returncode == 0, back.stderr and (tmp_path / "back.onnx").is_file()
-    for args in (("import-graphml", str(onnx_path), str(tmp_path / "x.onnx")),
-                 ("import-graphml", str(graphml), str(tmp_path / "x.txt")),
-                 ("report", str(tmp_path / "nope.onnx"))):
+    for args in (
+        ("import-graphml", str(onnx_path), str(tmp_path / "x.onnx")),
+        ("import-graphml", str(graphml), str(tmp_path / "x.txt")),
+        ("report", str(tmp_path / "nope.onnx")),
+    ):
         bad = run_cli(*args)
         assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr

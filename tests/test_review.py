@@ -6,23 +6,29 @@ import shutil
 
 import pytest
 
+from tests.conftest import run_cli
 from tracking import review
 from tracking import runs as tracking_runs
-
-from tests.conftest import run_cli
 
 FLEET = "review-fleet"
 
 
 def profile(latency_p50: float) -> dict:
-    return {"latency_ms": {"mean": latency_p50, "p50": latency_p50, "p90": latency_p50, "p99": latency_p50,
-                           "stdev": 0.0}, "throughput_per_s": 1000 / latency_p50, "attributed_fraction": 1.0,
-            "modules": []}
+    return {
+        "latency_ms": {"mean": latency_p50, "p50": latency_p50, "p90": latency_p50, "p99": latency_p50, "stdev": 0.0},
+        "throughput_per_s": 1000 / latency_p50,
+        "attributed_fraction": 1.0,
+        "modules": [],
+    }
 
 
 def validation(passed: bool, diff: float) -> dict:
-    return {"passed": passed, "tolerances": {"atol": 1e-4, "rtol": 1e-3}, "summary": f"off by {diff}",
-            "checks": [{"output": "last_hidden_state", "passed": passed, "max_abs_diff": diff, "max_rel_diff": diff}]}
+    return {
+        "passed": passed,
+        "tolerances": {"atol": 1e-4, "rtol": 1e-3},
+        "summary": f"off by {diff}",
+        "checks": [{"output": "last_hidden_state", "passed": passed, "max_abs_diff": diff, "max_rel_diff": diff}],
+    }
 
 
 @pytest.fixture(scope="module")
@@ -44,17 +50,35 @@ def store(exported, tmp_path_factory):
     }
     for name, runs in plan.items():
         for latency, export, passed in runs:
-            run = tracking_runs.log_model_export(name, out, fleet=FLEET, tracking_uri=uri, export=export,
-                                            validation=validation(passed, 1e-6 if passed else 0.3),
-                                            profile=profile(latency), export_seconds=1.0)
+            run = tracking_runs.log_model_export(
+                name,
+                out,
+                fleet=FLEET,
+                tracking_uri=uri,
+                export=export,
+                validation=validation(passed, 1e-6 if passed else 0.3),
+                profile=profile(latency),
+                export_seconds=1.0,
+            )
             assert run.passed == passed
     return uri, tmp
 
 
 def test_review_fails_on_a_planted_latency_regression(store, tmp_path):
     uri, _ = store
-    proc = run_cli("review", "--fleet", FLEET, "--model", "slower", "--tracking-uri", uri, "--fail-on-regression",
-                   "--output-dir", str(tmp_path), env={"COLUMNS": "200"})
+    proc = run_cli(
+        "review",
+        "--fleet",
+        FLEET,
+        "--model",
+        "slower",
+        "--tracking-uri",
+        uri,
+        "--fail-on-regression",
+        "--output-dir",
+        str(tmp_path),
+        env={"COLUMNS": "200"},
+    )
     assert proc.returncode == 1, proc.stderr
     assert "p50 latency +46.3%" in proc.stdout  # 3.0 ms against the median 2.05 ms of the earlier runs
     assert "1 of 1 models regressed" in proc.stdout
@@ -66,8 +90,19 @@ def test_review_fails_on_a_planted_latency_regression(store, tmp_path):
 
 def test_review_without_the_flag_or_under_the_threshold_exits_zero(store, tmp_path):
     uri, _ = store
-    proc = run_cli("review", "--fleet", FLEET, "--tracking-uri", uri, "--output-dir", str(tmp_path),
-                   "--max-latency-increase", "60%", "--fail-on-regression", env={"COLUMNS": "200"})
+    proc = run_cli(
+        "review",
+        "--fleet",
+        FLEET,
+        "--tracking-uri",
+        uri,
+        "--output-dir",
+        str(tmp_path),
+        "--max-latency-increase",
+        "60%",
+        "--fail-on-regression",
+        env={"COLUMNS": "200"},
+    )
     # 'worse' still regresses (its latest run failed); raise the latency bar and only latency is forgiven.
     assert proc.returncode == 1 and "1 of 3 models regressed" in proc.stdout, proc.stdout + proc.stderr
     reviews, _ = review.review(uri, fleet=FLEET, output_dir=tmp_path)

@@ -19,8 +19,13 @@ def small_model(weights: int = 3) -> onnx.ModelProto:
     for i in range(weights):
         nodes.append(helper.make_node("MatMul", [last, f"w{i}"], [f"h{i}"], name=f"/layer.{i}/MatMul"))
         last = f"h{i}"
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-                              [helper.make_tensor_value_info(last, TensorProto.FLOAT, [1, 4])], initializer=inits)
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info(last, TensorProto.FLOAT, [1, 4])],
+        initializer=inits,
+    )
     model = helper.make_model(graph, producer_name="test", opset_imports=[helper.make_opsetid("", 18)])
     helper.set_model_props(model, {"source": "test"})
     return model
@@ -55,8 +60,12 @@ def test_initializers_between_other_fields_become_several_slices():
     # GraphProto fields in an unusual order: initializer, node, initializer (parsers accept any order)
     model = small_model(weights=2)
     graph = model.graph
-    parts = [_field(5, graph.initializer[0]), _field(1, graph.node[0]), _field(5, graph.initializer[1]),
-             _field(1, graph.node[1])]
+    parts = [
+        _field(5, graph.initializer[0]),
+        _field(1, graph.node[0]),
+        _field(5, graph.initializer[1]),
+        _field(1, graph.node[1]),
+    ]
     parts += [_field(11, v) for v in graph.input] + [_field(12, v) for v in graph.output]
     reordered = onnx.ModelProto()
     reordered.CopyFrom(model)
@@ -67,8 +76,9 @@ def test_initializers_between_other_fields_become_several_slices():
     out = io.BytesIO()
     write_model(small, weights, out)
     written = onnx.ModelProto.FromString(out.getvalue())
-    assert [numpy_helper.to_array(t).tolist() for t in written.graph.initializer] == \
-        [numpy_helper.to_array(t).tolist() for t in model.graph.initializer]
+    assert [numpy_helper.to_array(t).tolist() for t in written.graph.initializer] == [
+        numpy_helper.to_array(t).tolist() for t in model.graph.initializer
+    ]
     assert [n.name for n in written.graph.node] == [n.name for n in model.graph.node]
 
 

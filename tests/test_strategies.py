@@ -49,8 +49,9 @@ def agreement(pairs) -> tuple[float, int]:
 
 @pytest.mark.parametrize("strategy", sorted(TESTED))
 def test_plain_model_matches_truth_by_construction(strategy, out):
-    result = export_model("tests.strategy_models:distinct", out / f"distinct-{strategy}.onnx", strategy=strategy,
-                          input_spec=SPEC)
+    result = export_model(
+        "tests.strategy_models:distinct", out / f"distinct-{strategy}.onnx", strategy=strategy, input_spec=SPEC
+    )
     tags = result.sidecar["node_tags"]
     model = onnx.load(str(result.onnx_path))
     unexpected = {n.op_type for n in model.graph.node} - strategy_models.DISTINCT_TRUTH.keys()
@@ -81,7 +82,7 @@ def name_scopes_truth(node: onnx.NodeProto, module_paths: set[str]) -> str | Non
     value = next((p.value for p in node.metadata_props if p.key == "pkg.torch.onnx.name_scopes"), None)
     if value is None:
         return None
-    found = [s[len("model."):] for s in ast.literal_eval(value)[:-1] if s.startswith("model.")]
+    found = [s[len("model.") :] for s in ast.literal_eval(value)[:-1] if s.startswith("model.")]
     found = [s for s in found if s in module_paths]
     return found[-1] if found else ("" if "model" in ast.literal_eval(value) else None)
 
@@ -109,8 +110,10 @@ def measure(name, strategy, model_dirs, hierarchies, out):
     else:
         truths = [(torchscript_truth(n.name, paths), n.name) for n in model.graph.node]
     score, n = agreement((hierarchy.tag_for_path(t), tags[node]) for t, node in truths if t is not None)
-    print(f"\n[{name}] {strategy}: {result.stats.total_nodes} nodes, coverage {result.stats.coverage:.0%}, "
-          f"agreement {score:.2%} of {n} nodes with a recorded scope, {result.attempts[-1].seconds:.2f}s")
+    print(
+        f"\n[{name}] {strategy}: {result.stats.total_nodes} nodes, coverage {result.stats.coverage:.0%}, "
+        f"agreement {score:.2%} of {n} nodes with a recorded scope, {result.attempts[-1].seconds:.2f}s"
+    )
     return result, score
 
 
@@ -139,8 +142,9 @@ def test_usage_leaves_the_exporters_graph_and_names_as_htp_has_them(name, model_
         graphs[strategy] = onnx.load(str(result.onnx_path))
         tags[strategy] = [result.sidecar["node_tags"][n.name] for n in graphs[strategy].graph.node]
     htp, usage = graphs["htp"].graph, graphs["usage"].graph
-    assert [(n.name, n.op_type, list(n.input), list(n.output)) for n in usage.node] == \
-        [(n.name, n.op_type, list(n.input), list(n.output)) for n in htp.node]
+    assert [(n.name, n.op_type, list(n.input), list(n.output)) for n in usage.node] == [
+        (n.name, n.op_type, list(n.input), list(n.output)) for n in htp.node
+    ]
     assert [o.name for o in usage.output] == [o.name for o in htp.output]
     assert "~usage" not in str(usage)
     assert tags["usage"] == tags["htp"]
@@ -164,17 +168,26 @@ def test_usage_strips_its_levels_from_names_but_keeps_weights_and_unique_names()
 
     from modelexport.strategies.usage import strip_levels
 
-    then = helper.make_graph([helper.make_node("Identity", ["/~usage0/a/Relu_output_0"], ["t"], name="/~usage0/a/Id")],
-                             "then", [], [helper.make_tensor_value_info("t", TensorProto.FLOAT, [1])])
+    then = helper.make_graph(
+        [helper.make_node("Identity", ["/~usage0/a/Relu_output_0"], ["t"], name="/~usage0/a/Id")],
+        "then",
+        [],
+        [helper.make_tensor_value_info("t", TensorProto.FLOAT, [1])],
+    )
     nodes = [
         helper.make_node("Relu", ["x"], ["/~usage0/a/Relu_output_0"], name="/~usage0/a/Relu"),
-        helper.make_node("Add", ["/~usage0/a/Relu_output_0", "/~usage1/w"], ["/~usage0/b/Add_output_0"],
-                         name="/~usage0/b/Add"),
+        helper.make_node(
+            "Add", ["/~usage0/a/Relu_output_0", "/~usage1/w"], ["/~usage0/b/Add_output_0"], name="/~usage0/b/Add"
+        ),
         helper.make_node("Neg", ["x"], ["/b/Add_output_0"], name="/b/Neg"),
         helper.make_node("If", ["c"], ["y"], name="/~usage0/If", then_branch=then, else_branch=then),
     ]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
-                              [helper.make_tensor_value_info("/~usage0/b/Add_output_0", TensorProto.FLOAT, [1])])
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("/~usage0/b/Add_output_0", TensorProto.FLOAT, [1])],
+    )
     strip_levels(graph, keep={"/~usage1/w"})
     assert [n.name for n in graph.node] == ["/a/Relu", "/b/Add", "/b/Neg", "/If"]
     assert list(graph.node[0].output) == ["/a/Relu_output_0"]
@@ -222,9 +235,17 @@ def test_cli_strategy_all_prints_a_table(tmp_path):
     spec = tmp_path / "spec.json"
     spec.write_text(json.dumps(strategy_models.INPUT_SPEC))
     outdir = tmp_path / "all"
-    proc = run_cli("export", "tests.strategy_models:distinct", str(outdir), "--strategy", "all",
-                   "--input-spec", str(spec),
-                   env={"COLUMNS": "200"}, cwd=tmp_path)
+    proc = run_cli(
+        "export",
+        "tests.strategy_models:distinct",
+        str(outdir),
+        "--strategy",
+        "all",
+        "--input-spec",
+        str(spec),
+        env={"COLUMNS": "200"},
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     for strategy in TESTED:
         assert (outdir / f"{strategy}.onnx").is_file()
@@ -237,12 +258,27 @@ def test_cli_strategy_all_prints_a_table(tmp_path):
 def test_cli_strategy_all_reports_failures_and_auto_prints_attempts(tmp_path):
     spec = tmp_path / "spec.json"
     spec.write_text(json.dumps(strategy_models.INPUT_SPEC))
-    proc = run_cli("export", "tests.strategy_models:branchy", str(tmp_path / "b.onnx"), "--input-spec", str(spec),
-                   env={"COLUMNS": "200"}, cwd=tmp_path)
+    proc = run_cli(
+        "export",
+        "tests.strategy_models:branchy",
+        str(tmp_path / "b.onnx"),
+        "--input-spec",
+        str(spec),
+        env={"COLUMNS": "200"},
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "strategy htp: failed" in proc.stdout and "strategy dynamo: ok" in proc.stdout
-    bad = run_cli("export", "tests.strategy_models:branchy", str(tmp_path / "c.onnx"), "--strategy", "nope",
-                  "--input-spec", str(spec), cwd=tmp_path)
+    bad = run_cli(
+        "export",
+        "tests.strategy_models:branchy",
+        str(tmp_path / "c.onnx"),
+        "--strategy",
+        "nope",
+        "--input-spec",
+        str(spec),
+        cwd=tmp_path,
+    )
     assert bad.returncode == 2 and "unknown strategy 'nope'" in bad.stderr
 
 
@@ -256,7 +292,11 @@ def test_outputs_are_named_after_the_trace_even_when_one_is_an_input_or_repeated
     weight = helper.make_tensor("w", TensorProto.FLOAT, [1], [2.0])
     graph = helper.make_graph(
         [helper.make_node("Relu", ["x"], ["7"], name="relu"), helper.make_node("Neg", ["7"], ["9"], name="neg")],
-        "g", [value("x")], [value("7"), value("9"), value("x"), value("9"), value("w")], initializer=[weight])
+        "g",
+        [value("x")],
+        [value("7"), value("9"), value("x"), value("9"), value("w")],
+        initializer=[weight],
+    )
     name_outputs(graph, ["hidden", "logits", "echo", "logits_again", "scale"])
     assert [o.name for o in graph.output] == ["hidden", "logits", "echo", "logits_again", "scale"]
     assert list(graph.node[0].output) == ["hidden"] and list(graph.node[1].input) == ["hidden"]

@@ -23,7 +23,9 @@ def _chain(n: int):
 
 
 def _scopes(graph):
-    return [None if n.op_type == "Constant" else ("head" if i % 4 == 3 else "encoder") for i, n in enumerate(graph.node)]
+    return [
+        None if n.op_type == "Constant" else ("head" if i % 4 == 3 else "encoder") for i, n in enumerate(graph.node)
+    ]
 
 
 def test_unscoped_nodes_take_their_consumers_tag():

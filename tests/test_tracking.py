@@ -27,22 +27,47 @@ PASSING, FAILING, RAISING = "tiny-bert", "tiny-resnet", "broken"
 
 def profile_for(latency_p50: float) -> dict:
     """A profile.json as modelexport.profile writes it."""
-    return {"latency_ms": {"mean": latency_p50 * 1.05, "p50": latency_p50, "p90": latency_p50 * 1.2,
-                           "p99": latency_p50 * 1.4, "stdev": latency_p50 * 0.05},
-            "throughput_per_s": 1000 / latency_p50, "attributed_fraction": 0.97,
-            "modules": [{"tag": f"/Root/Layer.{i}", "self_ms": latency_p50 / (i + 2), "total_ms": latency_p50,
-                         "nodes": 10} for i in range(7)]}
+    return {
+        "latency_ms": {
+            "mean": latency_p50 * 1.05,
+            "p50": latency_p50,
+            "p90": latency_p50 * 1.2,
+            "p99": latency_p50 * 1.4,
+            "stdev": latency_p50 * 0.05,
+        },
+        "throughput_per_s": 1000 / latency_p50,
+        "attributed_fraction": 0.97,
+        "modules": [
+            {"tag": f"/Root/Layer.{i}", "self_ms": latency_p50 / (i + 2), "total_ms": latency_p50, "nodes": 10}
+            for i in range(7)
+        ],
+    }
 
 
 def validation_for(sidecar: dict, passed: bool) -> dict:
     """A validation report (ValidationReport.to_dict()) for every output of the export."""
     diff = 2e-6 if passed else 0.5
-    return {"onnx": sidecar["onnx"], "model": sidecar["model"]["ref"], "passed": passed,
-            "tolerances": {"atol": 1e-4, "rtol": 1e-3}, "seeds": [0],
-            "summary": "all checks passed" if passed else f"output {sidecar['outputs'][0]} is off by 0.5 absolute",
-            "checks": [{"seed": 0, "case": "export", "shapes": {}, "output": name, "passed": passed,
-                        "max_abs_diff": diff, "max_rel_diff": diff * 10, "error": None}
-                       for name in sidecar["outputs"]]}
+    return {
+        "onnx": sidecar["onnx"],
+        "model": sidecar["model"]["ref"],
+        "passed": passed,
+        "tolerances": {"atol": 1e-4, "rtol": 1e-3},
+        "seeds": [0],
+        "summary": "all checks passed" if passed else f"output {sidecar['outputs'][0]} is off by 0.5 absolute",
+        "checks": [
+            {
+                "seed": 0,
+                "case": "export",
+                "shapes": {},
+                "output": name,
+                "passed": passed,
+                "max_abs_diff": diff,
+                "max_rel_diff": diff * 10,
+                "error": None,
+            }
+            for name in sidecar["outputs"]
+        ],
+    }
 
 
 def free_port() -> int:
@@ -62,14 +87,29 @@ class MlflowServer:
         self.workdir = workdir
         self.uri = f"http://127.0.0.1:{free_port()}"
         self.log = workdir / "server.log"
-        cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", self.uri.rsplit(":", 1)[1],
-               "--workers", "1", "--backend-store-uri", f"sqlite:///{workdir / 'server.db'}",
-               "--serve-artifacts", "--artifacts-destination", str(workdir / "artifacts")]
+        cmd = [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            self.uri.rsplit(":", 1)[1],
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{workdir / 'server.db'}",
+            "--serve-artifacts",
+            "--artifacts-destination",
+            str(workdir / "artifacts"),
+        ]
         env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
         env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"  # no job-runner processes: we need tracking only
         with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen(cmd, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(
+                cmd, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
         self.started = time.monotonic()
 
     def wait(self, deadline_s: float = 180) -> str:
@@ -77,8 +117,9 @@ class MlflowServer:
         end = self.started + deadline_s
         while True:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"mlflow server exited with {self.proc.returncode}: "
-                                   f"{self.log.read_text(errors='replace')[-2000:]}")
+                raise RuntimeError(
+                    f"mlflow server exited with {self.proc.returncode}: {self.log.read_text(errors='replace')[-2000:]}"
+                )
             try:
                 with urllib.request.urlopen(f"{self.uri}/health", timeout=1) as response:
                     if response.status == 200:
@@ -122,8 +163,9 @@ def outputs(server, exported, tmp_path_factory) -> dict[str, Path]:
         out = root / name
         out.mkdir()
         shutil.copy(result.onnx_path, out / result.onnx_path.name)
-        sidecar = dict(result.sidecar, model=dict(result.sidecar["model"],
-                                                   ref=f"https://user:{SECRET}@hub.example/org/{name}"))
+        sidecar = dict(
+            result.sidecar, model=dict(result.sidecar["model"], ref=f"https://user:{SECRET}@hub.example/org/{name}")
+        )
         (out / result.sidecar_path.name).write_text(json.dumps(sidecar))
         (out / "validation.json").write_text(json.dumps(validation_for(sidecar, passed)))
         (out / "profile.json").write_text(json.dumps(profile_for(2.0)))
@@ -141,10 +183,16 @@ def log_fleet(uri: str, outputs: dict[str, Path]) -> dict:
             runs = {}
             for name, out in outputs.items():
                 runs[name] = tracking_runs.log_model_export(
-                    name, out, fleet=FLEET, parent_run_id=fleet.run_id, tracking_uri=uri,
+                    name,
+                    out,
+                    fleet=FLEET,
+                    parent_run_id=fleet.run_id,
+                    tracking_uri=uri,
                     model_ref=f"https://user:{SECRET}@hub.example/org/{name}",
                     validation=json.loads((out / "validation.json").read_text()),
-                    profile=json.loads((out / "profile.json").read_text()), export_seconds=1.5)
+                    profile=json.loads((out / "profile.json").read_text()),
+                    export_seconds=1.5,
+                )
             with pytest.raises(RuntimeError, match="exporter crashed"):
                 with tracking_runs.model_run(RAISING, fleet=FLEET, parent_run_id=fleet.run_id, tracking_uri=uri) as run:
                     runs[RAISING] = run
@@ -213,9 +261,21 @@ def test_model_run_holds_params_metrics_and_artifacts(store):
     assert params["inputs"].startswith("input_ids:int64[batch,sequence]")
     for lib in ("torch", "onnx", "onnxruntime", "transformers", "modelexport"):
         assert params[f"version.{lib}"]
-    for key in ("export_seconds", "nodes_total", "tag_coverage", "nodes_root_tagged", "latency_mean_ms",
-                "latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "throughput_per_s", "process_peak_rss_mb",
-                "parity/last_hidden_state/max_abs_diff", "parity/pooler_output/max_rel_diff", "validation_passed"):
+    for key in (
+        "export_seconds",
+        "nodes_total",
+        "tag_coverage",
+        "nodes_root_tagged",
+        "latency_mean_ms",
+        "latency_p50_ms",
+        "latency_p90_ms",
+        "latency_p99_ms",
+        "throughput_per_s",
+        "process_peak_rss_mb",
+        "parity/last_hidden_state/max_abs_diff",
+        "parity/pooler_output/max_rel_diff",
+        "validation_passed",
+    ):
         assert key in metrics, key
     assert metrics["tag_coverage"] == 1.0 and metrics["latency_p50_ms"] == 2.0
     model_id = tags["modelexport.model_uri"].removeprefix("models:/")  # the logged model holds the numbers too
@@ -223,8 +283,10 @@ def test_model_run_holds_params_metrics_and_artifacts(store):
     modules = [k for k in metrics if k.startswith("module_self_ms/")]
     assert sorted(modules) == [f"module_self_ms/Root.Layer.{i}" for i in range(tracking_runs.TOP_MODULES)]
     files = {a.path for a in client.list_artifacts(run.info.run_id, "outputs")}
-    assert files == {f"outputs/{n}" for n in ("tiny-bert.hierarchy.json", "validation.json", "profile.json",
-                                               "profile.md", "modules.png")}
+    assert files == {
+        f"outputs/{n}"
+        for n in ("tiny-bert.hierarchy.json", "validation.json", "profile.json", "profile.md", "modules.png")
+    }
     attempts = json.loads(mlflow.artifacts.load_text(f"{run.info.artifact_uri}/strategy_attempts.json"))
     assert attempts["name"] == "htp" and attempts["attempts"][0]["ok"] is True
 
@@ -251,8 +313,9 @@ def test_logged_onnx_model_has_signature_and_runs_in_ort(store, outputs, monkeyp
     assert proto.graph.initializer and all(t.raw_data or t.float_data for t in proto.graph.initializer[:3])
     feeds = {n: np.zeros((1, 5), dtype=np.int64) for n in ("input_ids", "attention_mask", "token_type_ids")}
     logged = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
-    original = ort.InferenceSession(str(outputs[PASSING] / "tiny-bert.onnx"),
-                                    providers=["CPUExecutionProvider"]).run(None, feeds)
+    original = ort.InferenceSession(str(outputs[PASSING] / "tiny-bert.onnx"), providers=["CPUExecutionProvider"]).run(
+        None, feeds
+    )
     assert logged[0].shape == (1, 5, 32)
     np.testing.assert_array_equal(logged[0], original[0])
 
@@ -261,8 +324,9 @@ def test_input_example_is_one_item_and_large_images_get_the_signature_alone():
     from tracking import run_record
 
     def spec(**shapes):
-        return {"inputs": {n: {"shape": s, "dtype": "float32", "dynamic_axes": {"0": "batch"}}
-                           for n, s in shapes.items()}}
+        return {
+            "inputs": {n: {"shape": s, "dtype": "float32", "dynamic_axes": {"0": "batch"}} for n, s in shapes.items()}
+        }
 
     small = run_record.input_example(spec(pixel_values=[2, 3, 32, 32]))
     assert small["pixel_values"].shape == (1, 3, 32, 32)
@@ -276,8 +340,9 @@ def test_a_cached_fleet_run_finds_the_runs_it_cites_in_one_search(outputs, tmp_p
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     with tracking_runs.fleet_run(FLEET, tracking_uri=uri) as first:
-        logged = tracking_runs.log_model_export(PASSING, outputs[PASSING], fleet=FLEET, parent_run_id=first.run_id,
-                                           tracking_uri=uri)
+        logged = tracking_runs.log_model_export(
+            PASSING, outputs[PASSING], fleet=FLEET, parent_run_id=first.run_id, tracking_uri=uri
+        )
     searches = []
     search_runs = mlflow.MlflowClient.search_runs
 
@@ -289,9 +354,16 @@ def test_a_cached_fleet_run_finds_the_runs_it_cites_in_one_search(outputs, tmp_p
     again = tracking_runs.start_fleet(FLEET, tracking_uri=uri)
     tracking_runs.find_earlier_runs(again, models=2)
     searches.clear()
-    cited = tracking_runs.log_model_export(PASSING, outputs[PASSING], fleet=FLEET, parent_run_id=again.run_id,
-                                      tracking_uri=uri, experiment_id=again.experiment_id, earlier=again.earlier,
-                                      reuse=True)
+    cited = tracking_runs.log_model_export(
+        PASSING,
+        outputs[PASSING],
+        fleet=FLEET,
+        parent_run_id=again.run_id,
+        tracking_uri=uri,
+        experiment_id=again.experiment_id,
+        earlier=again.earlier,
+        reuse=True,
+    )
     assert cited.reused_run_id == logged.run_id and cited.model_uri == logged.model_uri
     assert not [q for q in searches if "results_digest" in q]  # found beforehand, not searched for one by one
     tracking_runs.end_fleet(again)
@@ -371,10 +443,9 @@ def test_no_secret_reaches_mlflow(store, tmp_path, monkeypatch):
     for run_id in ids.values():
         run = client.get_run(run_id)
         texts += [*run.data.params.values(), *run.data.tags.values(), *run.data.params, *run.data.tags]
-        local = Path(mlflow.artifacts.download_artifacts(run_id=run_id, dst_path=str(tmp_path / run_id)))
+        mlflow.artifacts.download_artifacts(run_id=run_id, dst_path=str(tmp_path / run_id))
         for output in run.outputs.model_outputs if run.outputs else []:
-            local = Path(mlflow.artifacts.download_artifacts(f"models:/{output.model_id}",
-                                                             dst_path=str(tmp_path / output.model_id)))
+            mlflow.artifacts.download_artifacts(f"models:/{output.model_id}", dst_path=str(tmp_path / output.model_id))
         texts += [p.read_text(errors="replace") for p in tmp_path.rglob("*") if p.is_file()]
     assert texts and any("hub.example/org/tiny-bert" in t for t in texts)  # the reference itself is kept
     assert not [t for t in texts if SECRET in t]
@@ -382,25 +453,34 @@ def test_no_secret_reaches_mlflow(store, tmp_path, monkeypatch):
 
 def test_scrub_removes_credentials(monkeypatch):
     monkeypatch.setenv("MY_SERVICE_PASSWORD", "correct-horse-battery")
-    text = ("https://bob:pw123@host/x?token=abc123&x=1 Authorization: Bearer abcdefghijkl hf_abcdefghijklmnop "
-            "correct-horse-battery")
+    text = (
+        "https://bob:pw123@host/x?token=abc123&x=1 Authorization: Bearer abcdefghijkl hf_abcdefghijklmnop "
+        "correct-horse-battery"
+    )
     scrubbed = tracking_runs.scrub(text)
     for secret in ("pw123", "abc123", "abcdefghijkl", "hf_abcdefghijklmnop", "correct-horse-battery"):
         assert secret not in scrubbed
     assert "https://***@host/x" in scrubbed and "x=1" in scrubbed
     # Each pattern alone (a substring test decides whether its regex runs), in any case the regex would match.
-    for text, secret in [("PassWord=s3cr3t", "s3cr3t"), ("pa\u017f\u017fword=s3cr3t", "s3cr3t"),
-                         ("BEARER abcdefghijkl", "abcdefghijkl"), ("HTTP://u:pw123@h", "pw123"),
-                         ("x hf_abcdefghijkl", "hf_abcdefghijkl")]:
+    for text, secret in [
+        ("PassWord=s3cr3t", "s3cr3t"),
+        ("pa\u017f\u017fword=s3cr3t", "s3cr3t"),
+        ("BEARER abcdefghijkl", "abcdefghijkl"),
+        ("HTTP://u:pw123@h", "pw123"),
+        ("x hf_abcdefghijkl", "hf_abcdefghijkl"),
+    ]:
         assert secret not in tracking_runs.scrub(text), text
 
 
-@pytest.mark.parametrize("text, key", [
-    ("/BertModel/BertEncoder/BertLayer.0", "BertModel.BertEncoder.BertLayer.0"),
-    ("out:0 (x)", "out.0 .x"),
-    ("../etc", "etc"),
-    ("", "_"),
-])
+@pytest.mark.parametrize(
+    "text, key",
+    [
+        ("/BertModel/BertEncoder/BertLayer.0", "BertModel.BertEncoder.BertLayer.0"),
+        ("out:0 (x)", "out.0 .x"),
+        ("../etc", "etc"),
+        ("", "_"),
+    ],
+)
 def test_metric_keys_are_valid_mlflow_names(text, key):
     from mlflow.utils.validation import _validate_metric_name
 
@@ -445,8 +525,9 @@ def e2e_fleet(tmp_path_factory, model_dirs) -> Path:
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "server"])
-def test_run_fleet_logs_a_parent_run_and_a_nested_run_per_model(backend, e2e_fleet, server, prefect_harness,
-                                                                 tmp_path, monkeypatch):
+def test_run_fleet_logs_a_parent_run_and_a_nested_run_per_model(
+    backend, e2e_fleet, server, prefect_harness, tmp_path, monkeypatch
+):
     import mlflow
     import mlflow.onnx
     import onnxruntime as ort
@@ -466,15 +547,26 @@ def test_run_fleet_logs_a_parent_run_and_a_nested_run_per_model(backend, e2e_fle
     assert parent.info.status == "FAILED" and "broken" in parent.data.tags["modelexport.error"]
     counts = {k: parent.data.metrics[k] for k in ("models_total", "models_passed", "models_failed")}
     assert counts == {"models_total": 2, "models_passed": 1, "models_failed": 1}  # counted by the recorder
-    children = {r.info.run_name: r for r in client.search_runs(
-        [experiment], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")}
+    children = {
+        r.info.run_name: r
+        for r in client.search_runs([experiment], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    }
     assert sorted(children) == ["bert", "broken"]
 
     bert = children["bert"]
     assert bert.info.status == "FINISHED" and bert.data.tags["modelexport.outcome"] == "passed"
     assert bert.data.params["tolerance.atol"] == "0.0001" and bert.data.params["strategy"]
-    for key in ("export_seconds", "tag_coverage", "nodes_total", "latency_p50_ms", "latency_p99_ms",
-                "throughput_per_s", "peak_memory_mb", "parity/last_hidden_state/max_abs_diff", "validation_passed"):
+    for key in (
+        "export_seconds",
+        "tag_coverage",
+        "nodes_total",
+        "latency_p50_ms",
+        "latency_p99_ms",
+        "throughput_per_s",
+        "peak_memory_mb",
+        "parity/last_hidden_state/max_abs_diff",
+        "validation_passed",
+    ):
         assert key in bert.data.metrics, key
     assert bert.data.metrics["validation_passed"] == 1.0
     assert any(k.startswith("module_self_ms/") for k in bert.data.metrics)
@@ -499,8 +591,9 @@ def test_run_fleet_logs_a_parent_run_and_a_nested_run_per_model(backend, e2e_fle
     # model and files instead of uploading them again, and it registers no new version.
     again = run_fleet_flow(str(e2e_fleet), str(tmp_path / "out"), concurrency=2, tracking_uri=uri)
     assert [m.cached for m in again.models if m.name == "bert"] == [True]
-    latest = client.search_runs([experiment], "tags.`modelexport.model` = 'bert'",
-                                order_by=["attributes.start_time DESC"])[0]
+    latest = client.search_runs(
+        [experiment], "tags.`modelexport.model` = 'bert'", order_by=["attributes.start_time DESC"]
+    )[0]
     assert latest.info.run_id != bert.info.run_id and latest.info.status == "FINISHED"
     assert latest.data.tags["modelexport.reused_run_id"] == bert.info.run_id
     assert latest.data.tags["modelexport.model_uri"] == bert.data.tags["modelexport.model_uri"]
@@ -530,8 +623,9 @@ def test_sqlite_store_uses_the_write_ahead_log(sqlite_store):
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
-def test_a_tracking_uri_password_reaches_neither_prefect_mlflow_nor_the_terminal(server, model_dirs, prefect_harness,
-                                                                                 tmp_path, capfd):
+def test_a_tracking_uri_password_reaches_neither_prefect_mlflow_nor_the_terminal(
+    server, model_dirs, prefect_harness, tmp_path, capfd
+):
     """`--tracking-uri http://user:PASSWORD@host` authenticates through MLflow's own variables: the password is in
     no flow-run parameter, state or artifact, no MLflow record, and not in the run URL MLflow prints."""
     from prefect.client.orchestration import get_client

@@ -39,8 +39,9 @@ def test_honest_exports_pass_at_two_seeds_and_two_shapes(exported, name):
 def _corrupt(result, tmp_path):
     """Copy an export and add noise to its largest float initializer."""
     model = onnx.load(str(result.onnx_path))
-    target = max((t for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT),
-                 key=lambda t: np.prod(t.dims))
+    target = max(
+        (t for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT), key=lambda t: np.prod(t.dims)
+    )
     array = numpy_helper.to_array(target).copy()
     array += np.random.default_rng(0).normal(0, 0.05, array.shape).astype(array.dtype)
     target.CopyFrom(numpy_helper.from_array(array, target.name))
@@ -64,7 +65,9 @@ def test_perturbed_initializer_fails(exported, tmp_path):
 def test_static_shape_export_fails_at_the_second_shape(model_dirs, tmp_path):
     from modelexport.export import export_model
 
-    fixed = {n: {"shape": [2, 16], "dtype": "int64", "high": 2} for n in ("input_ids", "attention_mask", "token_type_ids")}
+    fixed = {
+        n: {"shape": [2, 16], "dtype": "int64", "high": 2} for n in ("input_ids", "attention_mask", "token_type_ids")
+    }
     result = export_model(str(model_dirs["tiny-bert"]), tmp_path / "static.onnx", input_spec=parse_input_spec(fixed))
     report = validate(result.onnx_path, str(model_dirs["tiny-bert"]))
     print(report.summary())
@@ -88,8 +91,9 @@ class _Pair(torch.nn.Module):
 
 def _export(module, path, names):
     x = torch.randn(2, 4)
-    torch.onnx.export(module, (x,), str(path), input_names=["x"], output_names=names,
-                      dynamic_axes={"x": {0: "batch"}}, dynamo=False)
+    torch.onnx.export(
+        module, (x,), str(path), input_names=["x"], output_names=names, dynamic_axes={"x": {0: "batch"}}, dynamo=False
+    )
     return path
 
 

@@ -62,8 +62,12 @@ def log_onnx(onnx_path: Path, run_id: str, experiment: str, example: dict | None
     # Created explicitly so the model lands in the run's experiment without touching the global active one.
     logged = mlflow.initialize_logged_model(name="model", source_run_id=run_id, experiment_id=experiment)
     info = mlflow.onnx.log_model(
-        proto, name="model", run_id=run_id, model_id=logged.model_id,
-        onnx_execution_providers=["CPUExecutionProvider"], signature=signature(proto),
+        proto,
+        name="model",
+        run_id=run_id,
+        model_id=logged.model_id,
+        onnx_execution_providers=["CPUExecutionProvider"],
+        signature=signature(proto),
         input_example=example,
         pip_requirements=[f"onnx=={onnx.__version__}", f"onnxruntime=={_version('onnxruntime')}"],
     )

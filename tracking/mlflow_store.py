@@ -21,7 +21,7 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
     """`uri`, else ``MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db`` in the working directory (absolute)."""
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        uri = "sqlite:///" + os.path.abspath(uri[len("sqlite:///"):])
+        uri = "sqlite:///" + os.path.abspath(uri[len("sqlite:///") :])
     return uri
 
 

@@ -32,8 +32,6 @@ from concurrent.futures import Future
 from dataclasses import asdict
 from pathlib import Path
 
-
-
 # The recorder's CPU priority below its flow's: records can wait, the stages cannot (nor the latency that the
 # profile stage measures, which a record written on the same core at the same priority would disturb).
 NICENESS = 10
@@ -49,9 +47,13 @@ class Recorder:
     def __init__(self):
         self.parent_pid = os.getpid()
         # A session of its own: a Ctrl-C in the terminal is the flow's to handle (it may :meth:`interrupt` us).
-        self._proc = subprocess.Popen([sys.executable, "-m", "tracking.recorder", str(self.parent_pid)],
-                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=Path(__file__).parents[1],
-                                      start_new_session=True)
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "tracking.recorder", str(self.parent_pid)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            cwd=Path(__file__).parents[1],
+            start_new_session=True,
+        )
         self._lock = threading.Lock()
         self._pending: dict[int, Future] = {}
         self._ids = itertools.count()
@@ -107,8 +109,10 @@ class Recorder:
             pass
         code = self._proc.wait()
         with self._lock:
-            self._ended = (f"the MLflow recorder process ended (exit code {code}) before recording all runs: see its "
-                           f"error above; runs it left RUNNING are ended 'interrupted' by the next fleet run")
+            self._ended = (
+                f"the MLflow recorder process ended (exit code {code}) before recording all runs: see its "
+                f"error above; runs it left RUNNING are ended 'interrupted' by the next fleet run"
+            )
             pending, self._pending = self._pending, {}
         for future in pending.values():
             future.set_exception(RecorderError(self._ended))
@@ -131,21 +135,28 @@ def recorder() -> Recorder:
 class FleetRecords:
     """A fleet run being recorded: :meth:`log` sends each model's outcome as it finishes."""
 
-    def __init__(self, recorder_: Recorder, fleet: str, tracking_uri: str | None, params: dict | None,
-                 models: int = 0, tags: dict | None = None):
+    def __init__(
+        self,
+        recorder_: Recorder,
+        fleet: str,
+        tracking_uri: str | None,
+        params: dict | None,
+        models: int = 0,
+        tags: dict | None = None,
+    ):
         self._recorder = recorder_
         self._tags = tags or {}
         self.key = f"{os.getpid()}-{next(_fleet_keys)}"  # the recorder's name for this fleet run
-        self.started = recorder_.call("start_fleet", self.key, fleet, tracking_uri=tracking_uri, params=params,
-                                      tags=self._tags)
+        self.started = recorder_.call(
+            "start_fleet", self.key, fleet, tracking_uri=tracking_uri, params=params, tags=self._tags
+        )
         # Not awaited: the recorder looks for the runs to cite while the flow resolves its models (a failure fails
         # the fleet run's end, as a record's does).
         self._logged: list[Future] = [recorder_.call("find_earlier_runs", self.key, models)] if models else []
 
     def log(self, outcome, output_dir: str | os.PathLike) -> Future:
         """Record a ``ModelOutcome`` nested under this fleet's run; its files are read from `output_dir`."""
-        future = self._recorder.call("log_outcome", asdict(outcome), str(output_dir), fleet=self.key,
-                                     tags=self._tags)
+        future = self._recorder.call("log_outcome", asdict(outcome), str(output_dir), fleet=self.key, tags=self._tags)
         self._logged.append(future)
         return future
 
@@ -165,8 +176,14 @@ _fleet_keys = itertools.count()
 
 
 @contextlib.contextmanager
-def fleet_run(fleet: str, *, tracking_uri: str | None = None, params: dict | None = None,
-              models: int = 0, tags: dict | None = None) -> Iterator[FleetRecords]:
+def fleet_run(
+    fleet: str,
+    *,
+    tracking_uri: str | None = None,
+    params: dict | None = None,
+    models: int = 0,
+    tags: dict | None = None,
+) -> Iterator[FleetRecords]:
     """``runs.fleet_run`` through the recorder: the fleet run exists in MLflow before the block runs (a process
     killed at any point leaves it, to be reaped as interrupted); it ends once every record sent has been written,
     FAILED if the block raised or a record failed (raised here). With the fleet's number of `models`, the runs its
@@ -198,8 +215,9 @@ def interrupt_records() -> None:
         _open.discard(records)
 
 
-def log_outcome(outcome, output_dir: str | os.PathLike, *, tracking_uri: str | None = None,
-                tags: dict | None = None) -> None:
+def log_outcome(
+    outcome, output_dir: str | os.PathLike, *, tracking_uri: str | None = None, tags: dict | None = None
+) -> None:
     """``runs.log_outcome`` of one model (not in a fleet) through the recorder; waits for it."""
     recorder().call("log_outcome", asdict(outcome), str(output_dir), tracking_uri=tracking_uri, tags=tags).result()
 
@@ -231,13 +249,13 @@ def _find_earlier_runs(key: str, models: int) -> None:
 
 
 def _log_outcome(outcome: dict, output_dir: str, fleet: str | None = None, **kwargs) -> str:
-    from . import runs
     from modelexport.outcome import ModelOutcome
+
+    from . import runs
 
     finished = False  # a record that raised ended its run FAILED (or made none, and the fleet run fails with it)
     try:
-        run = runs.log_outcome(ModelOutcome(**outcome), output_dir, fleet=_fleets[fleet] if fleet else None,
-                                   **kwargs)
+        run = runs.log_outcome(ModelOutcome(**outcome), output_dir, fleet=_fleets[fleet] if fleet else None, **kwargs)
         finished = run.failure is None
         return run.run_id
     finally:
@@ -245,8 +263,12 @@ def _log_outcome(outcome: dict, output_dir: str, fleet: str | None = None, **kwa
             _children[fleet][outcome["name"]] = finished
 
 
-CALLS = {"start_fleet": _start_fleet, "find_earlier_runs": _find_earlier_runs, "end_fleet": _end_fleet,
-         "log_outcome": _log_outcome}
+CALLS = {
+    "start_fleet": _start_fleet,
+    "find_earlier_runs": _find_earlier_runs,
+    "end_fleet": _end_fleet,
+    "log_outcome": _log_outcome,
+}
 
 
 def _answer(call_id: int, ok: bool, value) -> bytes:

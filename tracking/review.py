@@ -69,9 +69,17 @@ class ModelReview:
 
 def _point(run) -> Point:
     m, tags = run.data.metrics, run.data.tags
-    return Point(run.info.run_id, run.info.start_time, run.info.status, m.get(LATENCY), m.get("tag_coverage"),
-                 m.get("nodes_total"), m.get("parity_max_abs_diff"), run.data.params.get("strategy"),
-                 tags.get(tracking_runs.TAG + "error"))
+    return Point(
+        run.info.run_id,
+        run.info.start_time,
+        run.info.status,
+        m.get(LATENCY),
+        m.get("tag_coverage"),
+        m.get("nodes_total"),
+        m.get("parity_max_abs_diff"),
+        run.data.params.get("strategy"),
+        tags.get(tracking_runs.TAG + "error"),
+    )
 
 
 def _median(values) -> float | None:
@@ -92,8 +100,9 @@ def review_model(fleet: str, model: str, points: list[Point], thresholds: Thresh
     if base_latency and latest.latency_ms is not None:
         review.latency_change_pct = 100 * (latest.latency_ms - base_latency) / base_latency
         if review.latency_change_pct > thresholds.max_latency_increase:
-            review.regressions.append(f"p50 latency +{review.latency_change_pct:.1f}% "
-                                      f"({base_latency:.3g} -> {latest.latency_ms:.3g} ms)")
+            review.regressions.append(
+                f"p50 latency +{review.latency_change_pct:.1f}% ({base_latency:.3g} -> {latest.latency_ms:.3g} ms)"
+            )
     base_coverage = _median(p.coverage for p in baseline)
     if base_coverage is not None and latest.coverage is not None:
         review.coverage_drop = base_coverage - latest.coverage
@@ -110,7 +119,9 @@ def review_model(fleet: str, model: str, points: list[Point], thresholds: Thresh
     return review
 
 
-def collect_points(client, experiment: str, fleet: str | None, model: str | None, last: int) -> dict[tuple, list[Point]]:
+def collect_points(
+    client, experiment: str, fleet: str | None, model: str | None, last: int
+) -> dict[tuple, list[Point]]:
     """The last `last` model runs of each (fleet, model), oldest first."""
     found = client.get_experiment_by_name(experiment)
     if found is None:
@@ -119,8 +130,9 @@ def collect_points(client, experiment: str, fleet: str | None, model: str | None
     for key, value in (("fleet", fleet), ("model", model)):
         if value:
             filters.append(f"tags.`{tracking_runs.TAG}{key}` = '{value.replace(chr(39), '')}'")
-    runs = client.search_runs([found.experiment_id], " and ".join(filters), max_results=5000,
-                              order_by=["attributes.start_time DESC"])
+    runs = client.search_runs(
+        [found.experiment_id], " and ".join(filters), max_results=5000, order_by=["attributes.start_time DESC"]
+    )
     groups: dict[tuple, list[Point]] = {}
     for run in runs:
         key = (run.data.tags.get(tracking_runs.TAG + "fleet", ""), run.data.tags[tracking_runs.TAG + "model"])
@@ -138,14 +150,32 @@ def rows(review: ModelReview) -> list[str]:
     parity = _fmt(review.parity_latest, ".2g")
     if review.parity_baseline is not None:
         parity += f" (was {review.parity_baseline:.2g})"
-    return [review.fleet or "-", review.model, str(len(review.points)), review.latest.status,
-            _fmt(review.latency_change_pct, "+.1f") + ("%" if review.latency_change_pct is not None else ""),
-            parity, _fmt(review.coverage_drop, ".2%"), _fmt(review.node_change_pct, "+.1f"),
-            review.strategy_change or "same", "; ".join(review.regressions) or "none"]
+    return [
+        review.fleet or "-",
+        review.model,
+        str(len(review.points)),
+        review.latest.status,
+        _fmt(review.latency_change_pct, "+.1f") + ("%" if review.latency_change_pct is not None else ""),
+        parity,
+        _fmt(review.coverage_drop, ".2%"),
+        _fmt(review.node_change_pct, "+.1f"),
+        review.strategy_change or "same",
+        "; ".join(review.regressions) or "none",
+    ]
 
 
-HEADERS = ["fleet", "model", "runs", "latest", "latency p50", "max abs diff", "coverage drop", "nodes %",
-           "strategy", "regressions"]
+HEADERS = [
+    "fleet",
+    "model",
+    "runs",
+    "latest",
+    "latency p50",
+    "max abs diff",
+    "coverage drop",
+    "nodes %",
+    "strategy",
+    "regressions",
+]
 
 
 def table(reviews: list[ModelReview]):
@@ -160,10 +190,16 @@ def table(reviews: list[ModelReview]):
 
 
 def review_markdown(reviews: list[ModelReview], uri: str, thresholds: Thresholds) -> str:
-    lines = ["# modelexport review", "", f"Tracking store: `{tracking_runs.scrub(uri)}`. Thresholds: p50 latency "
-             f"+{thresholds.max_latency_increase:g}%, coverage drop {thresholds.max_coverage_drop:g}, node change "
-             f"{'not checked' if thresholds.max_node_change is None else f'{thresholds.max_node_change:g}%'}.", "",
-             "| " + " | ".join(HEADERS) + " |", "|" + " --- |" * len(HEADERS)]
+    lines = [
+        "# modelexport review",
+        "",
+        f"Tracking store: `{tracking_runs.scrub(uri)}`. Thresholds: p50 latency "
+        f"+{thresholds.max_latency_increase:g}%, coverage drop {thresholds.max_coverage_drop:g}, node change "
+        f"{'not checked' if thresholds.max_node_change is None else f'{thresholds.max_node_change:g}%'}.",
+        "",
+        "| " + " | ".join(HEADERS) + " |",
+        "|" + " --- |" * len(HEADERS),
+    ]
     for review in reviews:
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in rows(review)) + " |")
     for review in reviews:
@@ -203,9 +239,16 @@ def plot(review: ModelReview, path: Path) -> None:
     plt.close(fig)
 
 
-def review(tracking_uri: str | None = None, *, fleet: str | None = None, model: str | None = None, last: int = 10,
-           output_dir: str | Path = "review", thresholds: Thresholds | None = None,
-           experiment: str = tracking_runs.DEFAULT_EXPERIMENT) -> tuple[list[ModelReview], Path]:
+def review(
+    tracking_uri: str | None = None,
+    *,
+    fleet: str | None = None,
+    model: str | None = None,
+    last: int = 10,
+    output_dir: str | Path = "review",
+    thresholds: Thresholds | None = None,
+    experiment: str = tracking_runs.DEFAULT_EXPERIMENT,
+) -> tuple[list[ModelReview], Path]:
     """Compare, write ``review.md`` and the plots into `output_dir`; return the reviews and the Markdown path."""
     from modelexport import atomic
     from modelexport.errors import BadInputError
@@ -219,8 +262,10 @@ def review(tracking_uri: str | None = None, *, fleet: str | None = None, model: 
     groups = collect_points(client, experiment, fleet, model, last)
     if not groups:
         where = " and ".join(f"{k} '{v}'" for k, v in (("fleet", fleet), ("model", model)) if v)
-        raise BadInputError(f"no model runs{' for ' + where if where else ''} in experiment '{experiment}' at "
-                            f"{tracking_runs.scrub(uri)}: run the pipeline first or pass --tracking-uri")
+        raise BadInputError(
+            f"no model runs{' for ' + where if where else ''} in experiment '{experiment}' at "
+            f"{tracking_runs.scrub(uri)}: run the pipeline first or pass --tracking-uri"
+        )
     reviews = [review_model(f, m, points, thresholds) for (f, m), points in groups.items()]
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)

@@ -125,19 +125,22 @@ def validation_reason(validation: dict) -> str:
 def profile_metrics(profile: dict, key, top: int) -> dict:
     latency = profile.get("latency_ms") or {}
     metrics = {f"latency_{k}_ms": latency.get(k) for k in LATENCY_KEYS}
-    metrics |= {"throughput_per_s": profile.get("throughput_per_s"),
-                "attributed_fraction": profile.get("attributed_fraction"),
-                "kernel_ms": profile.get("kernel_ms"),
-                "peak_memory_mb": profile.get("peak_rss_mb"),  # the ORT session's process peak while profiling
-                "peak_memory_delta_mb": profile.get("peak_rss_delta_mb")}
+    metrics |= {
+        "throughput_per_s": profile.get("throughput_per_s"),
+        "attributed_fraction": profile.get("attributed_fraction"),
+        "kernel_ms": profile.get("kernel_ms"),
+        "peak_memory_mb": profile.get("peak_rss_mb"),  # the ORT session's process peak while profiling
+        "peak_memory_delta_mb": profile.get("peak_rss_delta_mb"),
+    }
     modules = sorted(profile.get("modules") or [], key=lambda m: m.get("self_ms") or 0, reverse=True)
     for module in modules[:top]:
         metrics[key("module_self_ms", module.get("tag") or "root")] = module.get("self_ms")
     return metrics
 
 
-def params_and_metrics(export: dict | None, validation: dict | None, profile: dict | None,
-                       tolerances: dict | None, key, top: int) -> tuple[dict, dict]:
+def params_and_metrics(
+    export: dict | None, validation: dict | None, profile: dict | None, tolerances: dict | None, key, top: int
+) -> tuple[dict, dict]:
     """Every param and metric of one model run; missing parts are simply absent."""
     params: dict = {}
     metrics: dict = {}
@@ -168,7 +171,9 @@ def input_example(export: dict | None) -> dict | None:
 
     tensors = inputs_from_spec(parse_input_spec(export["inputs"], source="the sidecar's inputs")).tensors
     first = {name: t[:1] if t.dim() else t for name, t in tensors.items()}
-    if any(t.dtype == torch.bfloat16 for t in first.values()) or sum(t.numel() for t in first.values()) > \
-            EXAMPLE_MAX_VALUES:
+    if (
+        any(t.dtype == torch.bfloat16 for t in first.values())
+        or sum(t.numel() for t in first.values()) > EXAMPLE_MAX_VALUES
+    ):
         return None
     return {name: t.numpy() for name, t in first.items()}

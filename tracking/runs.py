@@ -37,16 +37,24 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from modelexport.errors import typed_line
+from modelexport.redaction import scrub, secret_values
+
 from . import run_record
 from .mlflow_artifacts import ALIAS, TAG, log_files, log_onnx, log_text, register_version, registered_name  # noqa: F401
 from .mlflow_store import (  # noqa: F401
-    DEFAULT_EXPERIMENT, DEFAULT_TRACKING_URI, connect, find_or_create_experiment, resolve_tracking_uri)
-from modelexport.errors import typed_line
-from modelexport.redaction import scrub, secret_values
+    DEFAULT_EXPERIMENT,
+    DEFAULT_TRACKING_URI,
+    connect,
+    find_or_create_experiment,
+    resolve_tracking_uri,
+)
+
 TOP_MODULES = 5  # modules whose self time becomes a metric
 
 
 # --- names ------------------------------------------------------------------------------------------------------
+
 
 def metric_key(*parts: str) -> str:
     """A valid MLflow metric name from free text (module tags, output names): ``/A/B.0`` -> ``A.B.0``."""
@@ -60,8 +68,14 @@ def metric_key(*parts: str) -> str:
     return key
 
 
-def _log_batch(client, run_id: str, params: dict | None = None, metrics: dict | None = None,
-               tags: dict | None = None, model_id: str | None = None) -> None:
+def _log_batch(
+    client,
+    run_id: str,
+    params: dict | None = None,
+    metrics: dict | None = None,
+    tags: dict | None = None,
+    model_id: str | None = None,
+) -> None:
     """Params, metrics and tags in as few requests as MLflow's batch limits allow; all text scrubbed.
 
     Metrics given a `model_id` are also the logged model's metrics (what ``mlflow.onnx.log_model`` would copy
@@ -73,11 +87,15 @@ def _log_batch(client, run_id: str, params: dict | None = None, metrics: dict | 
     secrets = secret_values()
     p = [Param(k, scrub(str(v), secrets)[:6000]) for k, v in (params or {}).items() if v is not None]
     t = [RunTag(k, scrub(str(v), secrets)[:8000]) for k, v in (tags or {}).items() if v is not None]
-    m = [Metric(k, float(v), now, 0, model_id=model_id, run_id=run_id if model_id else None)
-         for k, v in (metrics or {}).items() if isinstance(v, (int, float))]
+    m = [
+        Metric(k, float(v), now, 0, model_id=model_id, run_id=run_id if model_id else None)
+        for k, v in (metrics or {}).items()
+        if isinstance(v, (int, float))
+    ]
     for start in range(0, max(len(p), len(t), len(m)), 100):
-        client.log_batch(run_id, metrics=m[start:start + 100], params=p[start:start + 100],
-                         tags=t[start:start + 100])
+        client.log_batch(
+            run_id, metrics=m[start : start + 100], params=p[start : start + 100], tags=t[start : start + 100]
+        )
 
 
 @dataclass
@@ -109,6 +127,7 @@ def short_reason(exc: BaseException) -> str:
 
 # --- interrupted runs -------------------------------------------------------------------------------------------
 
+
 def _process_started(pid: int) -> str | None:
     """When process `pid` started (with the pid, this names one process: pids are reused), or None if gone."""
     import psutil
@@ -137,8 +156,11 @@ def _start_run(client, experiment: str, name: str, tags: dict, reap: bool = True
     if reap:
         reap_interrupted(client, [experiment])
     secrets = secret_values()
-    tags = {k: scrub(str(v), secrets)[:8000] for k, v in {**_owner(OWNER_PID or os.getpid()), **tags}.items()
-            if v is not None}
+    tags = {
+        k: scrub(str(v), secrets)[:8000]
+        for k, v in {**_owner(OWNER_PID or os.getpid()), **tags}.items()
+        if v is not None
+    }
     return client.create_run(experiment, run_name=name, tags=tags)
 
 
@@ -157,6 +179,7 @@ def reap_interrupted(client, experiment_ids: list[str]) -> list[str]:
 
 # --- the fleet run ----------------------------------------------------------------------------------------------
 
+
 @dataclass
 class FleetRun:
     """The parent run of one fleet run: pass `run_id` (a plain string) to each model's :func:`model_run`."""
@@ -171,8 +194,14 @@ class FleetRun:
 
 
 @contextlib.contextmanager
-def fleet_run(fleet: str, *, tracking_uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT,
-              params: dict | None = None, tags: dict | None = None) -> Iterator[FleetRun]:
+def fleet_run(
+    fleet: str,
+    *,
+    tracking_uri: str | None = None,
+    experiment: str = DEFAULT_EXPERIMENT,
+    params: dict | None = None,
+    tags: dict | None = None,
+) -> Iterator[FleetRun]:
     """A parent run for one fleet run; FAILED if the block raises or any of its model runs failed."""
     handle = start_fleet(fleet, tracking_uri=tracking_uri, experiment=experiment, params=params, tags=tags)
     try:
@@ -183,8 +212,14 @@ def fleet_run(fleet: str, *, tracking_uri: str | None = None, experiment: str = 
     end_fleet(handle)
 
 
-def start_fleet(fleet: str, *, tracking_uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT,
-                params: dict | None = None, tags: dict | None = None) -> FleetRun:
+def start_fleet(
+    fleet: str,
+    *,
+    tracking_uri: str | None = None,
+    experiment: str = DEFAULT_EXPERIMENT,
+    params: dict | None = None,
+    tags: dict | None = None,
+) -> FleetRun:
     """Start the parent run of a fleet run (`tags` override ours); end it with :func:`end_fleet`."""
     client = connect(tracking_uri)
     tags = {TAG + "kind": "fleet", TAG + "fleet": fleet, **(tags or {})}
@@ -199,10 +234,10 @@ def find_earlier_runs(handle: FleetRun, models: int) -> None:
     changed), so that each cached model of this run finds the run it cites without a search of its own (~30 ms
     each, more as the experiment grows). A model whose results are not among them is searched for as before."""
     client = connect(handle.tracking_uri)
-    query = (f"tags.`{TAG}fleet` = '{handle.fleet}' and tags.`{TAG}kind` = 'model'"
-             f" and attributes.status = 'FINISHED'")
-    runs = client.search_runs([handle.experiment_id], query, max_results=models,
-                              order_by=["attributes.start_time DESC"])
+    query = f"tags.`{TAG}fleet` = '{handle.fleet}' and tags.`{TAG}kind` = 'model' and attributes.status = 'FINISHED'"
+    runs = client.search_runs(
+        [handle.experiment_id], query, max_results=models, order_by=["attributes.start_time DESC"]
+    )
     for run in reversed(runs):  # oldest first: the latest run of a model and digest wins
         tags = run.data.tags
         if tags.get(TAG + "model_uri") and tags.get(TAG + "results_digest"):
@@ -221,17 +256,29 @@ def end_fleet(handle: FleetRun, failed: str | None = None, children: dict[str, b
         return
     if children is None:
         try:
-            runs = client.search_runs([handle.experiment_id], f"tags.`mlflow.parentRunId` = '{handle.run_id}'",
-                                      max_results=5000)
+            runs = client.search_runs(
+                [handle.experiment_id], f"tags.`mlflow.parentRunId` = '{handle.run_id}'", max_results=5000
+            )
         except Exception as exc:  # the store went away: the run must not stay RUNNING
             _end(client, handle.run_id, failed=short_reason(exc))
             raise
         children = {r.info.run_name: r.info.status == "FINISHED" for r in runs}
     failed_names = sorted(name for name, finished in children.items() if not finished)
-    counts = Batch(metrics={"models_total": len(children), "models_failed": len(failed_names),
-                            "models_passed": len(children) - len(failed_names)})
-    _end(client, handle.run_id, batch=counts, failed=f"{len(failed_names)} of {len(children)} models failed: "
-         f"{', '.join(failed_names)}" if failed_names else None)
+    counts = Batch(
+        metrics={
+            "models_total": len(children),
+            "models_failed": len(failed_names),
+            "models_passed": len(children) - len(failed_names),
+        }
+    )
+    _end(
+        client,
+        handle.run_id,
+        batch=counts,
+        failed=f"{len(failed_names)} of {len(children)} models failed: {', '.join(failed_names)}"
+        if failed_names
+        else None,
+    )
 
 
 def _end(client, run_id: str, failed: str | None, outcome: str | None = None, batch: Batch | None = None) -> None:
@@ -247,6 +294,7 @@ def _end(client, run_id: str, failed: str | None, outcome: str | None = None, ba
 
 
 # --- the model run ----------------------------------------------------------------------------------------------
+
 
 @dataclass
 class ModelRun:
@@ -269,9 +317,17 @@ class ModelRun:
         """Mark the model failed (e.g. a task failed and the flow carried on); the run will end FAILED."""
         self.failure = reason
 
-    def record(self, output_dir: str | os.PathLike, *, export: dict | None = None, validation: dict | None = None,
-               profile: dict | None = None, export_seconds: float | None = None,
-               tolerances: dict | None = None, reuse: bool = False) -> None:
+    def record(
+        self,
+        output_dir: str | os.PathLike,
+        *,
+        export: dict | None = None,
+        validation: dict | None = None,
+        profile: dict | None = None,
+        export_seconds: float | None = None,
+        tolerances: dict | None = None,
+        reuse: bool = False,
+    ) -> None:
         """Log params, metrics and artifacts of one export; decide pass (validation passed) or fail.
 
         Parts not given are read from `output_dir` where the pipeline writes them: the sidecar
@@ -284,8 +340,9 @@ class ModelRun:
         export = export if export is not None else run_record.find_sidecar(output_dir)
         validation = validation if validation is not None else run_record.read_json(output_dir, "validation.json")
         profile = profile if profile is not None else run_record.read_json(output_dir, "profile.json")
-        params, metrics = run_record.params_and_metrics(export, validation, profile, tolerances,
-                                                        key=metric_key, top=TOP_MODULES)
+        params, metrics = run_record.params_and_metrics(
+            export, validation, profile, tolerances, key=metric_key, top=TOP_MODULES
+        )
         if export_seconds is not None:
             metrics["export_seconds"] = export_seconds
         metrics["process_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -304,8 +361,9 @@ class ModelRun:
         if onnx_path is None:
             self.fail(self.failure or f"no ONNX file in {output_dir}")
             return
-        self.model_uri, self.batch.model_id = log_onnx(onnx_path, self.run_id, self.experiment_id,
-                                                       run_record.input_example(export))
+        self.model_uri, self.batch.model_id = log_onnx(
+            onnx_path, self.run_id, self.experiment_id, run_record.input_example(export)
+        )
         self.batch.add(tags={TAG + "model_uri": self.model_uri})
         self._judge(validation)
 
@@ -320,14 +378,17 @@ class ModelRun:
         known = self.earlier.get((self.name, digest))
         if known is not None:
             return known
-        query = (f"tags.`{TAG}results_digest` = '{digest}' and tags.`{TAG}model` = '{self.name}'"
-                 f" and attributes.status = 'FINISHED'")
+        query = (
+            f"tags.`{TAG}results_digest` = '{digest}' and tags.`{TAG}model` = '{self.name}'"
+            f" and attributes.status = 'FINISHED'"
+        )
         if self.fleet:
             query += f" and tags.`{TAG}fleet` = '{self.fleet}'"
         # One: a finished run has its model logged or cited (a run without ends FAILED), and loading each found
         # run with its params and metrics is what makes this search slow.
-        runs = self.client.search_runs([self.experiment_id], query, max_results=1,
-                                       order_by=["attributes.start_time DESC"])
+        runs = self.client.search_runs(
+            [self.experiment_id], query, max_results=1, order_by=["attributes.start_time DESC"]
+        )
         return runs[0] if runs and runs[0].data.tags.get(TAG + "model_uri") else None
 
     @property
@@ -336,10 +397,18 @@ class ModelRun:
 
 
 @contextlib.contextmanager
-def model_run(name: str, *, fleet: str | None = None, parent_run_id: str | None = None,
-              tracking_uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT,
-              experiment_id: str | None = None, model_ref: str | None = None,
-              tags: dict | None = None, earlier: dict | None = None) -> Iterator[ModelRun]:
+def model_run(
+    name: str,
+    *,
+    fleet: str | None = None,
+    parent_run_id: str | None = None,
+    tracking_uri: str | None = None,
+    experiment: str = DEFAULT_EXPERIMENT,
+    experiment_id: str | None = None,
+    model_ref: str | None = None,
+    tags: dict | None = None,
+    earlier: dict | None = None,
+) -> Iterator[ModelRun]:
     """A run for one model (nested under `parent_run_id`), in `experiment` (or the one of id `experiment_id`: a
     fleet run's, which it has already looked up).
 
@@ -347,10 +416,16 @@ def model_run(name: str, *, fleet: str | None = None, parent_run_id: str | None 
     ONNX file; FINISHED and registered when validation passed; FINISHED "unvalidated" when there was no report.
     """
     client = connect(tracking_uri)
-    tags = {TAG + "kind": "model", TAG + "model": name, TAG + "fleet": fleet, "mlflow.parentRunId": parent_run_id,
-            **(tags or {})}
-    run = _start_run(client, experiment_id or find_or_create_experiment(client, experiment), name, tags,
-                     reap=parent_run_id is None)
+    tags = {
+        TAG + "kind": "model",
+        TAG + "model": name,
+        TAG + "fleet": fleet,
+        "mlflow.parentRunId": parent_run_id,
+        **(tags or {}),
+    }
+    run = _start_run(
+        client, experiment_id or find_or_create_experiment(client, experiment), name, tags, reap=parent_run_id is None
+    )
     handle = ModelRun(client, run.info.run_id, run.info.experiment_id, name, fleet, earlier=earlier or {})
     handle.batch.add(params={"model.name": name, "model.ref": model_ref})
     try:
@@ -362,17 +437,40 @@ def model_run(name: str, *, fleet: str | None = None, parent_run_id: str | None 
     except BaseException as exc:
         _end(client, handle.run_id, failed=short_reason(exc), batch=handle.batch)
         raise
-    _end(client, handle.run_id, failed=handle.failure, outcome=None if handle.validated else "unvalidated",
-         batch=handle.batch)
+    _end(
+        client,
+        handle.run_id,
+        failed=handle.failure,
+        outcome=None if handle.validated else "unvalidated",
+        batch=handle.batch,
+    )
 
 
-def log_model_export(name: str, output_dir: str | os.PathLike | None, *, fleet: str | None = None,
-                     parent_run_id: str | None = None, tracking_uri: str | None = None,
-                     experiment_id: str | None = None, error: str | None = None, model_ref: str | None = None,
-                     tags: dict | None = None, earlier: dict | None = None, **results) -> ModelRun:
+def log_model_export(
+    name: str,
+    output_dir: str | os.PathLike | None,
+    *,
+    fleet: str | None = None,
+    parent_run_id: str | None = None,
+    tracking_uri: str | None = None,
+    experiment_id: str | None = None,
+    error: str | None = None,
+    model_ref: str | None = None,
+    tags: dict | None = None,
+    earlier: dict | None = None,
+    **results,
+) -> ModelRun:
     """One call for a flow that has all results: open, record (or fail with `error`), close the model's run."""
-    with model_run(name, fleet=fleet, parent_run_id=parent_run_id, tracking_uri=tracking_uri,
-                   experiment_id=experiment_id, model_ref=model_ref, tags=tags, earlier=earlier) as run:
+    with model_run(
+        name,
+        fleet=fleet,
+        parent_run_id=parent_run_id,
+        tracking_uri=tracking_uri,
+        experiment_id=experiment_id,
+        model_ref=model_ref,
+        tags=tags,
+        earlier=earlier,
+    ) as run:
         if output_dir is not None and Path(output_dir).is_dir():
             run.record(output_dir, **results)
         if error:
@@ -380,8 +478,14 @@ def log_model_export(name: str, output_dir: str | os.PathLike | None, *, fleet: 
     return run
 
 
-def log_outcome(outcome, output_dir: str | os.PathLike, *, fleet: FleetRun | None = None,
-                tracking_uri: str | None = None, tags: dict | None = None) -> ModelRun:
+def log_outcome(
+    outcome,
+    output_dir: str | os.PathLike,
+    *,
+    fleet: FleetRun | None = None,
+    tracking_uri: str | None = None,
+    tags: dict | None = None,
+) -> ModelRun:
     """Log a pipeline ``ModelOutcome`` (modelexport.outcome): its files in `output_dir`, its failure if it failed;
     nested under `fleet`'s run if given; `tags` are added to the run's."""
     error = None if outcome.status == "ok" else f"failed at {outcome.failed_stage}: {outcome.reason}"
@@ -389,9 +493,20 @@ def log_outcome(outcome, output_dir: str | os.PathLike, *, fleet: FleetRun | Non
     if fleet is None:
         where = {"tracking_uri": tracking_uri}
     else:
-        where = {"fleet": fleet.fleet, "parent_run_id": fleet.run_id, "tracking_uri": fleet.tracking_uri,
-                 "experiment_id": fleet.experiment_id, "earlier": fleet.earlier}
-    return log_model_export(outcome.name, output_dir, **where, error=error, model_ref=outcome.ref,
-                            tags={TAG + "stages": stages, TAG + "cached": outcome.cached, **(tags or {})},
-                            export_seconds=outcome.results.get("export", {}).get("seconds"),
-                            reuse=outcome.cached and outcome.status == "ok")
+        where = {
+            "fleet": fleet.fleet,
+            "parent_run_id": fleet.run_id,
+            "tracking_uri": fleet.tracking_uri,
+            "experiment_id": fleet.experiment_id,
+            "earlier": fleet.earlier,
+        }
+    return log_model_export(
+        outcome.name,
+        output_dir,
+        **where,
+        error=error,
+        model_ref=outcome.ref,
+        tags={TAG + "stages": stages, TAG + "cached": outcome.cached, **(tags or {})},
+        export_seconds=outcome.results.get("export", {}).get("seconds"),
+        reuse=outcome.cached and outcome.status == "ok",
+    )

@@ -12,12 +12,12 @@ from typing import ClassVar
 import onnx
 from torch import nn
 
+from ..errors import typed_line
 from ..hierarchy import Hierarchy
 from ..inputs import ExampleInputs
 from ..onnx_io import PROTOBUF_LIMIT
 from ..serialized_weights import SerializedWeights, split_weights
 from ..tagging import iter_nodes
-from ..errors import typed_line
 from ..wrapping import KeywordWrapper
 
 
@@ -40,8 +40,9 @@ class Strategy:
     name: ClassVar[str]
     description: ClassVar[str]
 
-    def capture(self, model: nn.Module, inputs: ExampleInputs, opset: int, positional: bool,
-                hierarchy: Hierarchy | None = None) -> Capture:
+    def capture(
+        self, model: nn.Module, inputs: ExampleInputs, opset: int, positional: bool, hierarchy: Hierarchy | None = None
+    ) -> Capture:
         """Graph outputs are named after the model's own output fields (``KeywordWrapper.output_names``).
         `hierarchy` is the module tree the tags will come from (``usage`` marks only its modules; None: all)."""
         raise NotImplementedError
@@ -90,8 +91,9 @@ def _no_torchscript_ir_dump():
         utils.setup_onnx_logging = original
 
 
-def torchscript_export(module: KeywordWrapper, inputs: ExampleInputs, opset: int,
-                       **options) -> tuple[onnx.ModelProto, SerializedWeights]:
+def torchscript_export(
+    module: KeywordWrapper, inputs: ExampleInputs, opset: int, **options
+) -> tuple[onnx.ModelProto, SerializedWeights]:
     """Run the TorchScript exporter (``dynamo=False``) on `inputs` (positional, named, with their dynamic axes);
     return its ModelProto without initializers, and those as the exporter serialized them. The tracing
     strategies share this call and differ only in the module they trace. Outputs get the names the module saw
@@ -104,8 +106,13 @@ def torchscript_export(module: KeywordWrapper, inputs: ExampleInputs, opset: int
     import torch
 
     args = tuple(inputs.tensors.values())
-    kwargs = dict(input_names=inputs.names, dynamic_axes={**inputs.dynamic_axes} or None, opset_version=opset,
-                  do_constant_folding=True, **options)
+    kwargs = dict(
+        input_names=inputs.names,
+        dynamic_axes={**inputs.dynamic_axes} or None,
+        opset_version=opset,
+        do_constant_folding=True,
+        **options,
+    )
     size = sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
     with quiet_exporter(), torch.no_grad():
         if size < PROTOBUF_LIMIT:
@@ -136,8 +143,9 @@ def name_outputs(graph: onnx.GraphProto, names: list[str]) -> None:
         if old in produced and old not in staying and old not in renames:
             renames[old] = name
         else:
-            graph.node.append(onnx.helper.make_node("Identity", [renames.get(old, old)], [name],
-                                                    name=f"{name}_Identity"))
+            graph.node.append(
+                onnx.helper.make_node("Identity", [renames.get(old, old)], [name], name=f"{name}_Identity")
+            )
         output.name = name
     for node in iter_nodes(graph):
         for values in (node.input, node.output):

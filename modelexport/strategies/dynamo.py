@@ -73,8 +73,9 @@ class DynamoStrategy(Strategy):
         except Exception as exc:
             if shapes is None:
                 raise
-            raise RuntimeError(f"export with dynamic axes {sorted(set(_axis_names(inputs)))} failed: "
-                               f"{root_reason(exc)}") from None
+            raise RuntimeError(
+                f"export with dynamic axes {sorted(set(_axis_names(inputs)))} failed: {root_reason(exc)}"
+            ) from None
         proto = program.model_proto
         name_outputs(proto.graph, list(program.exported_program.call_spec.out_spec.context))
         scopes = [

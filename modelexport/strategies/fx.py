@@ -26,8 +26,10 @@ def trace(model: torch.nn.Module, input_names: list[str], positional: bool) -> t
     if not positional:
         params = inspect.signature(model.forward).parameters
         concrete = {
-            name: p.default for name, p in params.items()
-            if name not in input_names and p.default is not inspect.Parameter.empty
+            name: p.default
+            for name, p in params.items()
+            if name not in input_names
+            and p.default is not inspect.Parameter.empty
             and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
         }
     try:
@@ -113,5 +115,6 @@ class FxStrategy(Strategy):
             runner = _FxRunner(model, graph_module, inputs.names, positional).eval()
             proto, weights = torchscript_export(runner, inputs, opset)
         exporter = f"torch.fx + torch.onnx {torch.__version__} (TorchScript)"
-        return Capture(proto, scopes_from_names(model, proto), exporter=exporter, weights=weights,
-                       ran=calls.ran_paths())
+        return Capture(
+            proto, scopes_from_names(model, proto), exporter=exporter, weights=weights, ran=calls.ran_paths()
+        )

@@ -72,5 +72,6 @@ class HTPStrategy(Strategy):
         with scope_direct_calls(model) as calls:
             proto, weights = torchscript_export(wrapper, inputs, opset)
         exporter = f"torch.onnx {torch.__version__} (TorchScript)"
-        return Capture(proto, scopes_from_names(model, proto), exporter=exporter, weights=weights,
-                       ran=calls.ran_paths())
+        return Capture(
+            proto, scopes_from_names(model, proto), exporter=exporter, weights=weights, ran=calls.ran_paths()
+        )

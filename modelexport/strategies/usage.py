@@ -127,5 +127,10 @@ class UsageStrategy(Strategy):
                 handle.remove()
         scopes = [scope_of(node.name, paths) for node in proto.graph.node]
         strip_levels(proto.graph, {i.name for i in proto.graph.initializer} | set(weights.names))
-        return Capture(proto, scopes, exporter=f"torch.onnx {torch.__version__} (TorchScript, hook scopes)",
-                       weights=weights, ran=calls.ran_paths())
+        return Capture(
+            proto,
+            scopes,
+            exporter=f"torch.onnx {torch.__version__} (TorchScript, hook scopes)",
+            weights=weights,
+            ran=calls.ran_paths(),
+        )

@@ -1,6 +1,6 @@
-"""Plain torch models for the reliability tests (`wide` for the memory test). For kill-and-resume tests: ``blocking`` stops in the middle of its export (while the
-exporter traces it) when MODELEXPORT_TEST_BLOCK names a marker file, writes its pid there and waits to be killed.
-A deterministic "middle of an export" without sleeps."""
+"""Plain torch models for the reliability tests (`wide` for the memory test). For kill-and-resume tests:
+``blocking`` stops in the middle of its export (while the exporter traces it) when MODELEXPORT_TEST_BLOCK names a
+marker file, writes its pid there and waits to be killed. A deterministic "middle of an export" without sleeps."""
 
 from __future__ import annotations
 

@@ -26,23 +26,26 @@ def _run_fleet(tmp_path, text: str | None, capsys, *extra: str, fleet: Path | No
     return code, capsys.readouterr().err
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("models: [id: x\n", "is not valid YAML at line 2: fix the file"),
-    ("", "is invalid: (top level): Input should be a valid dictionary"),
-    ("- id: org/a\n", "is invalid: (top level): Input should be a valid dictionary"),
-    ("models: [{id: org/a}]\ncolour: red\n", "colour: Extra inputs are not permitted"),
-    ("models: [{id: org/a, opset_version: 17}]\n", "models[0].opset_version: Extra inputs are not permitted"),
-    ("models: [{id: org/a, validate: yes}]\n", "models[0].validate"),
-    ("models: [{id: org/a, opset: [18]}]\n", "models[0].opset: Input should be a valid integer"),
-    ("models: {id: org/a}\n", "models: Input should be a valid list"),
-    ("models: [{id: org/a}, {id: other/a}]\n", "models[1].name: 'a' is also the name of models[0]: names must be"),
-    ("models: [{id: org/a, name: ../escape}]\n", "models[0].name: name '../escape' must be letters, digits"),
-    ("models: [{id: org/a, name: /tmp/abs}]\n", "models[0].name: name '/tmp/abs' must be letters, digits"),
-    ("models: [{id: org/a, name: ..}]\n", "models[0].name: name '..' must be letters"),
-    ("models: [{id: org/a, input_spec: nowhere.json}]\n", "models[0].input_spec: input spec"),
-    ("models: [{id: org/a, task: dancing}]\n", "models[0].task: unknown task 'dancing'"),
-    ("[" * 100_000, "nests too deeply to be a fleet file: fix the file"),  # was RecursionError, exit 1
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("models: [id: x\n", "is not valid YAML at line 2: fix the file"),
+        ("", "is invalid: (top level): Input should be a valid dictionary"),
+        ("- id: org/a\n", "is invalid: (top level): Input should be a valid dictionary"),
+        ("models: [{id: org/a}]\ncolour: red\n", "colour: Extra inputs are not permitted"),
+        ("models: [{id: org/a, opset_version: 17}]\n", "models[0].opset_version: Extra inputs are not permitted"),
+        ("models: [{id: org/a, validate: yes}]\n", "models[0].validate"),
+        ("models: [{id: org/a, opset: [18]}]\n", "models[0].opset: Input should be a valid integer"),
+        ("models: {id: org/a}\n", "models: Input should be a valid list"),
+        ("models: [{id: org/a}, {id: other/a}]\n", "models[1].name: 'a' is also the name of models[0]: names must be"),
+        ("models: [{id: org/a, name: ../escape}]\n", "models[0].name: name '../escape' must be letters, digits"),
+        ("models: [{id: org/a, name: /tmp/abs}]\n", "models[0].name: name '/tmp/abs' must be letters, digits"),
+        ("models: [{id: org/a, name: ..}]\n", "models[0].name: name '..' must be letters"),
+        ("models: [{id: org/a, input_spec: nowhere.json}]\n", "models[0].input_spec: input spec"),
+        ("models: [{id: org/a, task: dancing}]\n", "models[0].task: unknown task 'dancing'"),
+        ("[" * 100_000, "nests too deeply to be a fleet file: fix the file"),  # was RecursionError, exit 1
+    ],
+)
 def test_an_invalid_fleet_file_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, text, expected):
     code, err = _run_fleet(tmp_path, text, capsys)
     assert code == 2, err
@@ -88,8 +91,9 @@ def test_an_op_no_exporter_supports_fails_the_model_with_one_line_and_no_file(pr
     from flows import run_fleet_flow
 
     fleet = tmp_path / "fleet.yaml"
-    fleet.write_text('models: [{id: "tests.reliability.unexportable:eigen", name: eigen,'
-                     ' input_spec: {x: {shape: [4, 4]}}}]\n')
+    fleet.write_text(
+        'models: [{id: "tests.reliability.unexportable:eigen", name: eigen, input_spec: {x: {shape: [4, 4]}}}]\n'
+    )
     (outcome,) = run_fleet_flow(str(fleet), str(tmp_path / "out")).models
     assert (outcome.status, outcome.failed_stage, outcome.exit_code) == ("failed", "export", 1)
     assert "aten::linalg_eigvals" in outcome.reason and "is not supported" in outcome.reason
@@ -100,24 +104,41 @@ def test_an_op_no_exporter_supports_fails_the_model_with_one_line_and_no_file(pr
 # --- fuzzing --------------------------------------------------------------------------------------------------
 
 scalars = st.none() | st.booleans() | st.integers(-3, 30) | st.floats(allow_nan=False) | st.text(max_size=10)
-values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3)
-                      | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=12)
-settings_like = st.fixed_dictionaries({}, optional={
-    "revision": values, "task": st.sampled_from(["text-classification", "dancing"]) | values,
-    "strategy": st.sampled_from(["auto", "htp", "x"]) | values, "opset": st.integers(0, 30) | values,
-    "input_spec": values, "clean": values, "torch_modules": values,
-    "validate": st.fixed_dictionaries({}, optional={"enabled": values, "atol": values, "rtol": values}) | values,
-    "profile": st.fixed_dictionaries({}, optional={"iterations": values, "threads": values}) | values,
-    "colour": values,
-})
+values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=12,
+)
+settings_like = st.fixed_dictionaries(
+    {},
+    optional={
+        "revision": values,
+        "task": st.sampled_from(["text-classification", "dancing"]) | values,
+        "strategy": st.sampled_from(["auto", "htp", "x"]) | values,
+        "opset": st.integers(0, 30) | values,
+        "input_spec": values,
+        "clean": values,
+        "torch_modules": values,
+        "validate": st.fixed_dictionaries({}, optional={"enabled": values, "atol": values, "rtol": values}) | values,
+        "profile": st.fixed_dictionaries({}, optional={"iterations": values, "threads": values}) | values,
+        "colour": values,
+    },
+)
 model_like = st.fixed_dictionaries(
     {"id": st.sampled_from(["org/a", "./m", "/abs", "..", "org/../x", "pkg.mod:fn", ""]) | st.text(max_size=12)},
     optional={"name": st.sampled_from(["a", "a", "../x", "/x", ".", "é", "a b"]) | values},
 ).map(lambda base: base)
-fleet_like = st.fixed_dictionaries({}, optional={
-    "name": st.text(max_size=10) | values, "defaults": settings_like | values,
-    "models": st.lists(st.one_of(model_like, values), max_size=4) | values,
-}) | values
+fleet_like = (
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "name": st.text(max_size=10) | values,
+            "defaults": settings_like | values,
+            "models": st.lists(st.one_of(model_like, values), max_size=4) | values,
+        },
+    )
+    | values
+)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -137,8 +158,9 @@ def test_fleet_parser_accepts_or_explains_anything(tmp_path_factory, data):
         assert name not in ("", ".", "..") and "/" not in name and "\\" not in name and not os.path.isabs(name)
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                   HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
 @given(st.text(max_size=60) | fleet_like.map(lambda d: yaml.safe_dump(d, allow_unicode=True)))
 def test_fleet_file_text_is_parsed_or_explained(tmp_path, text):
     path = tmp_path / "fleet.yaml"
@@ -150,6 +172,7 @@ def test_fleet_file_text_is_parsed_or_explained(tmp_path, text):
 
 
 # --- bad input given to export / run as a user gives it (issue 26): exit 2, one line naming it, nothing written --
+
 
 def _one_line_error(capsys, code: int, *words: str) -> str:
     err = capsys.readouterr().err
@@ -176,13 +199,16 @@ def _copy_of_bert(model_dirs, tmp_path) -> Path:
     return Path(shutil.copytree(model_dirs["tiny-bert"], tmp_path / "bert"))
 
 
-@pytest.mark.parametrize("damage, words", [
-    ("truncated", ["model.safetensors is not a valid safetensors file", "download it again or re-save"]),
-    ("half", ["model.safetensors is not a valid safetensors file (it is cut short"]),
-    ("random", ["model.safetensors is not a valid safetensors file", "download it again or re-save"]),
-    ("config list", ["config.json holds a JSON array, not an object", "fix it or re-save the model"]),
-    ("config string", ["config.json holds a JSON string, not an object"]),
-])
+@pytest.mark.parametrize(
+    "damage, words",
+    [
+        ("truncated", ["model.safetensors is not a valid safetensors file", "download it again or re-save"]),
+        ("half", ["model.safetensors is not a valid safetensors file (it is cut short"]),
+        ("random", ["model.safetensors is not a valid safetensors file", "download it again or re-save"]),
+        ("config list", ["config.json holds a JSON array, not an object", "fix it or re-save the model"]),
+        ("config string", ["config.json holds a JSON string, not an object"]),
+    ],
+)
 def test_a_damaged_model_folder_is_bad_input_naming_the_file(model_dirs, tmp_path, capsys, damage, words):
     """Was exit 1 with `SafetensorError: Error while deserializing header` (no file named) or
     `AttributeError: 'list' object has no attribute 'get'`."""
@@ -210,10 +236,16 @@ def test_an_input_spec_nested_too_deeply_is_bad_input(model_dirs, tmp_path, caps
     _one_line_error(capsys, code, f"input spec {spec} nests too deeply to be an input spec: fix the file")
 
 
-@pytest.mark.parametrize("in_the_way, words", [
-    ("x.onnx", ["output ", "x.onnx is a directory: pass the path of a file to write, or remove the directory"]),
-    ("x.hierarchy.json", ["x.hierarchy.json (the sidecar of ", "x.onnx) is a directory: remove it or choose another"]),
-])
+@pytest.mark.parametrize(
+    "in_the_way, words",
+    [
+        ("x.onnx", ["output ", "x.onnx is a directory: pass the path of a file to write, or remove the directory"]),
+        (
+            "x.hierarchy.json",
+            ["x.hierarchy.json (the sidecar of ", "x.onnx) is a directory: remove it or choose another"],
+        ),
+    ],
+)
 def test_a_directory_where_the_output_or_sidecar_goes_is_bad_input(model_dirs, tmp_path, capsys, in_the_way, words):
     """Was `IsADirectoryError: [Errno 21] Is a directory: 'x.onnx'` (exit 1), and for the sidecar, after the whole
     export, `cannot write .../x.onnx: Is a directory; free space or choose another location`: the wrong file."""
@@ -239,16 +271,20 @@ def test_a_sidecar_that_cannot_be_written_names_the_sidecar(model_dirs, tmp_path
 
     monkeypatch.setattr(export.onnx_io, "save_atomic", save_then_block_the_sidecar)
     code = main(["export", str(model_dirs["tiny-bert"]), str(out / "x.onnx")])
-    err = _one_line_error(capsys, code, f"cannot write {out / 'x.hierarchy.json'}: a directory has that name; "
-                                        "remove it or choose another output")
+    err = _one_line_error(
+        capsys,
+        code,
+        f"cannot write {out / 'x.hierarchy.json'}: a directory has that name; remove it or choose another output",
+    )
     assert "free space" not in err
     assert [p.name for p in out.iterdir()] == ["x.hierarchy.json"]
 
 
 @pytest.mark.parametrize("command", ["run", "run-fleet"])
 @pytest.mark.parametrize("option", ["--output-dir", "--cache-dir"])
-def test_outputs_that_cannot_be_written_fail_before_prefect_starts(model_dirs, tmp_path, capsys, monkeypatch,
-                                                                   command, option):
+def test_outputs_that_cannot_be_written_fail_before_prefect_starts(
+    model_dirs, tmp_path, capsys, monkeypatch, command, option
+):
     """`run --output-dir FILE/sub` failed with `NotADirectoryError: ... .cache` (exit 1) once Prefect was up."""
     import flows
 
@@ -261,8 +297,11 @@ def test_outputs_that_cannot_be_written_fail_before_prefect_starts(model_dirs, t
     target = [command, str(model_dirs["tiny-bert"]) if command == "run" else str(fleet), "--no-tracking"]
     places = {"--output-dir": str(tmp_path / "out"), option: str(blocker / "sub")}
     code = main([*target, *(a for item in places.items() for a in item)])
-    _one_line_error(capsys, code, f"{option} {blocker / 'sub'} cannot be created: {blocker} is not a directory: "
-                                  "choose another location")
+    _one_line_error(
+        capsys,
+        code,
+        f"{option} {blocker / 'sub'} cannot be created: {blocker} is not a directory: choose another location",
+    )
     assert not (tmp_path / "out").exists()
 
 
@@ -279,8 +318,12 @@ def test_an_output_dir_that_cannot_be_written_says_what_to_do(model_dirs, tmp_pa
 
     monkeypatch.setattr(tempfile, "TemporaryFile", refused)
     code = main(["run", str(model_dirs["tiny-bert"]), "--output-dir", str(tmp_path / "out"), "--no-tracking"])
-    _one_line_error(capsys, code, f"--output-dir {tmp_path / 'out'} cannot be written ({tmp_path}: Permission "
-                                  "denied): choose another location or fix its permissions")
+    _one_line_error(
+        capsys,
+        code,
+        f"--output-dir {tmp_path / 'out'} cannot be written ({tmp_path}: Permission "
+        "denied): choose another location or fix its permissions",
+    )
 
 
 def _spec_file(tmp_path, **inputs) -> Path:
@@ -292,21 +335,29 @@ def _spec_file(tmp_path, **inputs) -> Path:
 
 
 VOCABULARY_CASES = {  # tiny-bert: vocab_size 128, type_vocab_size 2, max_position_embeddings 64
-    "ids past the vocabulary": ({"input_ids": {"high": 100_000}},
-                                "input_ids.high is 100000, but the model's vocab_size is 128 (config.json): set "
-                                "input_ids.high to at most 128"),
-    "negative ids": ({"input_ids": {"low": -1, "high": 10}},
-                     "input_ids.low is -1, but input_ids indexes a table of the model (vocab_size 128): set "
-                     "input_ids.low to 0 or more"),
-    "token types past type_vocab_size": ({"input_ids": {"high": 100}, "token_type_ids": {"high": 3}},
-                                         "token_type_ids.high is 3, but the model's type_vocab_size is 2"),
-    "a sequence past max_position_embeddings": ({"input_ids": {"high": 100, "shape": [1, 65]}},
-                                                "input_ids.shape [1, 65] has a sequence of 65, but the model's "
-                                                "max_position_embeddings is 64 (config.json): use a sequence of at "
-                                                "most 64"),
-    "positions past max_position_embeddings": ({"input_ids": {"high": 100}, "position_ids": {"high": 65}},
-                                               "position_ids.high is 65, but the model's max_position_embeddings is "
-                                               "64"),
+    "ids past the vocabulary": (
+        {"input_ids": {"high": 100_000}},
+        "input_ids.high is 100000, but the model's vocab_size is 128 (config.json): set input_ids.high to at most 128",
+    ),
+    "negative ids": (
+        {"input_ids": {"low": -1, "high": 10}},
+        "input_ids.low is -1, but input_ids indexes a table of the model (vocab_size 128): set "
+        "input_ids.low to 0 or more",
+    ),
+    "token types past type_vocab_size": (
+        {"input_ids": {"high": 100}, "token_type_ids": {"high": 3}},
+        "token_type_ids.high is 3, but the model's type_vocab_size is 2",
+    ),
+    "a sequence past max_position_embeddings": (
+        {"input_ids": {"high": 100, "shape": [1, 65]}},
+        "input_ids.shape [1, 65] has a sequence of 65, but the model's "
+        "max_position_embeddings is 64 (config.json): use a sequence of at "
+        "most 64",
+    ),
+    "positions past max_position_embeddings": (
+        {"input_ids": {"high": 100}, "position_ids": {"high": 65}},
+        "position_ids.high is 65, but the model's max_position_embeddings is 64",
+    ),
 }
 
 
@@ -318,16 +369,26 @@ def test_an_input_spec_past_the_models_tables_is_bad_input_for_export(model_dirs
     inputs, words = VOCABULARY_CASES[case]
     out = tmp_path / "out"
     out.mkdir()
-    code = main(["export", str(model_dirs["tiny-bert"]), str(out / "model.onnx"), "--strategy", strategy,
-                 "--input-spec", str(_spec_file(tmp_path, **inputs))])
+    code = main(
+        [
+            "export",
+            str(model_dirs["tiny-bert"]),
+            str(out / "model.onnx"),
+            "--strategy",
+            strategy,
+            "--input-spec",
+            str(_spec_file(tmp_path, **inputs)),
+        ]
+    )
     _one_line_error(capsys, code, f"modelexport: error: input spec: {words}")
     assert list(out.iterdir()) == []
 
 
 def test_an_input_spec_past_the_vocabulary_is_bad_input_for_validate(model_dirs, exported, tmp_path, capsys):
     result = exported("tiny-bert")
-    code = main(["validate", str(result.onnx_path), "--input-spec",
-                 str(_spec_file(tmp_path, input_ids={"high": 100_000}))])
+    code = main(
+        ["validate", str(result.onnx_path), "--input-spec", str(_spec_file(tmp_path, input_ids={"high": 100_000}))]
+    )
     _one_line_error(capsys, code, "input_ids.high is 100000, but the model's vocab_size is 128")
 
 
@@ -335,8 +396,9 @@ def test_an_input_spec_within_the_models_tables_is_accepted(model_dirs, tmp_path
     from modelexport.export import export_model
     from modelexport.inputs import load_input_spec
 
-    spec = load_input_spec(_spec_file(tmp_path, input_ids={"high": 128, "shape": [1, 64]},
-                                      token_type_ids={"high": 2, "shape": [1, 64]}))
+    spec = load_input_spec(
+        _spec_file(tmp_path, input_ids={"high": 128, "shape": [1, 64]}, token_type_ids={"high": 2, "shape": [1, 64]})
+    )
     result = export_model(str(model_dirs["tiny-bert"]), tmp_path / "model.onnx", strategy="htp", input_spec=spec)
     assert result.stats.coverage == 1.0
 
@@ -345,10 +407,14 @@ def test_an_input_spec_past_the_vocabulary_fails_the_pipelines_inputs_stage(pref
     from flows import run_fleet_flow
 
     fleet = tmp_path / "fleet.yaml"
-    fleet.write_text(f"models: [{{id: {model_dirs['tiny-bert']}, name: bert, profile: {{enabled: false}},"
-                     " input_spec: {input_ids: {shape: [2, 16], dtype: int64, high: 100000}}}]\n")
+    fleet.write_text(
+        f"models: [{{id: {model_dirs['tiny-bert']}, name: bert, profile: {{enabled: false}},"
+        " input_spec: {input_ids: {shape: [2, 16], dtype: int64, high: 100000}}}]\n"
+    )
     (outcome,) = run_fleet_flow(str(fleet), str(tmp_path / "out"), track=False).models
     assert (outcome.status, outcome.failed_stage, outcome.exit_code) == ("failed", "inputs", 2)
-    assert outcome.reason == ("input spec: input_ids.high is 100000, but the model's vocab_size is 128 (config.json):"
-                              " set input_ids.high to at most 128")
+    assert outcome.reason == (
+        "input spec: input_ids.high is 100000, but the model's vocab_size is 128 (config.json):"
+        " set input_ids.high to at most 128"
+    )
     assert not (tmp_path / "out" / "bert").exists() or list((tmp_path / "out" / "bert").iterdir()) == []

@@ -14,18 +14,39 @@ from tests.conftest import REPO
 
 def test_two_processes_running_the_same_model_into_the_same_folder(model_dirs, tmp_path):
     out = tmp_path / "out"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200", "PREFECT_HOME": str(tmp_path / "prefect"),
-           "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
-    cmd = [sys.executable, "-m", "cli", "run", str(model_dirs["tiny-resnet"]), "--output-dir", str(out),
-           "--name", "resnet", "--no-profile"]
-    procs = [subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "COLUMNS": "200",
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "cli",
+        "run",
+        str(model_dirs["tiny-resnet"]),
+        "--output-dir",
+        str(out),
+        "--name",
+        "resnet",
+        "--no-profile",
+    ]
+    procs = [
+        subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
     results = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], "\n\n".join(o + e for o, e in results)
     # MLflow's logs and registry notices are quiet unless --debug ("ok     resnet" is each one's line; the second
     # may find it cached, and may log Prefect's server losing the race to migrate the new PREFECT_HOME's database).
-    chatter = [line for _, err in results for line in err.splitlines()
-               if "mlflow" in line.lower() or "registered model" in line.lower() or "created version" in line.lower()]
+    chatter = [
+        line
+        for _, err in results
+        for line in err.splitlines()
+        if "mlflow" in line.lower() or "registered model" in line.lower() or "created version" in line.lower()
+    ]
     assert chatter == [], chatter
     assert all(err.count("ok     resnet") == 1 for _, err in results), [err for _, err in results]
 
@@ -37,7 +58,13 @@ def test_two_processes_running_the_same_model_into_the_same_folder(model_dirs, t
     sidecar = json.loads((folder / "model.hierarchy.json").read_text())
     assert sidecar["stats"]["total_nodes"] == len(model.graph.node)
     assert sorted(p.name for p in folder.iterdir()) == [  # no staging leftovers, nothing partial
-        "model.graphml", "model.hierarchy.json", "model.onnx", "report.json", "report.md", "validation.json"]
+        "model.graphml",
+        "model.hierarchy.json",
+        "model.onnx",
+        "report.json",
+        "report.md",
+        "validation.json",
+    ]
     assert json.loads((folder / "validation.json").read_text())["passed"] is True
     for record in (out / ".cache").iterdir():  # every cache record complete
         json.loads(record.read_text())

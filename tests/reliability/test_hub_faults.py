@@ -41,8 +41,11 @@ def on_hub(hub, monkeypatch, tmp_path):
 
 
 def _digests(folder) -> dict[str, str]:
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(Path(folder).rglob("*"))
+        if p.is_file()
+    }
 
 
 def _repo_requests(hub, repo: str = REPO_ID) -> list[tuple[str, str, int]]:
@@ -73,11 +76,14 @@ def test_a_hub_that_stays_down_fails_with_its_reason_after_a_bounded_number_of_r
     on_hub.fail_next(0)
 
 
-@pytest.mark.parametrize("repo, revision, reason", [
-    (REPO_ID, "no-such-branch", "hub model org/tiny-bert has no revision 'no-such-branch': pass an existing"),
-    ("org/nothing-here", None, "no model 'org/nothing-here' on the hub"),
-    ("org/readme-only", None, "hub repo org/readme-only has no config.json: it is not a transformers model"),
-])
+@pytest.mark.parametrize(
+    "repo, revision, reason",
+    [
+        (REPO_ID, "no-such-branch", "hub model org/tiny-bert has no revision 'no-such-branch': pass an existing"),
+        ("org/nothing-here", None, "no model 'org/nothing-here' on the hub"),
+        ("org/readme-only", None, "hub repo org/readme-only has no config.json: it is not a transformers model"),
+    ],
+)
 def test_a_permanent_404_fails_at_once_with_its_reason(prefect_harness, on_hub, repo, revision, reason):
     from modelexport.errors import BadInputError
     from tasks import resolve_model

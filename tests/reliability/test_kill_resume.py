@@ -63,8 +63,13 @@ def test_sigkill_mid_export_leaves_nothing_complete_and_a_rerun_finishes(prefect
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     proc = subprocess.Popen(
         [sys.executable, "-m", "cli", "run-fleet", str(fleet), "--output-dir", str(out), "--concurrency", "1"],
-        cwd=tmp_path, env=_env(MODELEXPORT_TEST_BLOCK=str(marker), PREFECT_HOME=str(tmp_path / "prefect")),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        cwd=tmp_path,
+        env=_env(MODELEXPORT_TEST_BLOCK=str(marker), PREFECT_HOME=str(tmp_path / "prefect")),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     wait_for(marker, proc)
     killed_pid = proc.pid
     kill_group(proc)
@@ -131,9 +136,15 @@ def test_runs_of_a_killed_process_are_ended_interrupted_and_live_ones_are_not(tm
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     marker = tmp_path / "running"
-    proc = subprocess.Popen([sys.executable, "-c", REAPED_SCRIPT, str(marker)], cwd=tmp_path,
-                            env=_env(MLFLOW_TRACKING_URI=uri), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", REAPED_SCRIPT, str(marker)],
+        cwd=tmp_path,
+        env=_env(MLFLOW_TRACKING_URI=uri),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     wait_for(marker, proc)
     kill_group(proc)
     client = tracking_runs.connect(uri)
@@ -148,7 +159,8 @@ def test_runs_of_a_killed_process_are_ended_interrupted_and_live_ones_are_not(tm
         after = client.get_run(run.info.run_id)
         assert after.info.status == "FAILED", run.info.run_name
         assert after.data.tags[tracking_runs.TAG + "error"] == (
-            f"interrupted: its process {proc.pid} ended while the run was RUNNING")
+            f"interrupted: its process {proc.pid} ended while the run was RUNNING"
+        )
 
 
 STAGER = """
@@ -166,8 +178,7 @@ time.sleep(120)
 
 
 def _start_stager(folder: Path) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-c", STAGER, str(folder)], env=_env(), stdout=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen([sys.executable, "-c", STAGER, str(folder)], env=_env(), stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "ready"
     return proc
 
@@ -189,8 +200,11 @@ def test_staging_of_a_killed_writer_is_removed_by_the_next_run_in_its_folder(mod
         alive = sorted(set(p.name for p in folder.iterdir()) - set(dead))
         (folder / ".keep").write_text("the user's")
         day_old = time.time() - 25 * 3600
-        for name, is_dir in ((".model.onnx.ab_cd12x", True), (".report.md.0123abcd.part", False),
-                             (".model.onnx.fresh123", True)):
+        for name, is_dir in (
+            (".model.onnx.ab_cd12x", True),
+            (".report.md.0123abcd.part", False),
+            (".model.onnx.fresh123", True),
+        ):
             path = folder / name
             if is_dir:
                 path.mkdir()
@@ -200,9 +214,22 @@ def test_staging_of_a_killed_writer_is_removed_by_the_next_run_in_its_folder(mod
             if "fresh" not in name:
                 os.utime(path, (day_old, day_old))
 
-        result = subprocess.run([sys.executable, "-m", "cli", "export", str(model_dirs["tiny-bert"]),
-                                 str(folder / "model.onnx"), "--strategy", "htp"], env=_env(), capture_output=True,
-                                text=True, timeout=300)
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "cli",
+                "export",
+                str(model_dirs["tiny-bert"]),
+                str(folder / "model.onnx"),
+                "--strategy",
+                "htp",
+            ],
+            env=_env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert result.returncode == 0, result.stderr
         left = sorted(p.name for p in folder.iterdir())
         assert left == sorted([".keep", ".model.onnx.fresh123", *alive, "model.hierarchy.json", "model.onnx"]), left

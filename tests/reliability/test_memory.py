@@ -31,6 +31,8 @@ def test_rss_does_not_grow_with_the_number_of_models_exported(tmp_path):
         gc.collect()
         rss_mb.append(process.memory_info().rss / 2**20)
     growth = rss_mb[-1] - rss_mb[1]  # from the second model on: every kernel and cache has been set up once
-    print(f"\nRSS after each of {N} exports of a 34 MB model (MB): {', '.join(f'{v:.0f}' for v in rss_mb)}; "
-          f"growth model 2 -> {N}: {growth:+.1f} MB ({growth / (N - 2):+.1f} MB/model)")
+    print(
+        f"\nRSS after each of {N} exports of a 34 MB model (MB): {', '.join(f'{v:.0f}' for v in rss_mb)}; "
+        f"growth model 2 -> {N}: {growth:+.1f} MB ({growth / (N - 2):+.1f} MB/model)"
+    )
     assert max(rss_mb[2:]) - rss_mb[1] < BOUND_MB, rss_mb

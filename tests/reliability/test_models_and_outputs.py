@@ -52,10 +52,13 @@ def test_pickle_weights_never_run_code(model_dirs, tmp_path, capsys):
     assert "weights_only" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("change, words", [
-    ({"intermediate_size": 48}, "do not match its config.json"),
-    ({"num_hidden_layers": 3}, "lack 16 tensors"),
-])
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        ({"intermediate_size": 48}, "do not match its config.json"),
+        ({"num_hidden_layers": 3}, "lack 16 tensors"),
+    ],
+)
 def test_weights_that_do_not_match_the_config(model_dirs, tmp_path, capsys, change, words):
     model = _copy(model_dirs, tmp_path)
     _edit_config(model, **change)
@@ -109,7 +112,9 @@ def test_two_processes_exporting_the_same_model_to_the_same_file(model_dirs, tmp
     out = tmp_path / "same.onnx"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "cli", "export", str(model_dirs["tiny-bert"]), str(out)]
-    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)
+    ]
     results = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], results
     import onnx
@@ -125,16 +130,25 @@ json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=20,
 )
-spec_like = st.dictionaries(
-    st.text(min_size=1, max_size=8),
-    st.fixed_dictionaries({}, optional={
-        "shape": st.lists(st.integers(-2, 64), max_size=5) | json_values,
-        "dtype": st.sampled_from(["float32", "int64", "bool", "f", "int8"]) | json_values,
-        "dynamic_axes": st.dictionaries(st.integers(-2, 6).map(str), st.text(max_size=5), max_size=3) | json_values,
-        "low": json_values, "high": json_values, "extra": json_values,
-    }),
-    max_size=3,
-) | json_values
+spec_like = (
+    st.dictionaries(
+        st.text(min_size=1, max_size=8),
+        st.fixed_dictionaries(
+            {},
+            optional={
+                "shape": st.lists(st.integers(-2, 64), max_size=5) | json_values,
+                "dtype": st.sampled_from(["float32", "int64", "bool", "f", "int8"]) | json_values,
+                "dynamic_axes": st.dictionaries(st.integers(-2, 6).map(str), st.text(max_size=5), max_size=3)
+                | json_values,
+                "low": json_values,
+                "high": json_values,
+                "extra": json_values,
+            },
+        ),
+        max_size=3,
+    )
+    | json_values
+)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -146,6 +160,6 @@ def test_input_spec_parser_accepts_or_explains_anything(data):
     except BadInputError as exc:
         assert "\n" not in str(exc) and str(exc).startswith("input spec is invalid")
         return
-    for name, tensor in spec.root.items():
+    for tensor in spec.root.values():
         assert all(d >= 1 for d in tensor.shape)
         assert all(0 <= axis < len(tensor.shape) for axis in tensor.dynamic_axes)

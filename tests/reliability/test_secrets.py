@@ -44,8 +44,9 @@ def _texts_under(folder: Path) -> dict[str, str]:
     return {str(p): p.read_bytes().decode("utf-8", "replace") for p in folder.rglob("*") if p.is_file()}
 
 
-def test_a_planted_hub_token_never_leaves_the_request(prefect_harness, model_dirs, tmp_path, monkeypatch, every_log,
-                                                      capfd):
+def test_a_planted_hub_token_never_leaves_the_request(
+    prefect_harness, model_dirs, tmp_path, monkeypatch, every_log, capfd
+):
     from flows import run_fleet_flow
     from tracking import runs as tracking_runs
 
@@ -53,8 +54,9 @@ def test_a_planted_hub_token_never_leaves_the_request(prefect_harness, model_dir
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # the fleet flow logs every model there
     fleet = tmp_path / "fleet.yaml"
-    fleet.write_text("name: secret\ndefaults: {profile: {enabled: false}}\n"
-                     "models: [{id: org/private-bert}, {id: org/missing}]\n")
+    fleet.write_text(
+        "name: secret\ndefaults: {profile: {enabled: false}}\nmodels: [{id: org/private-bert}, {id: org/missing}]\n"
+    )
     out = tmp_path / "out"
     with HubServer() as hub:
         hub.token = TOKEN  # a private repo: 401 without the token
@@ -66,7 +68,6 @@ def test_a_planted_hub_token_never_leaves_the_request(prefect_harness, model_dir
     assert models["private-bert"].status == "ok", models["private-bert"].reason
     assert models["missing"].failed_stage == "resolve" and "no model 'org/missing'" in models["missing"].reason
     assert f"Bearer {TOKEN}" in hub.authorizations  # the token was used: it is really there to leak
-
 
     places: dict[str, str] = {"logs": "\n".join(every_log)}
     captured = capfd.readouterr()
@@ -132,15 +133,19 @@ def test_a_model_with_its_own_code_runs_through_the_pipeline_when_trusted(prefec
     model = tmp_path / "custom"
     shutil.copytree(model_dirs["tiny-bert"], model)
     config = json.loads((model / "config.json").read_text())
-    config |= {"model_type": "custom-bert", "architectures": ["CustomBert"],
-               "auto_map": {"AutoConfig": "custom.CustomConfig", "AutoModel": "custom.CustomBert"}}
+    config |= {
+        "model_type": "custom-bert",
+        "architectures": ["CustomBert"],
+        "auto_map": {"AutoConfig": "custom.CustomConfig", "AutoModel": "custom.CustomBert"},
+    }
     (model / "config.json").write_text(json.dumps(config))
     marker = tmp_path / "RAN"
     (model / "custom.py").write_text(
         f"open({str(marker)!r}, 'a').write('imported\\n')\n"
         "from transformers import BertConfig, BertModel\n\n\n"
         "class CustomConfig(BertConfig):\n    model_type = 'custom-bert'\n\n\n"
-        "class CustomBert(BertModel):\n    config_class = CustomConfig\n")
+        "class CustomBert(BertModel):\n    config_class = CustomConfig\n"
+    )
     fleet = tmp_path / "fleet.yaml"
     fleet.write_text("defaults: {profile: {enabled: false}}\nmodels: [{id: ./custom, trust_remote_code: true}]\n")
     (outcome,) = run_fleet_flow(str(fleet), str(tmp_path / "out"), track=False).models
