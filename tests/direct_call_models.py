@@ -14,6 +14,8 @@ import functools
 import torch
 from torch import nn
 
+from tests.strategy_models import Act
+
 FEATURES = 8
 INPUT_SPEC = {"x": {"shape": [2, FEATURES], "dtype": "float32", "dynamic_axes": {"0": "batch"}}}
 
@@ -27,15 +29,6 @@ class Projection(nn.Module):
 
     def forward(self, x):
         return torch.sin(self.proj(x))
-
-
-class Act(nn.Module):
-    def __init__(self, fn):
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, x):
-        return self.fn(x)
 
 
 class DirectCaller(nn.Module):
