@@ -7,10 +7,12 @@ Exit codes: 0 success, 1 the work failed (export, validation, a failed model), 2
 from __future__ import annotations
 
 import argparse
+import contextvars
 import importlib
 import os
 import signal
 import sys
+import threading
 
 from modelexport.errors import BadInputError, ModelExportError, one_line
 from modelexport.redaction import scrub
@@ -38,6 +40,9 @@ PIPELINE_COMMANDS = {
     "review": ("mlflow",),
     "serve": ("prefect",),
 }
+
+
+RECORDING_S = 4  # how long a Ctrl-C waits for the runs to be recorded as interrupted before exiting
 
 
 class _Parser(argparse.ArgumentParser):
@@ -83,7 +88,11 @@ def _interrupted(signum, frame) -> None:
         if "flows" in sys.modules:
             from flows.interruption import end_as_interrupted
 
-            end_as_interrupted()
+            # In a thread of its own, in the flow's context (its API settings and client), for at most
+            # RECORDING_S: the frame we interrupted may hold a lock the recording needs.
+            recording = threading.Thread(target=contextvars.copy_context().run, args=(end_as_interrupted,), daemon=True)
+            recording.start()
+            recording.join(timeout=RECORDING_S)
     finally:
         print("modelexport: interrupted", file=sys.stderr)
         _abandon(130)
