@@ -52,7 +52,7 @@ def _flow_run_setup():
 @contextlib.contextmanager
 def _api_client():
     """The flow run's API client, built on this process's TLS context: Prefect makes a client per flow run, and each
-    would load the CA bundle again (~40 ms here, a tenth of a fully cached fleet run). Calls in the run that ask for
+    would load the CA bundle again, a large part of a fully cached fleet run. Calls in the run that ask for
     a client of their own (artifacts) get this one, as they get the one Prefect would have made."""
     from prefect.context import SyncClientContext
     from prefect.settings import PREFECT_API_SSL_CERT_FILE, PREFECT_API_TLS_INSECURE_SKIP_VERIFY
@@ -79,9 +79,9 @@ def _tls_context(cert_file: str | None):
 
 EPHEMERAL_STARTUP_S = 120  # how long Prefect's ephemeral API server may take to start, unless the user set it
 # How the ephemeral API server records task runs, unless the user set it. Prefect's default writes each task-run
-# event in a transaction of its own: in a cold demo fleet (4.7 s) the server used 1.5 CPU s, on a 2-core machine
-# where it competes with the stages. In batches, written at least once a second and when the server stops (every
-# task run of a process that exits right after its flow is recorded), it used 0.7 s and the fleet took 4.4 s.
+# event in a transaction of its own, and the server's CPU competes with the stages on a small machine. In batches,
+# written at least once a second and when the server stops, every task run of a process that exits right after its
+# flow is still recorded, at half the server's CPU (benchmarks/README.md, "Orchestration").
 TASK_RUN_RECORDS = {"batch_size": 100, "flush_interval": 1}
 
 
@@ -90,10 +90,10 @@ def _ephemeral_api_settings():
     """Settings for Prefect's ephemeral API (none where PREFECT_API_URL names a server).
 
     - No flow-run heartbeats. They let a server notice crashed runs, but the ephemeral API dies with this
-      process, so there they only cost time: ~1 s per flow run, waiting for the heartbeat thread to stop.
+      process, so there they only cost time: each flow run waits for the heartbeat thread to stop.
     - EPHEMERAL_STARTUP_S for the server to start, where the user set no limit of their own. Its first start on a
-      new PREFECT_HOME migrates the database: 19 s of Prefect's default 20 on this 2-core VM (9 s later on), and
-      past 20 s under load, which failed the run with "Timed out while attempting to connect".
+      new PREFECT_HOME migrates the database, which on a small machine under load takes longer than Prefect's
+      default of 20 s and failed the run with "Timed out while attempting to connect".
     - Task runs recorded in batches (TASK_RUN_RECORDS), where the user set nothing of the recorder's.
     The server takes these settings from the context it is started in, here, tied to this process
     (flows.lifeline): the terminal's Ctrl-C does not stop it before the flow has recorded its end, and it does not
@@ -134,7 +134,7 @@ _adjusted: tuple = (None, None)  # the last settings seen, and their copy for th
 
 def _for_ephemeral_api(settings):
     """`settings` with heartbeats off, the startup limit raised and task runs recorded in batches (`settings` itself
-    if nothing changes), made once per settings object (``temporary_settings`` makes one each time: ~20 ms)."""
+    if nothing changes), made once per settings object (``temporary_settings`` would make one each time)."""
     global _adjusted
     from prefect.settings import (
         PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
@@ -192,7 +192,7 @@ def run_fleet_flow(
 @functools.lru_cache(maxsize=8)
 def _configured_fleet(runner: str, concurrency: int, dask_address: str | None, storage: Path):
     """The fleet flow with its task runner and result storage (each run duplicates the runner); made once per
-    setup, as ``with_options`` copies the flow (~10 ms)."""
+    setup, as ``with_options`` copies the flow."""
     from .fleet import fleet_flow
     from .runners import task_runner
 

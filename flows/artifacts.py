@@ -65,10 +65,10 @@ def report_fleet(name: str, outcomes: list[ModelOutcome]) -> None:
 
 class Artifacts:
     """A fleet run's artifacts, posted by threads of their own, so that the flow's loop does not wait on the API for
-    each (20-50 ms here, the server being busy recording task runs: 40% of a fully cached demo fleet), and a few at
-    once, so that the last ones do not queue behind each other at the end. Each call runs in the flow run's context
-    as it was when posted; a progress bar's updates go in order. Leaving the block waits for them all, and raises
-    the first failure unless the block raised: every artifact exists when the flow run ends."""
+    each (the server is busy recording task runs: a large part of a fully cached fleet run), and a few at once, so
+    that the last ones do not queue behind each other at the end. Each call runs in the flow run's context as it was
+    when posted; a progress bar's updates go in order. Leaving the block waits for them all, and raises the first
+    failure unless the block raised: every artifact exists when the flow run ends."""
 
     def __init__(self, threads: int = 4):
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="artifacts")

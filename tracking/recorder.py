@@ -2,7 +2,7 @@
 
 A model's record (a few dozen SQLite transactions, its files, and the ONNX model with an input example that MLflow
 writes as JSON and runs back) is pure Python. In the flow's process it waited on the GIL with the stages' own
-Python, so a fleet paid for every record in full (0.9 s of a 3.2 s demo fleet). The recorder writes them on the
+Python, so a fleet paid for every record in full. The recorder writes them on the
 other core while the next model computes; a fleet run waits for its records only at its end.
 
 One recorder per flow process, started on first use and kept for the process's life, so a long-lived process (a
@@ -10,8 +10,8 @@ worker, a test session, the benchmarks) starts it once. It runs one call at a ti
 caller's environment and working directory (tokens to scrub, ``MLFLOW_*`` settings, relative paths), and owns its
 runs on behalf of the flow's process (``runs.OWNER_PID``): when that process dies, the recorder's input ends,
 it exits, and the next fleet run reaps whatever it left RUNNING. It runs at a lower CPU priority (NICENESS), so on
-a busy machine the stages go first and the records fill the gaps. Measured: a busy process on the other core leaves
-ONNX Runtime's one-thread latency within noise (ResNet-50 p50 114 vs 122 ms), so profiles stay comparable.
+a busy machine the stages go first and the records fill the gaps (a busy process on the other core leaves ONNX
+Runtime's one-thread latency within its noise, so profiles stay comparable).
 
 Run as ``python -m tracking.recorder PID`` by :class:`Recorder`; not meant to be started by hand.
 """

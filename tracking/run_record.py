@@ -160,7 +160,7 @@ def input_example(export: dict | None) -> dict | None:
     """MLflow's input example: the first item of the export's example batch, made from its recorded spec the way
     validation and profiling make it (same seed), so it is an input the model was checked on. One item, and only
     up to EXAMPLE_MAX_VALUES values: MLflow writes the example as JSON, parses it back and runs the model on it,
-    ~1 s per 3x224x224 image on 2 cores, the longest part of such a model's record; a larger input (an image) is
+    about a second for one 3x224x224 image, the longest part of such a model's record; a larger input (an image) is
     described by the signature alone. None also where there is no spec, or an input is bfloat16 (numpy has no
     such type)."""
     if not export or not export.get("inputs"):
