@@ -153,3 +153,22 @@ def test_an_encoder_decoder_is_refused_naming_the_task_that_works(tmp_path):
     with pytest.raises(BadInputError, match="encoder-decoder: export it with --task text2text-generation-with-past"):
         export_model(str(tmp_path / "t5"), tmp_path / "t5.onnx", task=TASK)
     assert not (tmp_path / "t5.onnx").exists()
+
+
+def test_profile_reports_prefill_and_decode_apart(with_past, tmp_path):
+    from modelexport.profile import profile
+
+    result = profile(with_past["llama"].onnx_path, warmup=1, iterations=3, profile_runs=2, output_dir=tmp_path)
+    data = json.loads((tmp_path / "profile.json").read_text())
+    prefill, decode = data["phases"]["prefill"], data["phases"]["decode"]
+    assert prefill["inputs"]["input_ids"] == [1, 32] and prefill["inputs"]["past_key_values.0.key"][2] == 0
+    assert decode["inputs"]["input_ids"] == [1, 1] and decode["inputs"]["past_key_values.0.key"][2] == 32
+    for phase in (prefill, decode):
+        assert phase["attributed_fraction"] >= 0.99
+        assert any(
+            m["tag"].endswith("LlamaDecoderLayer.0/LlamaAttention") and m["self_ms"] > 0 for m in phase["modules"]
+        )
+    assert result.inputs == decode["inputs"]  # the headline figures are the decode step's
+    markdown = (tmp_path / "profile.md").read_text()
+    assert "## Phase: prefill (32 new tokens after a past of 0)" in markdown
+    assert "## Phase: decode (1 new tokens after a past of 32)" in markdown
