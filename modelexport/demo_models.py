@@ -6,7 +6,7 @@ from pathlib import Path
 
 
 def _configs() -> dict:
-    from transformers import BertConfig, GPT2Config, ResNetConfig, ViTConfig
+    from transformers import BertConfig, GPT2Config, LlamaConfig, ResNetConfig, ViTConfig
 
     return {
         "tiny-bert": (
@@ -23,6 +23,18 @@ def _configs() -> dict:
         "tiny-gpt2": (
             "GPT2Model",
             GPT2Config(vocab_size=128, n_embd=32, n_layer=2, n_head=2, n_positions=64, bos_token_id=0, eos_token_id=0),
+        ),
+        "tiny-llama-lm": (  # the fleet exports it with its key/value cache (text-generation-with-past)
+            "LlamaForCausalLM",
+            LlamaConfig(
+                vocab_size=128,
+                hidden_size=32,
+                intermediate_size=64,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                max_position_embeddings=64,
+            ),
         ),
         "tiny-vit": (
             "ViTModel",
@@ -42,7 +54,7 @@ def _configs() -> dict:
     }
 
 
-DEMO_MODELS = ("tiny-bert", "tiny-gpt2", "tiny-vit", "tiny-resnet")
+DEMO_MODELS = ("tiny-bert", "tiny-gpt2", "tiny-llama-lm", "tiny-vit", "tiny-resnet")
 
 
 def build_demo_models(directory: str | Path, names=DEMO_MODELS, seed: int = 0) -> dict[str, Path]:

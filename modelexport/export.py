@@ -11,11 +11,11 @@ from pathlib import Path
 
 import onnx
 
-from . import atomic, crosscheck, onnx_io, tagging
+from . import atomic, crosscheck, onnx_io, tagging, with_past
 from .errors import BadInputError, ExportFailedError, ModelExportError, one_line
 from .hierarchy import Hierarchy, build_hierarchy
 from .inputs import ExampleInputs, InputSpec, inputs_from_spec, resolve_spec
-from .loading import LoadedModel, load
+from .loading import LoadedModel, load, load_config
 from .source import ModelSource, resolve
 from .strategies import STRATEGIES
 from .strategies.base import root_reason
@@ -89,8 +89,14 @@ def check_opset(opset: int | None) -> int:
     return opset
 
 
-def example_inputs(loaded: LoadedModel, spec: InputSpec | None) -> ExampleInputs:
-    """Inputs from the user's spec, else from the model's config and forward signature."""
+def example_inputs(loaded: LoadedModel, spec: InputSpec | None, task: str | None = None) -> ExampleInputs:
+    """Inputs from the user's spec, else from the model's config and forward signature (a with-past task's
+    inputs include the cache, `with_past`)."""
+    if with_past.is_with_past(task):
+        with_past.check_supported(loaded.model, loaded.config, task)
+        inputs = inputs_from_spec(spec or with_past.example_spec(loaded.model, loaded.config, task))
+        with_past.check_cache_returned(loaded, inputs, task)
+        return inputs
     return inputs_from_spec(resolve_spec(loaded.model, loaded.config, spec))
 
 
@@ -171,8 +177,10 @@ def export_model(
         raise BadInputError(f"unknown strategy '{unknown[0]}': use auto or one of {', '.join(STRATEGIES)}")
     opset = check_opset(opset)
     source = model if isinstance(model, ModelSource) else resolve(model, revision=revision)
+    if with_past.is_with_past(task):
+        with_past.check_config(load_config(source, trust_remote_code), task)
     loaded = load(source, task=task, trust_remote_code=trust_remote_code)
-    inputs = example_inputs(loaded, input_spec)
+    inputs = example_inputs(loaded, input_spec, task)
     hierarchy = build_hierarchy(loaded.model, torch_modules=torch_modules)
     capture, mapping, stats, attempts = capture_and_tag(loaded, inputs, strategies, opset, hierarchy)
 

@@ -61,6 +61,8 @@ class ProfileResult:
     attribution: dict[str, float]  # fraction of kernel time per mapping method
     modules: list[dict] = field(default_factory=list)  # {tag, module, depth, self_ms, total_ms, nodes}
     files: dict[str, str] = field(default_factory=dict)
+    # a with-past export's phases (``prefill``, ``decode``), each a profile of its own; the fields above are decode's
+    phases: dict[str, dict] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -154,9 +156,6 @@ def profile(
 
     `profile_runs` (default: `iterations`, at most 20) is how many runs the profiling session records.
     """
-    import onnx
-
-    from .attribution import DIRECT, map_nodes, roll_up
     from .export import read_tags
     from .report_tree import load_onnx_graph
 
@@ -175,10 +174,34 @@ def profile(
         output_dir = Path(output_dir)
         if output_dir.exists() and not output_dir.is_dir():
             raise BadInputError(f"{output_dir} is a file: pass a directory for the profile")
-    rss_before = _peak_rss_mb()
+    runs = profile_runs or min(iterations, 20)
+    from .phases import phase_feeds
 
+    phases = phase_feeds(onnx_path)
+    if phases is None:
+        result = _measure(onnx_path, original, tags, tree, feeds_for, warmup, iterations, threads, optimization, runs)
+    else:  # a with-past export: prefill and one decode step measured apart; the decode step is the headline
+        measured = {
+            name: _measure(onnx_path, original, tags, tree, make, warmup, iterations, threads, optimization, runs)
+            for name, make in phases.items()
+        }
+        result = measured["decode"]
+        result.phases = {name: r.to_dict() for name, r in measured.items()}
+    if output_dir is not None:
+        write_profile(result, output_dir)
+    return result
+
+
+def _measure(onnx_path, original, tags, tree, make_feeds, warmup, iterations, threads, optimization, runs):
+    """One measurement: latency without the profiler, then kernel time per module from `runs` profiled runs, on
+    the inputs `make_feeds(onnx_path, session)` builds."""
+    import onnx
+
+    from .attribution import DIRECT, map_nodes, roll_up
+
+    rss_before = _peak_rss_mb()
     session = _session(onnx_path, optimization, threads)
-    feeds = feeds_for(onnx_path, session)
+    feeds = make_feeds(onnx_path, session)
     for _ in range(warmup):
         session.run(None, feeds)
     seconds = []
@@ -188,7 +211,6 @@ def profile(
         seconds.append(time.perf_counter() - start)
     del session
 
-    runs = profile_runs or min(iterations, 20)
     with tempfile.TemporaryDirectory(prefix="modelexport-profile-") as tmp:
         optimized_path = str(Path(tmp) / "optimized.onnx")
         session = _session(onnx_path, optimization, threads, str(Path(tmp) / "ort"), optimized_path)
@@ -233,8 +255,6 @@ def profile(
         attribution={h: us / total_us for h, us in sorted(by_how.items())},
         modules=modules,
     )
-    if output_dir is not None:
-        write_profile(result, output_dir)
     return result
 
 
@@ -286,4 +306,27 @@ def profile_markdown(result: ProfileResult, top: int = 20) -> str:
             f"| `{m['module'] or '(root)'}` | `{m['tag']}` | {m['self_ms']:.4f} | "
             f"{m['self_ms'] / kernel:.1%} | {m['total_ms']:.4f} | {m['nodes']} |"
         )
+    lines += phases_markdown(result)
     return "\n".join(lines) + "\n"
+
+
+def phases_markdown(result: ProfileResult, top: int = 5) -> list[str]:
+    """The prefill and decode sections of a with-past export's profile.md (none for other files)."""
+    lines = []
+    for name, phase in result.phases.items():
+        lat = phase["latency_ms"]
+        inputs = phase["inputs"]
+        past = next((s[2] for n, s in inputs.items() if n.startswith("past_key_values")), 0)
+        lines += [
+            "",
+            f"## Phase: {name} ({inputs['input_ids'][1]} new tokens after a past of {past})",
+            "",
+            f"Latency mean {lat['mean']:.3f} ms, p50 {lat['p50']:.3f} ms, p90 {lat['p90']:.3f} ms; kernel time "
+            f"{phase['kernel_ms']:.3f} ms, {phase['attributed_fraction']:.1%} attributed to modules directly.",
+            "",
+            "| module | self ms | total ms |",
+            "| --- | ---: | ---: |",
+        ]
+        for m in sorted(phase["modules"], key=lambda m: m["self_ms"], reverse=True)[:top]:
+            lines.append(f"| `{m['tag']}` | {m['self_ms']:.4f} | {m['total_ms']:.4f} |")
+    return lines

@@ -66,10 +66,12 @@ class ValidationReport:
     rtol: float
     seeds: list[int]
     checks: list[OutputCheck] = field(default_factory=list)
+    decode: object | None = None  # decode_check.DecodeReport of a with-past export
 
     @property
     def passed(self) -> bool:
-        return bool(self.checks) and all(c.passed for c in self.checks)
+        decoded = self.decode is None or self.decode.passed
+        return bool(self.checks) and all(c.passed for c in self.checks) and decoded
 
     @property
     def worst(self) -> OutputCheck | None:
@@ -82,6 +84,12 @@ class ValidationReport:
         worst = self.worst
         if worst is None:
             return "no outputs were compared"
+        if self.decode is not None and worst.passed:
+            text = self.decode.summary()
+            return text if not self.decode.passed else f"{self._checks_summary(worst)}; {text}"
+        return self._checks_summary(worst)
+
+    def _checks_summary(self, worst: OutputCheck) -> str:
         where = f"(seed {worst.seed}, inputs {_shapes_text(worst.shapes)})"
         if self.passed:
             return (
@@ -105,6 +113,7 @@ class ValidationReport:
             "seeds": self.seeds,
             "summary": self.summary(),
             "checks": [asdict(c) for c in self.checks],
+            "decode": None if self.decode is None else self.decode.to_dict(),
         }
 
 
@@ -128,11 +137,14 @@ def resized_spec(spec: InputSpec) -> InputSpec | None:
     return parse_input_spec(data) if sizes else None
 
 
-def spec_for(onnx_path: str | os.PathLike, loaded, input_spec: InputSpec | None) -> InputSpec:
+def spec_for(onnx_path: str | os.PathLike, loaded, input_spec: InputSpec | None, task: str | None = None) -> InputSpec:
     """The inputs to validate with: the user's spec, else the model's config, else what the sidecar recorded."""
+    from . import with_past
     from .export import read_sidecar
     from .inputs import resolve_spec
 
+    if input_spec is None and with_past.is_with_past(task):
+        return with_past.example_spec(loaded.model, loaded.config, task)
     recorded = (read_sidecar(onnx_path) or {}).get("inputs") if input_spec is None and loaded.config is None else None
     return resolve_spec(loaded.model, loaded.config, input_spec, recorded)
 
@@ -258,13 +270,17 @@ def validate(
     task: str | None = None,
     revision: str | None = None,
     trust_remote_code: bool = False,
+    new_tokens: int = 16,
 ) -> ValidationReport:
     """Compare `onnx_path` under ORT with the PyTorch `model` (a reference, a LoadedModel, or None: the sidecar's).
 
     Runs every seed at the export shape and at a resized shape (when any axis is dynamic). Returns the report;
-    it raises only for bad input (missing files, unloadable models), never for a numerical mismatch.
+    it raises only for bad input (missing files, unloadable models), never for a numerical mismatch. A with-past
+    export (its task, given or in the sidecar) is also greedy-decoded for `new_tokens` steps (`decode_check`).
     """
     import torch
+
+    from .export import read_sidecar
 
     onnx_path = Path(onnx_path)
     if not onnx_path.is_file():
@@ -274,7 +290,8 @@ def validate(
     if not seeds:
         raise BadInputError("give at least one seed")
     loaded, ref = load_reference(onnx_path, model, task=task, revision=revision, trust_remote_code=trust_remote_code)
-    spec = spec_for(onnx_path, loaded, input_spec)
+    task = task or ((read_sidecar(onnx_path) or {}).get("options") or {}).get("task")
+    spec = spec_for(onnx_path, loaded, input_spec, task)
     session = ort_session(onnx_path)
     report = ValidationReport(str(onnx_path), ref, atol, rtol, list(seeds))
     cases = [("export", spec)]
@@ -285,6 +302,12 @@ def validate(
     for case, case_spec in cases:
         for seed in seeds:
             report.checks.extend(check_case(session, loaded, case_spec, seed, case, atol, rtol))
+    from . import with_past
+
+    if with_past.is_with_past(task):
+        from .decode_check import decode_check
+
+        report.decode = decode_check(session, loaded, new_tokens, atol, rtol)
     return report
 
 

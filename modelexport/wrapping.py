@@ -3,6 +3,8 @@
 Exporters pass inputs positionally; transformers models take many optional parameters, so a small wrapper maps
 positional tensors to keywords (the TorchScript exporter otherwise fills ``forward`` defaults positionally) and
 returns a flat tuple of tensors named after the model's own output fields (``last_hidden_state``, ``logits``).
+Inputs named ``past_key_values.*`` become the model's cache object and a cache it returns becomes ``present.*``
+outputs (`kv_cache`).
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from collections.abc import Mapping
 
 import torch
 from torch import nn
+
+from . import kv_cache
 
 WRAPPED_ATTRIBUTE = "model"
 
@@ -25,7 +29,9 @@ def flatten_outputs(outputs) -> list[tuple[str, torch.Tensor]]:
     def visit(name: str, value) -> None:
         if value is None:
             return
-        if isinstance(value, torch.Tensor):
+        if kv_cache.is_cache(value):  # a decoder's grown cache: present.{i}.key / .value
+            flat.extend(kv_cache.flatten(value))
+        elif isinstance(value, torch.Tensor):
             flat.append((name, value))
         elif isinstance(value, Mapping) or hasattr(value, "to_tuple"):
             for key, item in value.items():
@@ -52,7 +58,7 @@ class KeywordWrapper(nn.Module):
 
     def forward(self, *args):
         model = getattr(self, WRAPPED_ATTRIBUTE)
-        outputs = model(*args) if self.positional else model(**dict(zip(self.input_names, args)))
+        outputs = model(*args) if self.positional else model(**kv_cache.pack(model, dict(zip(self.input_names, args))))
         return self.flat(outputs)
 
     def flat(self, outputs) -> tuple | dict:
@@ -69,5 +75,5 @@ def call_model(
 ) -> list[tuple[str, torch.Tensor]]:
     """Run `model` eagerly without gradients and return its named, flattened outputs."""
     with torch.inference_mode():
-        outputs = model(*tensors.values()) if positional else model(**tensors)
+        outputs = model(*tensors.values()) if positional else model(**kv_cache.pack(model, dict(tensors)))
     return flatten_outputs(outputs)

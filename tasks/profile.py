@@ -32,4 +32,9 @@ def profile_onnx(export: Produced, settings: ProfileSettings, output_dir: str) -
         "iterations",
         "peak_rss_mb",
     )
-    return produced({k: result.to_dict()[k] for k in keep}, *result.files.values())
+    data = {k: result.to_dict()[k] for k in keep}
+    if result.phases:  # a with-past export: prefill and decode, their headline figures
+        data["phases"] = {
+            n: {k: p[k] for k in ("latency_ms", "kernel_ms", "attributed_fraction")} for n, p in result.phases.items()
+        }
+    return produced(data, *result.files.values())

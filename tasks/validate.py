@@ -44,6 +44,9 @@ def validate_onnx(
             "rtol": settings.rtol,
             "checks": len(report.checks),
             "max_abs_diff": worst.max_abs_diff if worst else None,
+            "decode": None
+            if report.decode is None
+            else {"passed": report.decode.passed, "summary": report.decode.summary()},
         },
         output,
     )

@@ -288,3 +288,22 @@ def test_artifacts_are_all_posted_progress_in_order_and_the_first_failure_raised
         progress(100)
         release.set()
     assert shown == [("progress-id", 50), ("progress-id", 100)]
+
+
+def test_a_with_past_decoder_runs_cold_then_warm_and_logs_both_phases(prefect_harness, model_dirs, tmp_path):
+    import mlflow
+
+    from flows import run_model_flow
+
+    settings = dict(name="lm", task="text-generation-with-past", profiling={"warmup": 0, "iterations": 2})
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cold = run_model_flow(str(model_dirs["tiny-llama-lm"]), str(tmp_path), tracking_uri=uri, **settings)
+    assert cold.status == "ok", cold.reason
+    assert cold.results["validate"]["decode"]["passed"] is True
+    assert set(cold.results["profile"]["phases"]) == {"prefill", "decode"}
+    warm = run_model_flow(str(model_dirs["tiny-llama-lm"]), str(tmp_path), tracking_uri=uri, **settings)
+    assert warm.status == "ok" and warm.cached, warm.stages
+    mlflow.set_tracking_uri(uri)
+    runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    metrics = next(r.data.metrics for r in runs if "decode_latency_p50_ms" in r.data.metrics)
+    assert metrics["prefill_latency_p50_ms"] > 0 and metrics["decode_attributed_fraction"] >= 0.99

@@ -135,6 +135,11 @@ def profile_metrics(profile: dict, key, top: int) -> dict:
     modules = sorted(profile.get("modules") or [], key=lambda m: m.get("self_ms") or 0, reverse=True)
     for module in modules[:top]:
         metrics[key("module_self_ms", module.get("tag") or "root")] = module.get("self_ms")
+    for phase, measured in (profile.get("phases") or {}).items():  # a with-past export: prefill, decode
+        lat = measured.get("latency_ms") or {}
+        metrics |= {f"{phase}_latency_{k}_ms": lat.get(k) for k in LATENCY_KEYS}
+        metrics[f"{phase}_attributed_fraction"] = measured.get("attributed_fraction")
+        metrics[f"{phase}_kernel_ms"] = measured.get("kernel_ms")
     return metrics
 
 
