@@ -158,3 +158,42 @@ def test_squeezebert_layers_get_their_own_tags(strategy, squeezebert, out):
     for layer in (0, 1):
         assert found[f"{encoder}/SqueezeBertModule.{layer}/SqueezeBertSelfAttention"] == 3  # the q, k, v convolutions
     assert result.sidecar["warnings"] == []
+
+
+@pytest.fixture(scope="module")
+def flaubert(tmp_path_factory):
+    """A tiny Flaubert: its FFNs (called through ``__call__``) run their layers from a bound method handed to
+    ``apply_chunking_to_forward``; with the direct-call wrapping, torch.export names such modules by their path
+    from the module above them, not by their full path."""
+    import transformers
+
+    path = tmp_path_factory.mktemp("flaubert") / "tiny-flaubert"
+    torch.manual_seed(0)
+    transformers.FlaubertModel(
+        transformers.FlaubertConfig(emb_dim=32, n_layers=2, n_heads=2, vocab_size=99)
+    ).save_pretrained(path)
+    return path
+
+
+@pytest.mark.parametrize("strategy", ["htp", "dynamo"])
+def test_flaubert_ffns_keep_their_tags(strategy, flaubert, out):
+    from modelexport.loading import load
+    from modelexport.source import resolve
+    from tests.groundtruth import ANCHOR_OPS, frame_anchor_truth
+
+    result = export_model(str(flaubert), out / f"flaubert-{strategy}.onnx", strategy=strategy)
+    graph = onnx.load(str(result.onnx_path)).graph
+    found = Counter(result.sidecar["node_tags"][n.name] for n in graph.node if n.op_type in ANCHOR_OPS)
+    truth = frame_anchor_truth(load(resolve(str(flaubert))).model, {"input_ids": torch.randint(1, 90, (2, 16))})
+    assert found == truth
+    assert all(found[f"/FlaubertModel/TransformerFFN.{i}"] == 2 for i in (0, 1))  # lin1 and lin2
+
+
+def test_dynamo_name_scopes_resolve_full_and_relative_paths():
+    from modelexport.strategies.dynamo import scope_from_name_scopes
+
+    full = "['', 'model', 'model.ffns.0', 'model.ffns.0.lin1', 'linear_4']"
+    relative = "['', 'model', 'ffns.0', 'lin1', 'linear_4']"
+    assert scope_from_name_scopes(full) == scope_from_name_scopes(relative) == "ffns.0.lin1"
+    assert scope_from_name_scopes("['', 'model', 'add']") == ""
+    assert scope_from_name_scopes("['', 'sym_size_int']") is None

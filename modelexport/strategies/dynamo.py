@@ -28,10 +28,13 @@ def scope_from_name_scopes(value: str | None) -> str | None:
         scopes = ast.literal_eval(value)
     except (ValueError, SyntaxError):
         return None
-    modules = [s for s in scopes[:-1] if isinstance(s, str)]  # the last item is the FX node name
-    if not modules:
+    # The last item is the FX node name; the others name the modules from the root down, each by its full path or,
+    # for a module entered through another's instance `forward` (direct_calls), by its path from the one above.
+    deepest = ""
+    for scope in (s for s in scopes[:-1] if isinstance(s, str) and s):
+        deepest = scope if not deepest or scope.startswith(deepest + ".") else f"{deepest}.{scope}"
+    if not deepest:
         return None
-    deepest = modules[-1]
     if deepest == WRAPPED_ATTRIBUTE:
         return ""
     if deepest.startswith(WRAPPED_ATTRIBUTE + "."):
