@@ -20,7 +20,7 @@ from .common import FULL_MODELS, MIN_REPS, QUICK_MODELS, TORCH_MODELS, WORK
 
 HERE = Path(__file__).parent
 TORCH_MODEL_STRATEGIES = {"fx"}  # cannot trace the transformers models: also measured on plain torch ones
-FIGURES = ("tag_cost", "tagging_pass", "runtime_cost", "profiling_overhead", "cache", "pipeline")
+FIGURES = ("tag_cost", "tagging_pass", "runtime_cost", "profiling_overhead", "attribution", "cache", "pipeline")
 # Seconds the measuring may take before the tag-cost and pipeline figures (nine tenths of a run) drop to their
 # minimum of repetitions (common.another). `make bench` on a fresh clone must end within 20 minutes on 2 cores, the
 # install included (~2.5 min). A usual day of this VM measures in 12-13 min, a slow one in 16 (with the budget:
@@ -55,9 +55,16 @@ def measure(quick: bool, only: set[str], log, budget_s: float = BUDGET_S) -> dic
     if "tagging_pass" in only:
         log("tagging pass on 1x/4x/16x layers")
         results["tagging_pass"] = export_cost.tagging_scaling((1, 2, 4) if quick else (1, 4, 16), 3 if quick else 31)
-    if only & {"runtime_cost", "profiling_overhead"}:
+    if only & {"runtime_cost", "profiling_overhead", "attribution"}:
         for model in models:
             tagged, clean = runtime_files(model)
+            if "attribution" in only:
+                from . import attribution_check
+
+                log(f"module times against each block's own subgraph on {model.name}")
+                results.setdefault("attribution", {})[model.name] = attribution_check.block_check(
+                    tagged, runs=20 if quick else 100
+                )
             if "runtime_cost" in only:
                 log(f"runtime cost on {model.name}")
                 results.setdefault("runtime_cost", {})[model.name] = runtime_cost.runtime_cost(

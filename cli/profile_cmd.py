@@ -32,7 +32,7 @@ def run(args) -> int:
 
     from rich.table import Table
 
-    from modelexport.profile import profile
+    from modelexport.profile import module_time_text, profile
 
     from .terminal import new_console
 
@@ -55,10 +55,11 @@ def run(args) -> int:
         f"{lat['stdev']:.3f}; {result.throughput_per_s:.1f} samples/s; peak RSS +{result.peak_rss_delta_mb:.0f} MB"
     )
     out.print(
-        f"kernel time {result.kernel_ms:.3f} ms per run, {result.attributed_fraction:.1%} attributed to "
-        f"modules directly, {result.inferred_fraction:.1%} from graph neighbours"
+        f"profiler kernel time {result.kernel_ms:.3f} ms per run, {result.attributed_fraction:.1%} attributed to "
+        f"modules directly, {result.inferred_fraction:.1%} from graph neighbours. "
+        f"{module_time_text(result.module_time)}"
     )
-    table = Table(title="modules by own kernel time")
+    table = Table(title="modules by own time (of the p50 latency)")
     for column, justify in (
         ("module", "left"),
         ("class", "left"),
@@ -68,13 +69,13 @@ def run(args) -> int:
         ("nodes", "right"),
     ):
         table.add_column(column, justify=justify, overflow="fold")
-    kernel = result.kernel_ms or 1.0
+    latency = lat["p50"] or 1.0
     for m in result.top(args.top):
         table.add_row(
             m["module"] or "(root)",
             m["tag"].rsplit("/", 1)[-1],
             f"{m['self_ms']:.4f}",
-            f"{m['self_ms'] / kernel:.1%}",
+            f"{m['self_ms'] / latency:.1%}",
             f"{m['total_ms']:.4f}",
             str(m["nodes"]),
         )

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from . import atomic
+from .calibration import calibrate, profiler_overhead_us
 from .errors import BadInputError, first_line
 
 LEVELS = {
@@ -59,7 +60,10 @@ class ProfileResult:
     attributed_fraction: float  # kernel time mapped to a tag by name, fused tensors or name rules
     inferred_fraction: float  # kernel time whose tag came from graph neighbours
     attribution: dict[str, float]  # fraction of kernel time per mapping method
-    modules: list[dict] = field(default_factory=list)  # {tag, module, depth, self_ms, total_ms, nodes}
+    # {tag, module, depth, self_ms, total_ms, nodes, kernel_self_ms, kernel_total_ms}: self/total calibrated to add
+    # up to the p50 latency (`module_time` says how), kernel_* the profiler's own figures
+    modules: list[dict] = field(default_factory=list)
+    module_time: dict = field(default_factory=dict)  # calibration.Calibration
     files: dict[str, str] = field(default_factory=dict)
     # a with-past export's phases (``prefill``, ``decode``), each a profile of its own; the fields above are decode's
     phases: dict[str, dict] = field(default_factory=dict)
@@ -120,16 +124,20 @@ def _peak_rss_mb() -> float:
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
 
-def kernel_times(profile_json: str | os.PathLike, skip_runs: int = 0) -> dict[str, float]:
-    """Summed kernel microseconds per node name (events ``<node>_kernel_time``), after the first `skip_runs` runs."""
+def kernel_times(profile_json: str | os.PathLike, skip_runs: int = 0) -> tuple[dict[str, float], dict[str, int]]:
+    """Summed kernel microseconds and the number of kernel events per node name (events ``<node>_kernel_time``),
+    after the first `skip_runs` runs."""
     events = json.loads(Path(profile_json).read_text(encoding="utf-8"))
     starts = sorted(e["ts"] for e in events if e.get("cat") == "Session" and e.get("name") == "model_run")
     since = starts[skip_runs] if len(starts) > skip_runs else 0
     times: dict[str, float] = defaultdict(float)
+    counts: dict[str, int] = defaultdict(int)
     for event in events:
         if event.get("cat") == "Node" and event.get("name", "").endswith("_kernel_time") and event["ts"] >= since:
-            times[event["name"].removesuffix("_kernel_time")] += float(event.get("dur", 0))
-    return dict(times)
+            name = event["name"].removesuffix("_kernel_time")
+            times[name] += float(event.get("dur", 0))
+            counts[name] += 1
+    return dict(times), dict(counts)
 
 
 def latency_stats(seconds: list[float]) -> dict[str, float]:
@@ -217,11 +225,14 @@ def _measure(onnx_path, original, tags, tree, make_feeds, warmup, iterations, th
         skip = max(1, min(warmup, 3))  # warm-up runs, recorded by the profiler but not counted
         for _ in range(skip + runs):
             session.run(None, feeds)
-        times = kernel_times(session.end_profiling(), skip_runs=skip)
+        times, counts = kernel_times(session.end_profiling(), skip_runs=skip)
         optimized = onnx.load(optimized_path, load_external_data=False) if optimization != "disable" else None
     peak = _peak_rss_mb()
 
     origins = map_nodes(original, optimized, tags)
+    latency = latency_stats(seconds)
+    calibrated, calibration = calibrate(times, counts, runs, latency["p50"], profiler_overhead_us(threads))
+    self_ms: dict[str, float] = defaultdict(float)
     self_us: dict[str, float] = defaultdict(float)
     node_sets: dict[str, set] = defaultdict(set)
     by_how: dict[str, float] = defaultdict(float)
@@ -231,10 +242,14 @@ def _measure(onnx_path, original, tags, tree, make_feeds, warmup, iterations, th
         how = origin.how if origin is not None else ("name" if name in tags else "unmapped")
         by_how[how] += us
         self_us[tag or UNATTRIBUTED] += us
+        self_ms[tag or UNATTRIBUTED] += calibrated[name]
         node_sets[tag or UNATTRIBUTED].add(name)
     total_us = sum(times.values()) or 1.0
     per_run = 1000.0 * runs
-    modules = roll_up(tree, {t: us / per_run for t, us in self_us.items()}, {t: len(n) for t, n in node_sets.items()})
+    nodes = {t: len(n) for t, n in node_sets.items()}
+    modules = roll_up(tree, self_ms, nodes)
+    for row, raw in zip(modules, roll_up(tree, {t: us / per_run for t, us in self_us.items()}, nodes)):
+        row["kernel_self_ms"], row["kernel_total_ms"] = raw["self_ms"], raw["total_ms"]
     batch = max((a.shape[0] for a in feeds.values() if a.ndim), default=1)
     result = ProfileResult(
         onnx_path=str(onnx_path),
@@ -244,7 +259,7 @@ def _measure(onnx_path, original, tags, tree, make_feeds, warmup, iterations, th
         iterations=iterations,
         profiled_runs=runs,
         inputs={n: list(a.shape) for n, a in feeds.items()},
-        latency_ms=latency_stats(seconds),
+        latency_ms=latency,
         throughput_per_s=batch * iterations / sum(seconds),
         batch_size=batch,
         peak_rss_mb=round(peak, 1),
@@ -254,6 +269,7 @@ def _measure(onnx_path, original, tags, tree, make_feeds, warmup, iterations, th
         inferred_fraction=by_how.get("neighbours", 0.0) / total_us,
         attribution={h: us / total_us for h, us in sorted(by_how.items())},
         modules=modules,
+        module_time=asdict(calibration),
     )
     return result
 
@@ -291,23 +307,34 @@ def profile_markdown(result: ProfileResult, top: int = 20) -> str:
         f"| | {lat['mean']:.3f} | {lat['p50']:.3f} | {lat['p90']:.3f} | {lat['p99']:.3f} | {lat['stdev']:.3f} |",
         "",
         f"Throughput {result.throughput_per_s:.1f} samples/s (batch {result.batch_size}); peak RSS "
-        f"{result.peak_rss_mb:.0f} MB (+{result.peak_rss_delta_mb:.0f} MB). Kernel time {result.kernel_ms:.3f} ms "
-        f"per run: {result.attributed_fraction:.1%} attributed to modules directly, "
-        f"{result.inferred_fraction:.1%} from graph neighbours.",
+        f"{result.peak_rss_mb:.0f} MB (+{result.peak_rss_delta_mb:.0f} MB). The profiler's kernel time "
+        f"{result.kernel_ms:.3f} ms per run: {result.attributed_fraction:.1%} attributed to modules directly, "
+        f"{result.inferred_fraction:.1%} from graph neighbours. {module_time_text(result.module_time)}",
         "",
         "## Modules by own (self) time",
         "",
         "| module | tag | self ms | self % | total ms | nodes |",
         "| --- | --- | ---: | ---: | ---: | ---: |",
     ]
-    kernel = result.kernel_ms or 1.0
+    latency = result.latency_ms["p50"] or 1.0
     for m in result.top(top):
         lines.append(
             f"| `{m['module'] or '(root)'}` | `{m['tag']}` | {m['self_ms']:.4f} | "
-            f"{m['self_ms'] / kernel:.1%} | {m['total_ms']:.4f} | {m['nodes']} |"
+            f"{m['self_ms'] / latency:.1%} | {m['total_ms']:.4f} | {m['nodes']} |"
         )
     lines += phases_markdown(result)
     return "\n".join(lines) + "\n"
+
+
+def module_time_text(module_time: dict) -> str:
+    """One sentence on how the module times were made to add up to the p50 latency."""
+    if not module_time:
+        return ""
+    return (
+        f"Module times add up to the p50 latency: the profiler's {module_time['overhead_us_per_kernel']:.2f} µs per "
+        f"kernel event (measured) taken off each of {module_time['kernels_per_run']:.0f} kernels, the rest scaled "
+        f"by {module_time['scale']:.3g}."
+    )
 
 
 def phases_markdown(result: ProfileResult, top: int = 5) -> list[str]:

@@ -72,11 +72,11 @@ def plot_modules(result, path: str | os.PathLike, top: int = 15) -> Path:
     icicle.set_xlim(0, 1)
     icicle.set_ylim(-depth_max - 0.6, 0.6)
     icicle.set_yticks([-d for d in range(depth_max + 1)], [f"depth {d}" for d in range(depth_max + 1)])
-    icicle.set_xlabel("share of kernel time (width = module incl. its children; its own time sits at the left)")
+    icicle.set_xlabel("share of the p50 latency (width = module incl. its children; its own time sits at the left)")
     icicle.set_title(
-        f"{Path(result.onnx_path).name}: {result.kernel_ms:.3f} ms kernel time per run, p50 latency "
-        f"{result.latency_ms['p50']:.3f} ms ({result.optimization}, {result.threads} thread(s)); "
-        f"{result.attributed_fraction:.1%} attributed",
+        f"{Path(result.onnx_path).name}: p50 latency {result.latency_ms['p50']:.3f} ms per run, by module "
+        f"({result.optimization}, {result.threads} thread(s)); {result.attributed_fraction:.1%} of kernel time "
+        "attributed",
         fontsize=10,
     )
     for side in ("top", "right"):
@@ -91,10 +91,10 @@ def plot_modules(result, path: str | os.PathLike, top: int = 15) -> Path:
     values = [modules[i]["self_ms"] for i in ranked]
     bars.barh(range(len(ranked)), values, color=[colour.get(owner.get(i, 0), colour[0]) for i in ranked])
     bars.set_yticks(range(len(ranked)), [_label(modules[i]) for i in ranked], fontsize=8)
-    kernel = result.kernel_ms or 1.0
+    latency = result.latency_ms["p50"] or 1.0
     for y, value in enumerate(values):
-        bars.text(value, y, f" {value:.3g} ms ({value / kernel:.0%})", va="center", fontsize=7)
-    bars.set_xlabel("own kernel time per run (ms), excluding child modules")
+        bars.text(value, y, f" {value:.3g} ms ({value / latency:.0%})", va="center", fontsize=7)
+    bars.set_xlabel("own time per run (ms, of the p50 latency), excluding child modules")
     bars.set_title(f"top {len(ranked)} modules by own time (colour: top-level block)", fontsize=10)
     bars.set_xlim(0, max(values, default=1) * 1.25 or 1)
     for side in ("top", "right"):

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from modelexport.calibration import METHOD
 from modelexport.errors import BadInputError
 from modelexport.profile import profile
 from tests.conftest import run_cli
@@ -23,7 +24,11 @@ def test_kernel_time_is_attributed_to_modules(exported, name, tmp_path):
     )
     assert result.optimization == "ORT_ENABLE_ALL"
     assert result.attributed_fraction >= 0.95
-    assert abs(self_sum - result.kernel_ms) <= 0.01 * result.kernel_ms
+    # module times add up to the unprofiled p50; the profiler's own figures are kept beside them
+    assert self_sum == pytest.approx(result.latency_ms["p50"], rel=1e-6)
+    assert sum(m["kernel_self_ms"] for m in result.modules) == pytest.approx(result.kernel_ms, rel=0.01)
+    assert result.module_time["method"] == METHOD and result.module_time["overhead_us_per_kernel"] >= 0
+    assert result.module_time["latency_ms"] == result.latency_ms["p50"]
     assert root["total_ms"] == pytest.approx(self_sum)
     for m in result.modules:  # inclusive time is own time plus children's
         assert m["total_ms"] >= m["self_ms"] >= 0
@@ -34,7 +39,8 @@ def test_kernel_time_is_attributed_to_modules(exported, name, tmp_path):
     data = json.loads((tmp_path / "profile.json").read_text())
     assert set(data["latency_ms"]) == {"mean", "p50", "p90", "p99", "stdev"}
     assert data["attributed_fraction"] == result.attributed_fraction
-    assert {"tag", "self_ms", "total_ms", "nodes"} <= set(data["modules"][0])
+    assert {"tag", "self_ms", "total_ms", "nodes", "kernel_self_ms", "kernel_total_ms"} <= set(data["modules"][0])
+    assert data["module_time"] == result.module_time
     png = (tmp_path / "modules.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
     assert "| module |" in (tmp_path / "profile.md").read_text()
@@ -73,3 +79,17 @@ def test_cli(exported, tmp_path):
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
     zero = run_cli("profile", str(onnx_path), "--iterations", "0", "--output-dir", str(tmp_path / "z"))
     assert zero.returncode == 2 and not (tmp_path / "z").exists()
+
+
+def test_calibration_takes_the_profilers_overhead_off_each_kernel_then_scales_to_the_latency():
+    from modelexport.calibration import calibrate, profiler_overhead_us
+
+    # 2 runs; per run: one 10 us kernel ("big") and four of 2 us ("small"): 18 us of kernel events
+    times, counts = {"big": 20.0, "small": 16.0}, {"big": 2, "small": 8}
+    calibrated, how = calibrate(times, counts, runs=2, latency_ms=0.012, overhead_us=1.0)
+    assert sum(calibrated.values()) == pytest.approx(0.012)  # what the module times add up to
+    assert calibrated["big"] / calibrated["small"] == pytest.approx(9 / 4)  # (10 - 1) : 4 * (2 - 1), not 10 : 8
+    assert (how.overhead_us_per_kernel, how.kernels_per_run, how.kernel_ms) == (1.0, 5, pytest.approx(0.018))
+    calibrated, how = calibrate(times, counts, runs=2, latency_ms=0.012, overhead_us=50.0)  # all overhead
+    assert calibrated["big"] / calibrated["small"] == pytest.approx(10 / 8) and how.overhead_us_per_kernel == 0
+    assert 0 < profiler_overhead_us(1) < 100  # measured on this machine: µs, not ms
