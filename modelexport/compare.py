@@ -78,9 +78,11 @@ def distribution_agreement(a: Counter, b: Counter) -> float:
 
 def compare_files(a: str | os.PathLike, b: str | os.PathLike) -> Comparison:
     """Per-module counts and op types of `a` and `b`, the tags only one of them has, and their agreement."""
-    from .crosscheck import family_agreement, family_counts
+    from .crosscheck import computed_from_inputs, family_agreement, family_counts
+    from .report_tree import load_onnx_graph
 
     nodes_a, nodes_b = tagged_nodes(a), tagged_nodes(b)
+    live_a, live_b = (computed_from_inputs(load_onnx_graph(path).graph) for path in (a, b))
     ops_a: dict[str, Counter] = {}
     ops_b: dict[str, Counter] = {}
     for nodes, ops in ((nodes_a, ops_a), (nodes_b, ops_b)):
@@ -114,5 +116,8 @@ def compare_files(a: str | os.PathLike, b: str | os.PathLike) -> Comparison:
         modules=rows,
         only_in_a=[t for t in tags if t not in ops_b],
         only_in_b=[t for t in tags if t not in ops_a],
-        family_agreement=family_agreement(family_counts(nodes_a.values()), family_counts(nodes_b.values())).agreement,
+        family_agreement=family_agreement(
+            family_counts(v for n, v in nodes_a.items() if n in live_a),
+            family_counts(v for n, v in nodes_b.items() if n in live_b),
+        ).agreement,
     )

@@ -39,6 +39,23 @@ _FAMILIES = {
 OP_FAMILIES: dict[str, str] = {op: family for family, ops in _FAMILIES.items() for op in ops.split()}
 
 
+def computed_from_inputs(graph) -> set[str]:
+    """Names of the nodes whose result depends on the graph's inputs (the nodes inside their If/Loop bodies too).
+    The others compute from weights and constants alone, which one exporter folds into a constant and another
+    keeps (BiT's weight standardisation: three ReduceMean per convolution under TorchScript, none under dynamo):
+    they say nothing about which module runs the model."""
+    from .tagging import subgraph_nodes
+
+    live = {i.name for i in graph.input}
+    names = set()
+    for node in graph.node:
+        if any(name in live for name in node.input) or any(True for _ in subgraph_nodes(node)):
+            live.update(node.output)
+            names.add(node.name)
+            names.update(n.name for n in subgraph_nodes(node))
+    return names
+
+
 def family_counts(nodes: Iterable[tuple[str, str]]) -> Counter:
     """(tag, op family) -> node count, from (tag, op type) pairs; ops outside every family are left out."""
     counts: Counter = Counter()

@@ -236,8 +236,9 @@ def export_model(
 
 
 def tagged_ops(graph: onnx.GraphProto, mapping: dict[str, str]) -> list[tuple[str, str]]:
-    """(tag, op type) of every node, subgraphs included."""
-    return [(mapping[node.name], node.op_type) for node in tagging.iter_nodes(graph)]
+    """(tag, op type) of every node computed from the model's inputs, subgraphs included."""
+    live = crosscheck.computed_from_inputs(graph)
+    return [(mapping[node.name], node.op_type) for node in tagging.iter_nodes(graph) if node.name in live]
 
 
 def run_cross_check(

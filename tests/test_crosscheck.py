@@ -137,3 +137,26 @@ def test_strategy_all_records_family_agreement(tmp_path):
     data = json.loads((tmp_path / "all" / "export-all.json").read_text())
     assert [r["strategy"] for r in data["runs"]] == [r.strategy for r in runs]
     assert all(r["ok"] and r["family_agreement_with_htp"] == 1.0 and r["warnings"] == [] for r in data["runs"])
+
+
+def test_only_nodes_computed_from_the_inputs_are_compared():
+    """A weight-only computation (BiT's weight standardisation) is folded by one exporter and kept by another: it
+    says nothing about which module runs the model, so the family counts leave it out."""
+    from onnx import TensorProto, helper
+
+    from modelexport.crosscheck import computed_from_inputs
+
+    graph = helper.make_graph(
+        [
+            helper.make_node("ReduceMean", ["w"], ["w_mean"], name="weight_mean"),
+            helper.make_node("Sub", ["w", "w_mean"], ["w_std"], name="standardise"),
+            helper.make_node("Constant", [], ["c"], name="const", value_float=1.0),
+            helper.make_node("MatMul", ["x", "w_std"], ["y"], name="matmul"),
+            helper.make_node("Relu", ["y"], ["z"], name="relu"),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 2])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, [2, 2])],
+        [helper.make_tensor("w", TensorProto.FLOAT, [2, 2], [1.0, 2.0, 3.0, 4.0])],
+    )
+    assert computed_from_inputs(graph) == {"matmul", "relu"}
