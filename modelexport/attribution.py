@@ -35,6 +35,7 @@ _SUFFIXES = re.compile(r"(_nchwc|_token_\d+|_kernel_time)$")
 class NodeOrigin:
     tag: str | None
     how: str  # name, tensors, name-rule, neighbours, or unmapped
+    nodes: tuple[str, ...] = ()  # the exported nodes it stands for (none when found by its neighbours)
 
 
 def _producers(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
@@ -47,7 +48,7 @@ def map_nodes(
     """Optimized node name -> its tag in `original` and how it was found. Without `optimized`, names only."""
     if optimized is None:
         return {
-            n.name: NodeOrigin(tags.get(n.name), "name" if n.name in tags else "unmapped")
+            n.name: NodeOrigin(tags.get(n.name), "name", (n.name,)) if n.name in tags else NodeOrigin(None, "unmapped")
             for n in iter_nodes(original.graph)
         }
     producer = _producers(original.graph)
@@ -56,11 +57,12 @@ def map_nodes(
     origins: dict[str, NodeOrigin] = {}
     for node in optimized.graph.node:
         if node.name in tags:
-            origins[node.name] = NodeOrigin(tags[node.name], "name")
+            origins[node.name] = NodeOrigin(tags[node.name], "name", (node.name,))
         elif replaced := _replaced(node, producer, kept):
-            origins[node.name] = NodeOrigin(common_ancestor({tags.get(n.name) for n in replaced} - {None}), "tensors")
-        elif (tag := _by_name(node.name, tags, producer)) is not None:
-            origins[node.name] = NodeOrigin(tag, "name-rule")
+            ancestor = common_ancestor({tags.get(n.name) for n in replaced} - {None})
+            origins[node.name] = NodeOrigin(ancestor, "tensors", tuple(n.name for n in replaced))
+        elif (named := _by_name(node.name, tags, producer)) is not None:
+            origins[node.name] = NodeOrigin(tags[named], "name-rule", (named,))
         else:
             origins[node.name] = NodeOrigin(None, "unmapped")
     _from_neighbours(optimized.graph, origins)
@@ -68,7 +70,7 @@ def map_nodes(
         for sub in subgraph_nodes(node):
             origins.setdefault(
                 sub.name,
-                NodeOrigin(tags[sub.name], "name")
+                NodeOrigin(tags[sub.name], "name", (sub.name,))
                 if sub.name in tags
                 else NodeOrigin(origins[node.name].tag, "neighbours"),
             )
@@ -89,15 +91,15 @@ def _replaced(node: onnx.NodeProto, producer: dict, kept: set[str]) -> list[onnx
 
 
 def _by_name(name: str, tags: dict[str, str], producer: dict) -> str | None:
-    """Tag of an exported node or tensor whose name is embedded in `name`."""
+    """The exported node named in `name`, or producing a tensor named there."""
     name = _SUFFIXES.sub("", name.removeprefix("fused "))
     parts = name.split("/")
     for end in range(len(parts), 0, -1):
         candidate = "/".join(parts[:end])
         if candidate in tags:
-            return tags[candidate]
+            return candidate
         if candidate in producer and producer[candidate].name in tags:
-            return tags[producer[candidate].name]
+            return producer[candidate].name
     return None
 
 

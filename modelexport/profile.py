@@ -30,6 +30,7 @@ import numpy as np
 from . import atomic
 from .calibration import calibrate, profiler_overhead_us
 from .errors import BadInputError, first_line
+from .overlays import write_node_data
 
 LEVELS = {
     "disable": "ORT_DISABLE_ALL",
@@ -64,12 +65,17 @@ class ProfileResult:
     # up to the p50 latency (`module_time` says how), kernel_* the profiler's own figures
     modules: list[dict] = field(default_factory=list)
     module_time: dict = field(default_factory=dict)  # calibration.Calibration
+    # calibrated ms per exported node (a fused kernel's time split between the nodes it replaced): the Model
+    # Explorer overlay, not part of profile.json
+    node_ms: dict[str, float] = field(default_factory=dict, repr=False)
     files: dict[str, str] = field(default_factory=dict)
     # a with-past export's phases (``prefill``, ``decode``), each a profile of its own; the fields above are decode's
     phases: dict[str, dict] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        data.pop("node_ms")
+        return data
 
     def top(self, n: int = 15, key: str = "self_ms") -> list[dict]:
         return sorted(self.modules, key=lambda m: m[key], reverse=True)[:n]
@@ -234,6 +240,7 @@ def _measure(onnx_path, original, tags, tree, make_feeds, warmup, iterations, th
     calibrated, calibration = calibrate(times, counts, runs, latency["p50"], profiler_overhead_us(threads))
     self_ms: dict[str, float] = defaultdict(float)
     self_us: dict[str, float] = defaultdict(float)
+    node_ms: dict[str, float] = defaultdict(float)
     node_sets: dict[str, set] = defaultdict(set)
     by_how: dict[str, float] = defaultdict(float)
     for name, us in times.items():
@@ -243,6 +250,9 @@ def _measure(onnx_path, original, tags, tree, make_feeds, warmup, iterations, th
         by_how[how] += us
         self_us[tag or UNATTRIBUTED] += us
         self_ms[tag or UNATTRIBUTED] += calibrated[name]
+        exported = origin.nodes if origin is not None else ((name,) if name in tags else ())
+        for node in exported:
+            node_ms[node] += calibrated[name] / len(exported)
         node_sets[tag or UNATTRIBUTED].add(name)
     total_us = sum(times.values()) or 1.0
     per_run = 1000.0 * runs
@@ -270,6 +280,7 @@ def _measure(onnx_path, original, tags, tree, make_feeds, warmup, iterations, th
         attribution={h: us / total_us for h, us in sorted(by_how.items())},
         modules=modules,
         module_time=asdict(calibration),
+        node_ms=dict(node_ms),
     )
     return result
 
@@ -284,9 +295,11 @@ def write_profile(result: ProfileResult, output_dir: str | os.PathLike) -> dict[
         "json": output_dir / "profile.json",
         "markdown": output_dir / "profile.md",
         "plot": output_dir / "modules.png",
+        "node_data": output_dir / "latency.node_data.json",
     }
     result.files = {k: str(p) for k, p in paths.items()}
     plot_modules(result, paths["plot"])
+    write_node_data(paths["node_data"], result.node_ms, f"latency ms ({Path(result.onnx_path).name})")
     atomic.write_text(paths["markdown"], profile_markdown(result))
     atomic.write_text(paths["json"], json.dumps(result.to_dict(), indent=1))
     return paths

@@ -74,7 +74,7 @@ def test_cli(exported, tmp_path):
     ok = run_cli("profile", str(onnx_path), "--warmup", "1", "--iterations", "3", "--output-dir", str(tmp_path / "p"))
     assert ok.returncode == 0, ok.stderr
     assert "BertSelfAttention" in ok.stdout
-    assert {p.name for p in (tmp_path / "p").iterdir()} == {"profile.json", "profile.md", "modules.png"}
+    assert {p.name for p in (tmp_path / "p").iterdir()} == {"profile.json", "profile.md", "modules.png", "latency.node_data.json"}
     bad = run_cli("profile", str(tmp_path / "nope.onnx"))
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
     zero = run_cli("profile", str(onnx_path), "--iterations", "0", "--output-dir", str(tmp_path / "z"))
@@ -93,3 +93,21 @@ def test_calibration_takes_the_profilers_overhead_off_each_kernel_then_scales_to
     calibrated, how = calibrate(times, counts, runs=2, latency_ms=0.012, overhead_us=50.0)  # all overhead
     assert calibrated["big"] / calibrated["small"] == pytest.approx(10 / 8) and how.overhead_us_per_kernel == 0
     assert 0 < profiler_overhead_us(1) < 100  # measured on this machine: µs, not ms
+
+
+def test_the_latency_overlay_loads_in_model_explorer_and_names_its_nodes(exported, tmp_path):
+    """latency.node_data.json is Model Explorer's GraphNodeData (checked with its own dataclass, strictly), keyed
+    by the node ids its ONNX adapter gives the graph, and its values add up to the p50 latency."""
+    import dacite
+    from model_explorer.node_data_builder import GraphNodeData
+    from model_explorer_onnx.main import ONNXAdapter
+
+    onnx_path = exported("tiny-bert").onnx_path
+    result = profile(onnx_path, warmup=1, iterations=5, output_dir=tmp_path)
+    data = json.loads((tmp_path / "latency.node_data.json").read_text())
+    node_data = dacite.from_dict(GraphNodeData, data, config=dacite.Config(strict=True))
+    assert len(node_data.results) >= 100 and node_data.gradient
+    graph = ONNXAdapter().convert(str(onnx_path), {})["graphs"][0]
+    assert set(node_data.results) <= {node.id for node in graph.nodes}
+    assert sum(r.value for r in node_data.results.values()) == pytest.approx(result.latency_ms["p50"], rel=1e-6)
+    assert str(tmp_path / "latency.node_data.json") in result.files.values()
