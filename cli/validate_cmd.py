@@ -25,6 +25,11 @@ def add_arguments(p) -> None:
     p.add_argument("--rtol", type=float, default=DEFAULT_RTOL, help=f"relative tolerance (default {DEFAULT_RTOL:g})")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="random input seeds (default 0 1)")
     p.add_argument("--json", metavar="FILE", help="write the full result (every check) as JSON")
+    p.add_argument(
+        "--localize",
+        action="store_true",
+        help="find the first module whose outputs differ even when validation passes (it always does on failure)",
+    )
     from .export_cmd import add_model_arguments
 
     add_model_arguments(p)
@@ -56,6 +61,7 @@ def run(args) -> int:
             task=args.task,
             revision=args.revision,
             trust_remote_code=args.trust_remote_code,
+            localize=args.localize,
         )
     if args.json:
         write_validation(report, args.json)

@@ -67,6 +67,7 @@ class ValidationReport:
     seeds: list[int]
     checks: list[OutputCheck] = field(default_factory=list)
     decode: object | None = None  # decode_check.DecodeReport of a with-past export
+    localization: dict | None = None  # localize.Divergence of the worst failed check (or on request), as a dict
 
     @property
     def passed(self) -> bool:
@@ -87,7 +88,10 @@ class ValidationReport:
         if self.decode is not None and worst.passed:
             text = self.decode.summary()
             return text if not self.decode.passed else f"{self._checks_summary(worst)}; {text}"
-        return self._checks_summary(worst)
+        text = self._checks_summary(worst)
+        if self.localization is not None:
+            text += f"; {self.localization['summary']}"
+        return text
 
     def _checks_summary(self, worst: OutputCheck) -> str:
         where = f"(seed {worst.seed}, inputs {_shapes_text(worst.shapes)})"
@@ -114,6 +118,7 @@ class ValidationReport:
             "summary": self.summary(),
             "checks": [asdict(c) for c in self.checks],
             "decode": None if self.decode is None else self.decode.to_dict(),
+            "localization": self.localization,
         }
 
 
@@ -271,12 +276,15 @@ def validate(
     revision: str | None = None,
     trust_remote_code: bool = False,
     new_tokens: int = 16,
+    localize: bool = False,
 ) -> ValidationReport:
     """Compare `onnx_path` under ORT with the PyTorch `model` (a reference, a LoadedModel, or None: the sidecar's).
 
     Runs every seed at the export shape and at a resized shape (when any axis is dynamic). Returns the report;
     it raises only for bad input (missing files, unloadable models), never for a numerical mismatch. A with-past
     export (its task, given or in the sidecar) is also greedy-decoded for `new_tokens` steps (`decode_check`).
+    When an output check fails (or with `localize`), the first module whose outputs differ on the worst check's
+    inputs is found (`localize`) and named in the summary.
     """
     import torch
 
@@ -302,6 +310,9 @@ def validate(
     for case, case_spec in cases:
         for seed in seeds:
             report.checks.extend(check_case(session, loaded, case_spec, seed, case, atol, rtol))
+    worst = report.worst
+    if worst is not None and worst.error is None and (localize or not worst.passed):
+        report.localization = _localization(onnx_path, loaded, dict(cases)[worst.case], worst.seed, atol, rtol)
     from . import with_past
 
     if with_past.is_with_past(task):
@@ -309,6 +320,16 @@ def validate(
 
         report.decode = decode_check(session, loaded, new_tokens, atol, rtol)
     return report
+
+
+def _localization(onnx_path, loaded, spec: InputSpec, seed: int, atol: float, rtol: float) -> dict:
+    from .inputs import inputs_from_spec
+    from .localize import first_divergence
+
+    divergence = first_divergence(onnx_path, loaded, inputs_from_spec(spec, seed=seed), atol, rtol)
+    if divergence is None:
+        return {"tag": None, "summary": "every tagged module's outputs match: the difference is in the root's own ops"}
+    return divergence.to_dict() | {"summary": divergence.describe()}
 
 
 def write_validation(report: ValidationReport, path: str | os.PathLike) -> Path:

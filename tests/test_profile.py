@@ -74,7 +74,8 @@ def test_cli(exported, tmp_path):
     ok = run_cli("profile", str(onnx_path), "--warmup", "1", "--iterations", "3", "--output-dir", str(tmp_path / "p"))
     assert ok.returncode == 0, ok.stderr
     assert "BertSelfAttention" in ok.stdout
-    assert {p.name for p in (tmp_path / "p").iterdir()} == {"profile.json", "profile.md", "modules.png", "latency.node_data.json"}
+    written = {p.name for p in (tmp_path / "p").iterdir()}
+    assert written == {"profile.json", "profile.md", "modules.png", "latency.node_data.json"}
     bad = run_cli("profile", str(tmp_path / "nope.onnx"))
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
     zero = run_cli("profile", str(onnx_path), "--iterations", "0", "--output-dir", str(tmp_path / "z"))

@@ -665,3 +665,22 @@ def test_credentials_apart_moves_a_uri_password_to_mlflows_variables(monkeypatch
     for plain in (None, "sqlite:///x.db", "http://127.0.0.1:5000"):
         with credentials_apart(plain) as same:
             assert same == plain
+
+
+def test_the_module_where_parity_broke_is_a_param_of_the_run():
+    from tracking import run_record
+
+    validation = {
+        "passed": False,
+        "checks": [],
+        "localization": {"tag": "/M/Layer.1", "summary": "first diverges at module layer.1 (/M/Layer.1): ..."},
+    }
+    params, _metrics = run_record.params_and_metrics(None, validation, None, None, tracking_runs.metric_key, 5)
+    assert params["parity.first_divergent_module"] == "/M/Layer.1"
+    assert params["parity.divergence"].startswith("first diverges at module layer.1")
+    assert (
+        "parity.first_divergent_module"
+        not in run_record.params_and_metrics(
+            None, {"passed": True, "checks": [], "localization": None}, None, None, tracking_runs.metric_key, 5
+        )[0]
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -146,3 +147,40 @@ def test_cli_exit_codes_and_json(exported, model_dirs, tmp_path):
     assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
     no_dir = run_cli("validate", str(result.onnx_path), "--json", str(tmp_path / "no" / "x.json"))
     assert no_dir.returncode == 2 and "does not exist" in no_dir.stderr
+
+
+def _perturbed(onnx_path, tmp_path, tag: str, op_type: str = "MatMul"):
+    """A copy of the export with one weight of a `tag` node changed (and its sidecar)."""
+    model = onnx.load(str(onnx_path))
+    tags = json.loads(Path(onnx_path).with_suffix(".hierarchy.json").read_text())["node_tags"]
+    weights = {w.name: w for w in model.graph.initializer}
+    node = next(
+        n for n in model.graph.node if tags.get(n.name) == tag and n.op_type == op_type and n.input[1] in weights
+    )
+    weight = weights[node.input[1]]
+    values = numpy_helper.to_array(weight).copy()
+    values.flat[0] += 1.0  # one element (a constant added to every weight cancels after a LayerNorm)
+    weight.CopyFrom(numpy_helper.from_array(values, weight.name))
+    out = tmp_path / "perturbed.onnx"
+    onnx.save(model, out)
+    shutil.copy(Path(onnx_path).with_suffix(".hierarchy.json"), tmp_path / "perturbed.hierarchy.json")
+    return out
+
+
+def test_a_failed_validation_names_the_module_where_outputs_first_diverge(exported, model_dirs, tmp_path):
+    """One weight of layer 1's self-attention changed in the ONNX file: validation fails, and the one-line reason
+    and validation.json name that module (layer 0 and everything before it still match)."""
+    from modelexport.validate import write_validation
+
+    attention = "/BertModel/BertEncoder/BertLayer.1/BertAttention/BertSelfAttention"
+    broken = _perturbed(exported("tiny-bert").onnx_path, tmp_path, attention)
+    report = validate(broken, str(model_dirs["tiny-bert"]))
+    assert not report.passed
+    assert report.localization["tag"] == attention
+    assert report.localization["module"] == "encoder.layer.1.attention.self"
+    assert f"first diverges at module encoder.layer.1.attention.self ({attention})" in report.summary()
+    saved = json.loads(write_validation(report, tmp_path / "validation.json").read_text())
+    assert saved["localization"]["tag"] == attention
+
+    healthy = validate(exported("tiny-bert").onnx_path, str(model_dirs["tiny-bert"]), localize=True)
+    assert healthy.passed and healthy.localization["tag"] is None  # asked for: every module matches

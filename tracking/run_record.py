@@ -156,6 +156,9 @@ def params_and_metrics(
     params |= {f"tolerance.{k}": v for k, v in tolerances.items()}
     if validation:
         metrics |= validation_metrics(validation, key)
+        divergence = validation.get("localization") or {}
+        if divergence.get("tag"):  # the first module whose outputs differ (modelexport.localize)
+            params |= {"parity.first_divergent_module": divergence["tag"], "parity.divergence": divergence["summary"]}
     if profile:
         metrics |= profile_metrics(profile, key, top)
     return params, {k: v for k, v in metrics.items() if v is not None}
