@@ -213,14 +213,31 @@ def difference(expected: np.ndarray, actual: np.ndarray, atol: float, rtol: floa
     return float(diff.max(initial=0.0)), float(np.nan_to_num(rel, nan=np.inf).max(initial=0.0)), ok
 
 
-def check_case(session, loaded, spec: InputSpec, seed: int, case: str, atol: float, rtol: float) -> list[OutputCheck]:
-    """Run both on one set of inputs and compare every output."""
+def case_inputs(spec: InputSpec, seed: int, adjust=None):
+    """The example inputs of one case: drawn from `spec` with `seed`, then adjusted (``exercise``)."""
     from .inputs import inputs_from_spec
-    from .wrapping import call_model
 
     inputs = inputs_from_spec(spec, seed=seed)
+    if adjust is not None:
+        adjust(inputs.tensors)
+    return inputs
+
+
+def check_case(
+    session, loaded, spec: InputSpec, seed: int, case: str, atol: float, rtol: float, adjust=None, optional=False
+) -> list[OutputCheck]:
+    """Run both on one set of inputs and compare every output. An `optional` case the PyTorch model itself cannot
+    run (a longest sequence past what its positions really allow) is left out, not failed."""
+    from .wrapping import call_model
+
+    inputs = case_inputs(spec, seed, adjust)
     shapes = {name: list(t.shape) for name, t in inputs.tensors.items()}
-    expected = dict(call_model(loaded.model, inputs.tensors, positional=loaded.positional))
+    try:
+        expected = dict(call_model(loaded.model, inputs.tensors, positional=loaded.positional))
+    except Exception:
+        if optional:
+            return []
+        raise
     onnx_inputs = [i.name for i in session.get_inputs()]
     unknown = [n for n in onnx_inputs if n not in inputs.tensors]
     if unknown:
@@ -302,18 +319,29 @@ def validate(
     spec = spec_for(onnx_path, loaded, input_spec, task)
     session = ort_session(onnx_path)
     report = ValidationReport(str(onnx_path), ref, atol, rtol, list(seeds))
-    cases = [("export", spec)]
+    cases = {"export": (spec, None)}
     resized = resized_spec(spec)
     if resized is not None:
-        cases.append(("resized", resized))
+        cases["resized"] = (resized, None)
     torch.manual_seed(0)
-    for case, case_spec in cases:
+    for case, (case_spec, _) in cases.items():
         for seed in seeds:
             report.checks.extend(check_case(session, loaded, case_spec, seed, case, atol, rtol))
+    from . import with_past
+
+    # the user's own inputs are checked as given; a with-past export is exercised by decoding (below)
+    if input_spec is None and not with_past.is_with_past(task):
+        from .exercise import exercising_cases
+
+        onnx_shapes = {i.name: i.shape for i in session.get_inputs()}
+        for case, case_spec, adjust in exercising_cases(spec, loaded.config, onnx_shapes):
+            cases[case] = (case_spec, adjust)
+            report.checks.extend(
+                check_case(session, loaded, case_spec, seeds[0], case, atol, rtol, adjust, optional=True)
+            )
     worst = report.worst
     if worst is not None and worst.error is None and (localize or not worst.passed):
-        report.localization = _localization(onnx_path, loaded, dict(cases)[worst.case], worst.seed, atol, rtol)
-    from . import with_past
+        report.localization = _localization(onnx_path, loaded, *cases[worst.case], worst.seed, atol, rtol)
 
     if with_past.is_with_past(task):
         from .decode_check import decode_check
@@ -322,11 +350,10 @@ def validate(
     return report
 
 
-def _localization(onnx_path, loaded, spec: InputSpec, seed: int, atol: float, rtol: float) -> dict:
-    from .inputs import inputs_from_spec
+def _localization(onnx_path, loaded, spec: InputSpec, adjust, seed: int, atol: float, rtol: float) -> dict:
     from .localize import first_divergence
 
-    divergence = first_divergence(onnx_path, loaded, inputs_from_spec(spec, seed=seed), atol, rtol)
+    divergence = first_divergence(onnx_path, loaded, case_inputs(spec, seed, adjust), atol, rtol)
     if divergence is None:
         return {"tag": None, "summary": "every tagged module's outputs match: the difference is in the root's own ops"}
     return divergence.to_dict() | {"summary": divergence.describe()}

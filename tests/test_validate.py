@@ -27,8 +27,12 @@ def test_honest_exports_pass_at_two_seeds_and_two_shapes(exported, name):
     print(f"{name}: {report.summary()}")
     assert report.passed, report.summary()
     assert {c.seed for c in report.checks} == {0, 1}
-    assert {c.case for c in report.checks} == {"export", "resized"}
-    assert len(report.checks) == 2 * 2 * len(outputs)
+    exercising = {"tiny-bert": {"token-types", "padded", "longest"}, "tiny-gpt2": {"padded", "longest"}}
+    assert {c.case for c in report.checks} == {"export", "resized"} | exercising.get(name, set())
+    assert sum(c.case in ("export", "resized") for c in report.checks) == 2 * 2 * len(outputs)
+    assert sum(c.case not in ("export", "resized") for c in report.checks) == len(exercising.get(name, ())) * len(
+        outputs
+    )  # each exercising case once, at seed 0
     export_shapes = {tuple(s) for c in report.checks if c.case == "export" for s in c.shapes.values()}
     resized_shapes = {tuple(s) for c in report.checks if c.case == "resized" for s in c.shapes.values()}
     assert export_shapes.isdisjoint(resized_shapes)  # the dynamic axes really changed size
@@ -184,3 +188,56 @@ def test_a_failed_validation_names_the_module_where_outputs_first_diverge(export
 
     healthy = validate(exported("tiny-bert").onnx_path, str(model_dirs["tiny-bert"]), localize=True)
     assert healthy.passed and healthy.localization["tag"] is None  # asked for: every module matches
+
+
+@pytest.mark.parametrize(
+    "tag, case",
+    [
+        ("/BertModel/BertEmbeddings", "token-types"),  # a token-type row that the export-time inputs never read
+        ("/BertModel/BertEmbeddings", "longest"),  # a position row past the export length
+    ],
+)
+def test_rows_the_export_inputs_leave_idle_are_checked(exported, model_dirs, tmp_path, tag, case):
+    """A change to the second token-type row, or to the last position row, fails validation: the exercising cases
+    read them (the export and resized cases use token type 0 and 16 or 8 positions)."""
+    import onnx
+    from onnx import numpy_helper
+
+    result = exported("tiny-bert")
+    model = onnx.load(str(result.onnx_path))
+    table = "token_type_embeddings" if case == "token-types" else "position_embeddings"
+    weight = next(w for w in model.graph.initializer if table in w.name)
+    values = numpy_helper.to_array(weight).copy()
+    values[-1, 0] += 1.0  # the last row (type 1, or the last position); one element: a LayerNorm cancels a shift
+    weight.CopyFrom(numpy_helper.from_array(values, weight.name))
+    broken = tmp_path / "broken.onnx"
+    onnx.save(model, broken)
+    shutil.copy(result.sidecar_path, tmp_path / "broken.hierarchy.json")
+    report = validate(broken, str(model_dirs["tiny-bert"]))
+    assert not report.passed
+    assert {c.case for c in report.checks if not c.passed} == {case}
+    assert report.localization["tag"] == tag
+
+
+def test_a_model_that_ignores_the_attention_mask_fails_the_padded_case(exported, model_dirs, tmp_path):
+    """An export whose mask input is cut off (every position attended) fails only where the masks have padding."""
+    import onnx
+
+    result = exported("tiny-bert")
+    model = onnx.load(str(result.onnx_path))
+    ones = onnx.helper.make_node(
+        "ConstantOfShape",
+        ["mask_shape"],
+        ["all_ones"],
+        value=onnx.helper.make_tensor("one", onnx.TensorProto.INT64, [1], [1]),
+    )
+    shape = onnx.helper.make_node("Shape", ["attention_mask"], ["mask_shape"])
+    for node in model.graph.node:
+        node.input[:] = ["all_ones" if i == "attention_mask" else i for i in node.input]
+    model.graph.node.insert(0, ones)
+    model.graph.node.insert(0, shape)
+    broken = tmp_path / "maskless.onnx"
+    onnx.save(model, broken)
+    shutil.copy(result.sidecar_path, tmp_path / "maskless.hierarchy.json")
+    report = validate(broken, str(model_dirs["tiny-bert"]))
+    assert {c.case for c in report.checks if not c.passed} == {"padded"}
