@@ -165,12 +165,13 @@ def load_reference(
     return load(source, task=task, trust_remote_code=trust_remote_code), source.ref
 
 
-def ort_session(onnx_path: str | os.PathLike, threads: int | None = None):
-    """A CPU ORT session, or a one-line error if ORT cannot load the file."""
+def ort_session(onnx_path: str | os.PathLike, threads: int | None = None, log_level: int = 3):
+    """A CPU ORT session, or a one-line error if ORT cannot load the file. `log_level` 4 keeps ORT's own error
+    log off stderr (a check that reports the failure itself)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options.log_severity_level = log_level
     if threads:
         options.intra_op_num_threads = threads
     try:
