@@ -116,10 +116,16 @@ def _patchtst():
     )
 
 
-def _detr(d_model: int = 16):
+def _detr(d_model: int = 16, heads: int = 2):
     from transformers import DetrConfig, ResNetConfig
 
-    backbone = ResNetConfig(embedding_size=8, hidden_sizes=[8, 16, 16, 16], depths=[1, 1, 1, 1], layer_type="basic")
+    backbone = ResNetConfig(
+        embedding_size=8,
+        hidden_sizes=[8, 16, 16, 16],
+        depths=[1, 1, 1, 1],
+        layer_type="basic",
+        out_features=["stage1", "stage2", "stage3", "stage4"],  # the mask head reads three of them
+    )
     return DetrConfig(
         use_timm_backbone=False,
         use_pretrained_backbone=False,
@@ -127,8 +133,8 @@ def _detr(d_model: int = 16):
         d_model=d_model,
         encoder_layers=1,
         decoder_layers=1,
-        encoder_attention_heads=2,
-        decoder_attention_heads=2,
+        encoder_attention_heads=heads,
+        decoder_attention_heads=heads,
         encoder_ffn_dim=32,
         decoder_ffn_dim=32,
         num_queries=5,
@@ -137,7 +143,7 @@ def _detr(d_model: int = 16):
 
 
 def _detr_segmentation():
-    return _detr(d_model=30)  # the mask head needs d_model + heads divisible by 8
+    return _detr(d_model=64, heads=8)  # the mask head: d_model + heads and d_model / 16 in groups of 8
 
 
 def _segformer():
