@@ -13,9 +13,9 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from . import onnx_io
 from .errors import ExportFailedError, ModelExportError
 from .inputs import InputSpec
+from .onnx_io import save_atomic
 from .validate import DEFAULT_ATOL, DEFAULT_RTOL, ValidationReport, check_case, ort_session, resized_spec
 
 SEED = 0
@@ -31,7 +31,7 @@ def check_candidate(capture, loaded, spec: InputSpec, atol: float = DEFAULT_ATOL
 
     with tempfile.TemporaryDirectory(prefix="modelexport-check-") as tmp:
         path = Path(tmp) / "candidate.onnx"
-        onnx_io.save_atomic(capture.onnx_model, path, capture.weights)
+        save_atomic(capture.onnx_model, path, capture.weights)
         try:
             session = ort_session(path, log_level=4)
         except ModelExportError as exc:
