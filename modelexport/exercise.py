@@ -17,11 +17,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from .inputs import InputSpec
 
 LONGEST_CAP = 512  # tokens: long enough to reach every position row of most text models, cheap enough to run
 
-Adjust = Callable[[dict], None]  # changes the generated input tensors in place
+# changes the generated input tensors in place; returns the [batch, sequence] positions whose outputs are compared
+Adjust = Callable[[dict], "np.ndarray | None"]
 
 
 def exercising_cases(
@@ -51,12 +54,15 @@ def _with(spec: InputSpec, changes: dict[str, dict]) -> InputSpec:
     return parse_input_spec({n: ts.model_dump() | changes.get(n, {}) for n, ts in spec.root.items()})
 
 
-def _pad_masks(tensors: dict) -> None:
-    """A quarter of the first row masked at its start (left padding), of the second at its end (right padding)."""
+def _pad_masks(tensors: dict) -> np.ndarray:
+    """A quarter of the first row masked at its start (left padding), of the second at its end (right padding).
+    Only the real tokens' outputs are compared: a padding position's own output is undefined (a decoder's left
+    padding attends to nothing), while every real token must attend to the real tokens alone."""
     mask = tensors["attention_mask"]
     pad = mask.shape[1] // 4
     mask[0, :pad] = 0
     mask[1, -pad:] = 0
+    return mask.numpy() != 0
 
 
 def _longest(spec: InputSpec, config, onnx_shapes: dict[str, list]) -> InputSpec | None:

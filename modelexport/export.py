@@ -7,11 +7,13 @@ import os
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import onnx
 
 from . import atomic, crosscheck, onnx_io, tagging, with_past
+from .candidate_check import check_candidate
 from .errors import BadInputError, ExportFailedError, ModelExportError, one_line
 from .hierarchy import Hierarchy, build_hierarchy
 from .inputs import ExampleInputs, InputSpec, inputs_from_spec, resolve_spec
@@ -89,15 +91,13 @@ def check_opset(opset: int | None) -> int:
     return opset
 
 
-def example_inputs(loaded: LoadedModel, spec: InputSpec | None, task: str | None = None) -> ExampleInputs:
-    """Inputs from the user's spec, else from the model's config and forward signature (a with-past task's
-    inputs include the cache, `with_past`)."""
+def example_spec(loaded: LoadedModel, spec: InputSpec | None, task: str | None = None) -> InputSpec:
+    """The inputs to export with: the user's spec, else the model's config and forward signature call for (a
+    with-past task's include the cache, `with_past`)."""
     if with_past.is_with_past(task):
         with_past.check_supported(loaded.model, loaded.config, task)
-        inputs = inputs_from_spec(spec or with_past.example_spec(loaded.model, loaded.config, task))
-        with_past.check_cache_returned(loaded, inputs, task)
-        return inputs
-    return inputs_from_spec(resolve_spec(loaded.model, loaded.config, spec))
+        return spec or with_past.example_spec(loaded.model, loaded.config, task)
+    return resolve_spec(loaded.model, loaded.config, spec)
 
 
 def check_inputs(loaded: LoadedModel, inputs: ExampleInputs) -> None:
@@ -108,15 +108,17 @@ def check_inputs(loaded: LoadedModel, inputs: ExampleInputs) -> None:
         outputs = call_model(loaded.model, inputs.tensors, positional=loaded.positional)
     except Exception as exc:  # the model's own code: any error means the inputs do not fit
         raise BadInputError(
-            f"{type(loaded.model).__name__} fails on the example inputs ({one_line(exc)}): pass a matching "
-            "--input-spec FILE"
+            f"{type(loaded.model).__name__} fails on the example inputs "
+            f"({', '.join(f'{n} ' + 'x'.join(map(str, t.shape)) for n, t in inputs.tensors.items())}: "
+            f"{one_line(exc)}): pass a matching --input-spec FILE"
         ) from None
     if not outputs:
         raise BadInputError(f"{type(loaded.model).__name__} returns no tensors: nothing to export")
 
 
-def capture_and_tag(loaded, inputs, strategies, opset, hierarchy: Hierarchy):
-    """Try `strategies` in order; the first whose export succeeds and whose tags pass the check wins."""
+def capture_and_tag(loaded, inputs, strategies, opset, hierarchy: Hierarchy, check=None):
+    """Try `strategies` in order; the first whose export succeeds and whose tags pass the check wins. `check`,
+    if given, is called with each candidate Capture and raises to reject it (``candidate_check``)."""
     attempts: list[Attempt] = []
     for name in strategies:
         start = time.perf_counter()
@@ -127,6 +129,8 @@ def capture_and_tag(loaded, inputs, strategies, opset, hierarchy: Hierarchy):
             mapping = tagging.node_tags(capture.onnx_model, tags)
             stats = tagging.stats_for(mapping, hierarchy.root, projected)
             check_tags(stats, has_submodules=len(hierarchy.modules) > 1)
+            if check is not None:
+                check(capture)
         except Exception as exc:  # a strategy failing is data: record why and try the next
             reason = root_reason(exc)
             attempts.append(Attempt(name, False, round(time.perf_counter() - start, 3), reason))
@@ -134,13 +138,20 @@ def capture_and_tag(loaded, inputs, strategies, opset, hierarchy: Hierarchy):
         attempts.append(Attempt(name, True, round(time.perf_counter() - start, 3)))
         return capture, mapping, stats, attempts
     check_inputs(loaded, inputs)
-    first = next(a for a in attempts)
-    error = ExportFailedError(
-        f"every strategy failed ({', '.join(a.strategy for a in attempts)}); {first.strategy}: {first.reason}; "
-        "try another --opset or --strategy, or change the part of the model it names"
-    )
+    error = ExportFailedError(failure_message(attempts))
     error.attempts = attempts  # for callers that report every attempt (export --strategy all)
     raise error
+
+
+def failure_message(attempts: list[Attempt]) -> str:
+    """One line: each strategy's reason; "try another --strategy" only when others were left untried."""
+    reasons = "; ".join(f"{a.strategy}: {a.reason}" for a in attempts)
+    if len(attempts) == 1:
+        return (
+            f"the export failed ({reasons}); try another --opset or --strategy, or change the part of the model "
+            "it names"
+        )
+    return f"every strategy failed ({reasons}); try another --opset, or change the part of the model they name"
 
 
 def check_tags(stats: tagging.TagStats, has_submodules: bool) -> None:
@@ -180,9 +191,15 @@ def export_model(
     if with_past.is_with_past(task):
         with_past.check_config(load_config(source, trust_remote_code), task)
     loaded = load(source, task=task, trust_remote_code=trust_remote_code)
-    inputs = example_inputs(loaded, input_spec, task)
+    spec = example_spec(loaded, input_spec, task)
+    inputs = inputs_from_spec(spec)
+    if with_past.is_with_past(task):
+        with_past.check_cache_returned(loaded, inputs, task)
     hierarchy = build_hierarchy(loaded.model, torch_modules=torch_modules)
-    capture, mapping, stats, attempts = capture_and_tag(loaded, inputs, strategies, opset, hierarchy)
+    # auto checks each candidate in ORT before taking it; a with-past export is checked by decoding, in validate
+    checked = strategy == "auto" and not with_past.is_with_past(task)
+    check = partial(check_candidate, loaded=loaded, spec=spec) if checked else None
+    capture, mapping, stats, attempts = capture_and_tag(loaded, inputs, strategies, opset, hierarchy, check)
 
     proto = capture.onnx_model
     counts: dict[str, int] = {}

@@ -198,6 +198,9 @@ def check_spec_fits(spec: InputSpec, config) -> None:
     modules (no config) are not checked."""
     if config is None:
         return
+    from .input_generators import part
+
+    config = part(config, "text")  # a multimodal model's tables are in its text config
     for name, ts in spec.root.items():
         attribute = EMBEDDING_SIZES.get(name)
         size = _config_size(config, attribute) if attribute else None
@@ -242,53 +245,24 @@ def _config_size(config, attribute: str) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
-# --- generators from a transformers config ---------------------------------------------------------------------
+# --- inputs of a transformers model ----------------------------------------------------------------------------
 
-BATCH, SEQUENCE = 2, 16
-
-
-def _text(config, name: str) -> TensorSpec | None:
-    vocab = getattr(config, "vocab_size", None)
-    seq = min(
-        SEQUENCE, getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None) or SEQUENCE
-    )
-    axes = {0: "batch", 1: "decoder_sequence" if name.startswith("decoder_") else "sequence"}
-    if name in ("input_ids", "decoder_input_ids") and vocab:
-        return TensorSpec(shape=[BATCH, seq], dtype="int64", dynamic_axes=axes, low=0, high=vocab)
-    if name in ("attention_mask", "decoder_attention_mask") and vocab:  # text masks; a ViT takes none
-        return TensorSpec(shape=[BATCH, seq], dtype="int64", dynamic_axes=axes, low=1, high=2)
-    if name == "token_type_ids":
-        return TensorSpec(shape=[BATCH, seq], dtype="int64", dynamic_axes=axes, low=0, high=1)
-    return None
-
-
-def _vision(config, name: str) -> TensorSpec | None:
-    if name != "pixel_values":
-        return None
-    size = getattr(config, "image_size", None) or 224
-    height, width = (size, size) if isinstance(size, int) else tuple(size)[:2]
-    channels = getattr(config, "num_channels", 3)
-    return TensorSpec(shape=[BATCH, channels, height, width], dtype="float32", dynamic_axes={0: "batch"})
-
-
-def _audio(config, name: str) -> TensorSpec | None:
-    if name == "input_values":
-        return TensorSpec(shape=[BATCH, 16000], dtype="float32", dynamic_axes={0: "batch", 1: "samples"})
-    if name == "input_features":
-        mels = getattr(config, "num_mel_bins", 80)
-        frames = 2 * getattr(config, "max_source_positions", 1500)
-        return TensorSpec(shape=[BATCH, mels, frames], dtype="float32", dynamic_axes={0: "batch"})
-    return None
-
-
-GENERATORS = (_text, _vision, _audio)
 # Optional forward parameters that a model's users normally pass; others with defaults are left out.
 TEXT_ONLY = {"attention_mask", "token_type_ids"}
 USUAL_OPTIONAL = {"attention_mask", "token_type_ids", "decoder_input_ids", "decoder_attention_mask"}
+# Optional time-series inputs: observed masks and static features whenever the config sizes them; future values
+# and time features where the decoder reads future time features (num_time_features).
+TIME_OPTIONAL = ("past_observed_mask", "static_")
+TIME_FUTURE = ("future_values", "future_time_features")
 
 
 def spec_from_config(model: torch.nn.Module, config) -> InputSpec:
-    """The input spec a transformers model needs, from its config and the parameters of its ``forward``."""
+    """The input spec a transformers model needs, from its config and the parameters of its ``forward``: each
+    parameter is offered to the per-modality generators (``input_generators``). Required parameters must be
+    built; optional ones are filled when users normally pass them or when they are the main input of a modality
+    not yet filled (a CLIP-style model takes both ``input_ids`` and ``pixel_values``)."""
+    from .input_generators import GENERATORS, PRIMARY
+
     params = inspect.signature(model.forward).parameters
     specs: dict[str, TensorSpec] = {}
     for name, param in params.items():
@@ -297,21 +271,39 @@ def spec_from_config(model: torch.nn.Module, config) -> InputSpec:
         required = param.default is inspect.Parameter.empty
         if name.startswith("decoder_") and not getattr(config, "is_encoder_decoder", False):
             continue
-        if name == "token_type_ids" and not getattr(config, "type_vocab_size", None):
-            continue
-        spec = next((s for g in GENERATORS if (s := g(config, name)) is not None), None)
+        spec = next((s for g in GENERATORS if (s := g(config, name, model)) is not None), None)
         if name in TEXT_ONLY and "input_ids" not in specs:
             spec = None  # a vision model's attention_mask is not a text mask
-        if spec is not None and (required or name in USUAL_OPTIONAL or not specs_have_primary(specs)):
+        filled = {PRIMARY[n] for n in specs if n in PRIMARY}
+        wanted = (
+            required
+            or name in USUAL_OPTIONAL
+            or (name in PRIMARY and PRIMARY[name] not in filled)
+            or ("time" in filled and name.startswith(TIME_OPTIONAL))
+            or ("time" in filled and name in TIME_FUTURE and getattr(config, "num_time_features", 0))
+        )
+        if spec is not None and wanted:
             specs[name] = spec
         elif required:
             raise BadInputError(
-                f"cannot build an example input for forward parameter '{name}' of {type(model).__name__}: "
-                "pass --input-spec FILE"
+                f"cannot build an example input for forward parameter '{name}' of {type(model).__name__} from "
+                f"its config: write it in an --input-spec FILE, e.g. {missing_entry(name, specs)}"
             )
     if not specs:
-        raise BadInputError(f"no example inputs could be derived for {type(model).__name__}: pass --input-spec FILE")
+        raise BadInputError(
+            f"no example inputs could be derived for {type(model).__name__} from its config: write them in an "
+            '--input-spec FILE, e.g. {"input_ids": {"shape": [2, 16], "dtype": "int64", "high": 100}}'
+        )
     return InputSpec(specs)
+
+
+def missing_entry(name: str, specs: dict[str, TensorSpec]) -> str:
+    """The --input-spec entry to write for an input that could not be built: the inputs that could, plus `name`
+    with a shape to fill in (its batch axis as theirs)."""
+    entries = {n: s.model_dump(mode="json", exclude_defaults=True) for n, s in specs.items()}
+    batch = next((s.shape[0] for s in specs.values() if s.shape), 2)
+    entries[name] = {"shape": [batch, "..."], "dtype": "float32", "dynamic_axes": {"0": "batch"}}
+    return json.dumps({name: entries[name]}) if len(entries) == 1 else json.dumps(entries)
 
 
 def resolve_spec(
@@ -331,8 +323,3 @@ def resolve_spec(
         f"{type(model).__name__} is a plain torch module: give its inputs with --input-spec FILE "
         "(input_spec in a fleet file)"
     )
-
-
-def specs_have_primary(specs: dict) -> bool:
-    """True once a main input (ids, pixels, audio) is chosen: later alternatives (inputs_embeds...) are skipped."""
-    return any(n in specs for n in ("input_ids", "pixel_values", "input_values", "input_features"))

@@ -14,19 +14,12 @@ from torch import nn
 
 from .errors import BadInputError, first_line
 from .source import ModelSource
+from .task_heads import AUTO, HEADS, task_from_architectures, wrap_for_task
 
-# --task values and the transformers auto class each loads; without a task, the class the model was saved as.
-TASKS = {
-    "feature-extraction": "AutoModel",
-    "text-classification": "AutoModelForSequenceClassification",
-    "token-classification": "AutoModelForTokenClassification",
-    "question-answering": "AutoModelForQuestionAnswering",
-    "fill-mask": "AutoModelForMaskedLM",
-    "text-generation": "AutoModelForCausalLM",
-    "text-generation-with-past": "AutoModelForCausalLM",  # with a key/value cache: modelexport/with_past.py
-    "text2text-generation": "AutoModelForSeq2SeqLM",
-    "image-classification": "AutoModelForImageClassification",
-}
+# --task values and the transformers auto class each loads (task_heads.HEADS); without a task, the class the model
+# was saved as; "auto": the head its config's architectures names.
+TASKS = {task: auto_class for task, (auto_class, _mapping) in HEADS.items()}
+TASKS["text-generation-with-past"] = TASKS["text-generation"]  # with a key/value cache: modelexport/with_past.py
 
 
 @dataclass
@@ -125,8 +118,8 @@ def _load_transformers(path: Path, task: str | None, trust_remote_code: bool, we
             f"the model in {path} ships its own Python code (auto_map in config.json); review it, then pass "
             "--trust-remote-code to run it"
         )
-    if task is not None and task not in TASKS:
-        raise BadInputError(f"unknown task '{task}': use one of {', '.join(TASKS)}")
+    if task is not None and task != AUTO and task not in TASKS:
+        raise BadInputError(f"unknown task '{task}': use auto or one of {', '.join(TASKS)}")
     if not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
         raise BadInputError(f"{path} holds no weights (*.safetensors or *.bin): save the model with save_pretrained")
     import transformers
@@ -137,9 +130,12 @@ def _load_transformers(path: Path, task: str | None, trust_remote_code: bool, we
     check_weight_files(path)
     if hasattr(config, "use_cache"):
         config.use_cache = False  # decoders' cache outputs (DynamicCache) do not export
+    if task == AUTO:
+        task = task_from_architectures(config)  # None: the class it was saved as
     model_class = _model_class(transformers, config, task)
     if not weights:
-        return LoadedModel(_without_weights(model_class, config, trust_remote_code), config, positional=False)
+        model = _without_weights(model_class, config, trust_remote_code)
+        return LoadedModel(wrap_for_task(model, task), config, positional=False)
     kwargs = dict(config=config, trust_remote_code=trust_remote_code)
     if any(path.glob("*.safetensors")):
         kwargs["use_safetensors"] = True
@@ -165,7 +161,7 @@ def _load_transformers(path: Path, task: str | None, trust_remote_code: bool, we
             f"the weights in {path} lack {len(missing)} tensors its config.json needs (e.g. {sorted(missing)[0]}): "
             "re-save the model or fix the config"
         )
-    return LoadedModel(model.eval(), config, positional=False)
+    return LoadedModel(wrap_for_task(model.eval(), task), config, positional=False)
 
 
 def _without_weights(model_class, config, trust_remote_code: bool) -> nn.Module:

@@ -1,0 +1,55 @@
+"""``--strategy auto``'s check of each candidate file before it is accepted: does ONNX Runtime load it, and does it
+compute what PyTorch computes at the export shape and at a second shape?
+
+A strategy can write a graph that exports cleanly and still is wrong: a broadcast ONNX Runtime refuses, a shape
+inference error at load, a size traced into the graph that breaks at any other shape. `auto` would hand that
+file over while a later strategy writes a correct one, so each candidate goes through the same comparison as
+``modelexport validate`` (``validate.check_case``), kept cheap: one seed, the export shape and one resized
+shape, in a temporary folder. An explicit ``--strategy`` is not checked (``validate`` is the full check).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from .errors import ExportFailedError, ModelExportError
+from .inputs import InputSpec
+from .onnx_io import save_atomic
+from .validate import DEFAULT_ATOL, DEFAULT_RTOL, ValidationReport, check_case, ort_session, resized_spec
+
+SEED = 0
+
+
+class CandidateRejected(ExportFailedError):
+    """A strategy's file exported but does not load or does not match PyTorch: `auto` tries the next one."""
+
+
+def check_candidate(capture, loaded, spec: InputSpec, atol: float = DEFAULT_ATOL, rtol: float = DEFAULT_RTOL):
+    """Raise CandidateRejected saying why `capture` (a strategy's Capture) is not a file to hand over."""
+    import torch
+
+    with tempfile.TemporaryDirectory(prefix="modelexport-check-") as tmp:
+        path = Path(tmp) / "candidate.onnx"
+        save_atomic(capture.onnx_model, path, capture.weights)
+        try:
+            session = ort_session(path, log_level=4)
+        except ModelExportError as exc:
+            raise CandidateRejected(str(exc).replace(f" {path}", " its file")) from None
+        report = ValidationReport(str(path), type(loaded.model).__name__, atol, rtol, [SEED])
+        cases = [("export", spec)]
+        resized = resized_spec(spec)
+        if resized is not None:
+            cases.append(("resized", resized))
+        torch.manual_seed(0)
+        for case, case_spec in cases:
+            try:
+                report.checks.extend(check_case(session, loaded, case_spec, SEED, case, atol, rtol))
+            except ModelExportError as exc:  # e.g. the file takes an input the model's inputs do not have
+                raise CandidateRejected(f"ONNX check: {exc}") from None
+            except Exception as exc:  # noqa: BLE001  the PyTorch model itself fails at the resized shape
+                from .errors import one_line
+
+                raise CandidateRejected(f"PyTorch fails at the {case} shape: {one_line(exc)}") from None
+    if not report.passed:
+        raise CandidateRejected(f"ONNX check failed: {report.summary()}")
