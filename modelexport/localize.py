@@ -122,9 +122,13 @@ def _flatten(value):
         yield value
 
 
-def first_divergence(onnx_path, loaded, inputs, atol: float, rtol: float) -> Divergence | None:
+def first_divergence(
+    onnx_path, loaded, inputs, atol: float, rtol: float, module_diffs: dict | None = None
+) -> Divergence | None:
     """The first tagged module (as forwards end) whose outputs differ between PyTorch and ONNX Runtime on
-    `inputs` (ExampleInputs); None when every compared module matches."""
+    `inputs` (ExampleInputs); None when every compared module matches. `module_diffs`, if given, receives every
+    compared module's largest difference (its closest boundary tensor per output)."""
+    module_diffs = {} if module_diffs is None else module_diffs
     import onnx
 
     from .export import read_sidecar
@@ -137,7 +141,7 @@ def first_divergence(onnx_path, loaded, inputs, atol: float, rtol: float) -> Div
     feeds = {i.name: inputs.tensors[i.name].numpy() for i in graph.input if i.name in inputs.tensors}
     values = onnx_values(onnx_path, sorted({t for ts in boundary.values() for t in ts}), feeds)
     paths = {tag: info.get("module", "") for tag, info in tags.items()}
-    compared = 0
+    compared, first = 0, None
     for tag, outputs in torch_outputs(loaded.model, paths, inputs.tensors, loaded.positional):
         candidates = [values[t] for t in boundary.get(tag, []) if t in values]
         for index, output in enumerate(outputs):
@@ -147,6 +151,8 @@ def first_divergence(onnx_path, loaded, inputs, atol: float, rtol: float) -> Div
                 continue
             compared += 1
             diffs = [difference(want, c, atol, rtol) for c in same_shape]
-            if not any(ok for _, _, ok in diffs):
-                return Divergence(tag, paths.get(tag, ""), index, min(d for d, _, _ in diffs), compared)
-    return None
+            closest = min(d for d, _, _ in diffs)
+            module_diffs[tag] = max(module_diffs.get(tag, 0.0), closest)
+            if first is None and not any(ok for _, _, ok in diffs):
+                first = Divergence(tag, paths.get(tag, ""), index, closest, compared)
+    return first

@@ -355,14 +355,28 @@ def validate(
 def _localization(onnx_path, loaded, spec: InputSpec, adjust, seed: int, atol: float, rtol: float) -> dict:
     from .localize import first_divergence
 
-    divergence = first_divergence(onnx_path, loaded, case_inputs(spec, seed, adjust)[0], atol, rtol)
+    diffs: dict[str, float] = {}
+    divergence = first_divergence(onnx_path, loaded, case_inputs(spec, seed, adjust)[0], atol, rtol, diffs)
     if divergence is None:
-        return {"tag": None, "summary": "every tagged module's outputs match: the difference is in the root's own ops"}
-    return divergence.to_dict() | {"summary": divergence.describe()}
+        summary = "every tagged module's outputs match: the difference is in the root's own ops"
+        return {"tag": None, "summary": summary, "module_diffs": diffs}
+    return divergence.to_dict() | {"summary": divergence.describe(), "module_diffs": diffs}
 
 
 def write_validation(report: ValidationReport, path: str | os.PathLike) -> Path:
-    """Write the full report as JSON, atomically."""
+    """Write the full report as JSON, atomically; with a localization, also ``parity.node_data.json`` beside it:
+    a Model Explorer overlay of each node's module output difference (``overlays``)."""
+    path = Path(path)
+    if report.localization and report.localization.get("module_diffs"):
+        from .export import read_sidecar
+        from .overlays import write_node_data
+
+        node_tags = (read_sidecar(report.onnx_path) or {}).get("node_tags") or {}
+        diffs = report.localization["module_diffs"]
+        per_node = {node: diffs[tag] for node, tag in node_tags.items() if tag in diffs}
+        write_node_data(
+            path.with_name("parity.node_data.json"), per_node, f"max abs diff ({Path(report.onnx_path).name})"
+        )
     return atomic.write_text(path, json.dumps(report.to_dict(), indent=1))
 
 

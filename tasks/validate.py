@@ -34,7 +34,10 @@ def validate_onnx(
             task=task_name,
             trust_remote_code=trust_remote_code,
         )
-    write_validation(report, output)
+    written = [write_validation(report, output)]
+    overlay = written[0].with_name("parity.node_data.json")
+    if report.localization and overlay.exists():
+        written.append(overlay)
     worst = report.worst
     return produced(
         {
@@ -48,5 +51,5 @@ def validate_onnx(
             if report.decode is None
             else {"passed": report.decode.passed, "summary": report.decode.summary()},
         },
-        output,
+        *written,
     )

@@ -185,6 +185,10 @@ def test_a_failed_validation_names_the_module_where_outputs_first_diverge(export
     assert f"first diverges at module encoder.layer.1.attention.self ({attention})" in report.summary()
     saved = json.loads(write_validation(report, tmp_path / "validation.json").read_text())
     assert saved["localization"]["tag"] == attention
+    overlay = json.loads((tmp_path / "parity.node_data.json").read_text())["results"]  # Model Explorer's format
+    tags = json.loads(Path(broken).with_suffix(".hierarchy.json").read_text())["node_tags"]
+    assert {tags[n] for n, v in overlay.items() if v["value"] > 1e-3} >= {attention}
+    assert all(v["value"] < 1e-4 for n, v in overlay.items() if "BertLayer.0" in tags[n])  # before it: unchanged
 
     healthy = validate(exported("tiny-bert").onnx_path, str(model_dirs["tiny-bert"]), localize=True)
     assert healthy.passed and healthy.localization["tag"] is None  # asked for: every module matches
