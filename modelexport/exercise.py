@@ -36,7 +36,9 @@ def exercising_cases(
     if config is None:
         return []
     cases = []
-    types = getattr(config, "type_vocab_size", None) or 0
+    from .input_generators import config_size
+
+    types = config_size(config, "type_vocab_size") or 0
     if "token_type_ids" in spec.root and types > 1:
         cases.append(("token-types", _with(spec, {"token_type_ids": {"low": 0, "high": types}}), None))
     mask = spec.root.get("attention_mask")
@@ -67,7 +69,9 @@ def _pad_masks(tensors: dict) -> np.ndarray:
 
 def _longest(spec: InputSpec, config, onnx_shapes: dict[str, list]) -> InputSpec | None:
     """The spec at the longest sequence the config allows, where the file's sequence axes are dynamic."""
-    limit = min(getattr(config, "max_position_embeddings", None) or 0, LONGEST_CAP)
+    from .input_generators import config_size
+
+    limit = min(config_size(config, "max_position_embeddings") or 0, LONGEST_CAP)
     axes = {name for ts in spec.root.values() for name in ts.dynamic_axes.values() if "sequence" in name}
     if not limit or not axes:
         return None

@@ -26,7 +26,8 @@ def part(config, modality: str):
     return nested if nested is not None and not isinstance(nested, dict) else config
 
 
-def _size(config, *names: str) -> int | None:
+def config_size(config, *names: str) -> int | None:
+    """The first of the config's `names` that is a positive integer (XLNet says -1 for no limit), else None."""
     for name in names:
         value = getattr(config, name, None)
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
@@ -43,8 +44,8 @@ def is_multiple_choice(model) -> bool:
 
 def text(config, name: str, model) -> TensorSpec | None:
     config = part(config, "text")
-    vocab = _size(config, "vocab_size")
-    seq = min(SEQUENCE, _size(config, "max_position_embeddings", "n_positions") or SEQUENCE)
+    vocab = config_size(config, "vocab_size")
+    seq = min(SEQUENCE, config_size(config, "max_position_embeddings", "n_positions") or SEQUENCE)
     decoder = name.startswith("decoder_")
     shape, axes = [BATCH, seq], {0: "batch", 1: "decoder_sequence" if decoder else "sequence"}
     if not decoder and model is not None and is_multiple_choice(model):
@@ -53,7 +54,7 @@ def text(config, name: str, model) -> TensorSpec | None:
         return TensorSpec(shape=shape, dtype="int64", dynamic_axes=axes, low=0, high=vocab)
     if name in ("attention_mask", "decoder_attention_mask") and vocab:  # text masks; a ViT takes none
         return TensorSpec(shape=shape, dtype="int64", dynamic_axes=axes, low=1, high=2)
-    if name == "token_type_ids" and _size(config, "type_vocab_size"):
+    if name == "token_type_ids" and config_size(config, "type_vocab_size"):
         return TensorSpec(shape=shape, dtype="int64", dynamic_axes=axes, low=0, high=1)
     return None
 
@@ -64,44 +65,44 @@ def vision(config, name: str, model) -> TensorSpec | None:
     config = part(config, "vision")
     size = getattr(config, "image_size", None) or 224
     height, width = (size, size) if isinstance(size, int) else tuple(size)[:2]
-    channels = _size(config, "num_channels") or 3
+    channels = config_size(config, "num_channels") or 3
     return TensorSpec(shape=[BATCH, channels, height, width], dtype="float32", dynamic_axes={0: "batch"})
 
 
 def audio(config, name: str, model) -> TensorSpec | None:
     config = part(config, "audio")
-    mels = _size(config, "num_mel_bins")
+    mels = config_size(config, "num_mel_bins")
     if name == "input_values":
-        length = _size(config, "max_length")
+        length = config_size(config, "max_length")
         if mels and length:  # a spectrogram transformer (AST): [batch, frames, mel bins], frames fixed by positions
             return TensorSpec(shape=[BATCH, length, mels], dtype="float32", dynamic_axes={0: "batch"})
         return TensorSpec(shape=[BATCH, SAMPLES], dtype="float32", dynamic_axes={0: "batch", 1: "samples"})
     if name != "input_features":
         return None
-    per_channel = _size(config, "input_feat_per_channel")
+    per_channel = config_size(config, "input_feat_per_channel")
     features = (
-        per_channel * (_size(config, "input_channels") or 1)
+        per_channel * (config_size(config, "input_channels") or 1)
         if per_channel
-        else _size(config, "feature_projection_input_dim", "feature_size")
+        else config_size(config, "feature_projection_input_dim", "feature_size")
     )
     if features:  # frames first (Speech2Text, conformers): [batch, frames, features]
         return TensorSpec(shape=[BATCH, FRAMES, features], dtype="float32", dynamic_axes={0: "batch", 1: "frames"})
     # mel bins first (Whisper): [batch, mel bins, 2 x max_source_positions], fixed by the encoder's positions
-    frames = 2 * (_size(config, "max_source_positions") or 1500)
+    frames = 2 * (config_size(config, "max_source_positions") or 1500)
     return TensorSpec(shape=[BATCH, mels or 80, frames], dtype="float32", dynamic_axes={0: "batch"})
 
 
 def time_series(config, name: str, model) -> TensorSpec | None:
     """Forecasting models: past/future values and time features, sized by context and prediction lengths."""
-    context = _size(config, "context_length")
+    context = config_size(config, "context_length")
     if context is None or not name.startswith(("past_", "future_", "static_")):
         return None
     past = context + max(getattr(config, "lags_sequence", None) or [0])
-    future = _size(config, "prediction_length") or 1
-    channels = _size(config, "input_size", "num_input_channels") or 1
-    time_features = _size(config, "num_time_features")
+    future = config_size(config, "prediction_length") or 1
+    channels = config_size(config, "input_size", "num_input_channels") or 1
+    time_features = config_size(config, "num_time_features")
     axes = {0: "batch"}
-    if _size(config, "num_input_channels"):  # PatchTST-style: [batch, time, channels] even for one channel
+    if config_size(config, "num_input_channels"):  # PatchTST-style: [batch, time, channels] even for one channel
         values = [BATCH, past, channels]
     else:
         values = [BATCH, past] if channels == 1 else [BATCH, past, channels]
@@ -113,11 +114,11 @@ def time_series(config, name: str, model) -> TensorSpec | None:
     if name in ("past_time_features", "future_time_features") and time_features:
         steps = past if name.startswith("past") else future
         return TensorSpec(shape=[BATCH, steps, time_features], dtype="float32", dynamic_axes=axes)
-    categorical = _size(config, "num_static_categorical_features")
+    categorical = config_size(config, "num_static_categorical_features")
     if name == "static_categorical_features" and categorical:
         high = min(getattr(config, "cardinality", None) or [1])
         return TensorSpec(shape=[BATCH, categorical], dtype="int64", dynamic_axes=axes, low=0, high=max(high, 1))
-    real = _size(config, "num_static_real_features")
+    real = config_size(config, "num_static_real_features")
     if name == "static_real_features" and real:
         return TensorSpec(shape=[BATCH, real], dtype="float32", dynamic_axes=axes)
     return None

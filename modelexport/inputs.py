@@ -198,12 +198,12 @@ def check_spec_fits(spec: InputSpec, config) -> None:
     modules (no config) are not checked."""
     if config is None:
         return
-    from .input_generators import part
+    from .input_generators import config_size, part
 
     config = part(config, "text")  # a multimodal model's tables are in its text config
     for name, ts in spec.root.items():
         attribute = EMBEDDING_SIZES.get(name)
-        size = _config_size(config, attribute) if attribute else None
+        size = config_size(config, attribute) if attribute else None
         if size is None or not (ts.dtype.startswith("int")):
             continue
         low, high = integer_range(ts)
@@ -222,7 +222,7 @@ def check_spec_fits(spec: InputSpec, config) -> None:
                 f"input spec: {given}, but the model's {attribute} is {size} (config.json): set "
                 f"{name}.high to at most {size}"
             )
-    positions = _config_size(config, "max_position_embeddings")
+    positions = config_size(config, "max_position_embeddings")
     if (
         positions is None
         or any(getattr(config, key, None) for key in UNBOUNDED_POSITIONS)
@@ -238,11 +238,6 @@ def check_spec_fits(spec: InputSpec, config) -> None:
                 f"model's max_position_embeddings is {positions} (config.json): use a sequence of "
                 f"at most {positions}"
             )
-
-
-def _config_size(config, attribute: str) -> int | None:
-    value = getattr(config, attribute, None)
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 # --- inputs of a transformers model ----------------------------------------------------------------------------

@@ -245,3 +245,17 @@ def test_a_model_that_ignores_the_attention_mask_fails_the_padded_case(exported,
     shutil.copy(result.sidecar_path, tmp_path / "maskless.hierarchy.json")
     report = validate(broken, str(model_dirs["tiny-bert"]))
     assert {c.case for c in report.checks if not c.passed} == {"padded"}
+
+
+def test_a_config_without_a_position_limit_gets_no_longest_case():
+    """XLNet's config says max_position_embeddings = -1 (no table): no `longest` case, not a spec of length -1."""
+    from types import SimpleNamespace
+
+    from modelexport.exercise import exercising_cases
+
+    spec = parse_input_spec(
+        {"input_ids": {"shape": [2, 16], "dtype": "int64", "dynamic_axes": {"0": "batch", "1": "sequence"}}}
+    )
+    dynamic = {"input_ids": ["batch", "sequence"]}
+    assert [c[0] for c in exercising_cases(spec, SimpleNamespace(max_position_embeddings=-1), dynamic)] == []
+    assert [c[0] for c in exercising_cases(spec, SimpleNamespace(max_position_embeddings=40), dynamic)] == ["longest"]
