@@ -57,6 +57,7 @@ def save_atomic(
         written = []
         data = external_data_path(staged)
         if data.exists():
+            shutil.copymode(staged, data)  # onnx creates it 0600; the .onnx beside it has any new file's mode
             os.replace(data, path.parent / data.name)
             written.append(path.parent / data.name)
         os.replace(staged, path)

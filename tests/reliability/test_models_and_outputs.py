@@ -108,6 +108,29 @@ def test_files_written_atomically_get_the_permissions_of_any_new_file(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plain.md", "report.md"]  # no temporary file left
 
 
+def test_external_weights_get_the_mode_of_the_onnx_file_beside_them(model_dirs, tmp_path, monkeypatch):
+    """A model past the protobuf limit keeps its weights in OUTPUT.onnx.data, which onnx creates 0o600: it gets the
+    .onnx file's mode (the limit is lowered here, so a tiny model takes that path)."""
+    from modelexport import onnx_io
+    from modelexport.export import export_model
+    from modelexport.strategies import base
+
+    monkeypatch.setattr(onnx_io, "PROTOBUF_LIMIT", 1000)
+    monkeypatch.setattr(base, "PROTOBUF_LIMIT", 1000)
+    out = tmp_path / "big.onnx"
+    export_model(str(model_dirs["tiny-bert"]), out, strategy="htp")
+    data = onnx_io.external_data_path(out)
+    assert data.stat().st_size > 10_000  # the weights really are there
+    assert stat.S_IMODE(data.stat().st_mode) == stat.S_IMODE(out.stat().st_mode) == 0o666 & ~_umask()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.hierarchy.json", "big.onnx", "big.onnx.data"]
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def test_two_processes_exporting_the_same_model_to_the_same_file(model_dirs, tmp_path):
     out = tmp_path / "same.onnx"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
