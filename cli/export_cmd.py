@@ -21,6 +21,12 @@ def add_model_arguments(p) -> None:
         action="store_true",
         help="allow running Python code shipped with the model (off by default)",
     )
+    p.add_argument(
+        "--max-memory-gb",
+        type=float,
+        metavar="GB",
+        help="refuse at once a model whose estimated memory need is larger (weight bytes x the stage's factor)",
+    )
 
 
 def add_arguments(p) -> None:
@@ -67,6 +73,7 @@ def run(args) -> int:
             revision=args.revision,
             trust_remote_code=args.trust_remote_code,
             cross_check=args.cross_check,
+            max_memory_gb=args.max_memory_gb,
         )
     _print_warnings(result.sidecar["warnings"])
     out = new_console()
@@ -117,6 +124,7 @@ def _run_all(args, spec) -> int:
             input_spec=spec,
             task=args.task,
             trust_remote_code=args.trust_remote_code,
+            max_memory_gb=args.max_memory_gb,
         )
     table = Table(title=f"{args.model} → {args.output}/<strategy>.onnx")
     for column in ("strategy", "result", "nodes", "coverage", "agreement with htp", "family agreement", "seconds"):

@@ -58,6 +58,7 @@ def _plan(args):
         opset=args.opset,
         input_spec=args.input_spec,
         trust_remote_code=args.trust_remote_code or None,
+        max_memory_gb=args.max_memory_gb,
         validation=validation or None,
         profiling=profiling or None,
     )

@@ -62,6 +62,7 @@ def run(args) -> int:
             revision=args.revision,
             trust_remote_code=args.trust_remote_code,
             localize=args.localize,
+            max_memory_gb=args.max_memory_gb,
         )
     if args.json:
         write_validation(report, args.json)

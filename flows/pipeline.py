@@ -116,6 +116,7 @@ def run_stages(source: ModelSource, plan: ModelPlan, folder: Path) -> ModelOutco
         plan.torch_modules,
         plan.task,
         trust,
+        plan.max_memory_gb,
     )
     if plan.validation.enabled:
         stage(
@@ -128,6 +129,7 @@ def run_stages(source: ModelSource, plan: ModelPlan, folder: Path) -> ModelOutco
             str(folder / "validation.json"),
             plan.task,
             trust,
+            plan.max_memory_gb,
         )
     if plan.profiling.enabled:
         stage("profile", profile_onnx, export, plan.profiling, str(folder))

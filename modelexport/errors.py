@@ -34,6 +34,12 @@ class ValidationFailedError(ModelExportError):
     exit_code = 1
 
 
+class ResourceLimitError(ModelExportError):
+    """The model would need more memory than the worker was given (``max_memory_gb``): refused before it starts."""
+
+    exit_code = 1
+
+
 def first_line(exc: BaseException) -> str:
     """The first non-blank line of an error's message (libraries put pages of advice below it), else its type."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]

@@ -18,6 +18,7 @@ from .errors import BadInputError, ExportFailedError, ModelExportError, one_line
 from .hierarchy import Hierarchy, build_hierarchy
 from .inputs import ExampleInputs, InputSpec, inputs_from_spec, resolve_spec
 from .loading import LoadedModel, load, load_config
+from .memory import check_memory, peak_rss
 from .source import ModelSource, resolve
 from .strategies import STRATEGIES
 from .strategies.base import root_reason
@@ -175,11 +176,14 @@ def export_model(
     revision: str | None = None,
     trust_remote_code: bool = False,
     cross_check: str | None = None,
+    max_memory_gb: float | None = None,
 ) -> ExportResult:
     """Export `model` to `output` with every node tagged; write the sidecar beside it. See the README.
 
     `cross_check` names a second strategy whose tags the chosen ones are compared with per (module, op family)
-    (`crosscheck.family_agreement`); the result goes to the sidecar's ``cross_check``, nothing else is written."""
+    (`crosscheck.family_agreement`); the result goes to the sidecar's ``cross_check``, nothing else is written.
+    A model whose estimated need exceeds `max_memory_gb` is refused before it is loaded (`memory.check_memory`);
+    the sidecar's ``peak_rss_mb`` is the largest RSS while loading, capturing and tagging."""
     start = time.perf_counter()
     output = check_output(output)
     strategies = list(AUTO_ORDER) if strategy == "auto" else [strategy]
@@ -190,16 +194,18 @@ def export_model(
     source = model if isinstance(model, ModelSource) else resolve(model, revision=revision)
     if with_past.is_with_past(task):
         with_past.check_config(load_config(source, trust_remote_code), task)
-    loaded = load(source, task=task, trust_remote_code=trust_remote_code)
-    spec = example_spec(loaded, input_spec, task)
-    inputs = inputs_from_spec(spec)
-    if with_past.is_with_past(task):
-        with_past.check_cache_returned(loaded, inputs, task)
-    hierarchy = build_hierarchy(loaded.model, torch_modules=torch_modules)
-    # auto checks each candidate in ORT before taking it; a with-past export is checked by decoding, in validate
-    checked = strategy == "auto" and not with_past.is_with_past(task)
-    check = partial(check_candidate, loaded=loaded, spec=spec) if checked else None
-    capture, mapping, stats, attempts = capture_and_tag(loaded, inputs, strategies, opset, hierarchy, check)
+    check_memory(source.path, "export", max_memory_gb)
+    with peak_rss() as peak:
+        loaded = load(source, task=task, trust_remote_code=trust_remote_code)
+        spec = example_spec(loaded, input_spec, task)
+        inputs = inputs_from_spec(spec)
+        if with_past.is_with_past(task):
+            with_past.check_cache_returned(loaded, inputs, task)
+        hierarchy = build_hierarchy(loaded.model, torch_modules=torch_modules)
+        # auto checks each candidate in ORT before taking it; a with-past export is checked by decoding (validate)
+        checked = strategy == "auto" and not with_past.is_with_past(task)
+        check = partial(check_candidate, loaded=loaded, spec=spec) if checked else None
+        capture, mapping, stats, attempts = capture_and_tag(loaded, inputs, strategies, opset, hierarchy, check)
 
     proto = capture.onnx_model
     counts: dict[str, int] = {}
@@ -234,6 +240,7 @@ def export_model(
         },
         "warnings": warnings,
         "cross_check": checked,
+        "peak_rss_mb": peak.mb,
         "tree": tree,
         "node_tags": mapping,
     }

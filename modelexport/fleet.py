@@ -68,6 +68,8 @@ class Settings(BaseModel):
     clean: bool = False
     torch_modules: bool = False
     trust_remote_code: bool = False  # run Python code shipped with the model (auto_map): only when asked
+    # the memory a worker can give this model: one whose estimated need is larger fails at once (memory.py)
+    max_memory_gb: float | None = Field(None, gt=0)
     validation: ValidateSettings = Field(default_factory=ValidateSettings, alias="validate")
     profiling: ProfileSettings = Field(default_factory=ProfileSettings, alias="profile")
 
@@ -135,6 +137,7 @@ class ModelPlan:
     clean: bool
     torch_modules: bool
     trust_remote_code: bool
+    max_memory_gb: float | None
     validation: ValidateSettings  # the file's `validate:` section
     profiling: ProfileSettings  # the file's `profile:` section
 
@@ -204,6 +207,7 @@ def parse_fleet(data: object, base: Path = Path("."), source: str = "fleet", pat
                 merged.clean,
                 merged.torch_modules,
                 merged.trust_remote_code,
+                merged.max_memory_gb,
                 merged.validation,
                 merged.profiling,
             )

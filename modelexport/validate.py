@@ -24,6 +24,7 @@ import numpy as np
 
 from . import atomic
 from .errors import BadInputError, ValidationFailedError, first_line
+from .memory import check_memory, peak_rss
 
 if TYPE_CHECKING:  # inputs imports torch: keep `modelexport validate --help` instant
     from .inputs import InputSpec
@@ -68,6 +69,7 @@ class ValidationReport:
     checks: list[OutputCheck] = field(default_factory=list)
     decode: object | None = None  # decode_check.DecodeReport of a with-past export
     localization: dict | None = None  # localize.Divergence of the worst failed check (or on request), as a dict
+    peak_rss_mb: float | None = None  # the largest RSS while the checks ran
 
     @property
     def passed(self) -> bool:
@@ -119,6 +121,7 @@ class ValidationReport:
             "checks": [asdict(c) for c in self.checks],
             "decode": None if self.decode is None else self.decode.to_dict(),
             "localization": self.localization,
+            "peak_rss_mb": self.peak_rss_mb,
         }
 
 
@@ -160,6 +163,7 @@ def load_reference(
     task: str | None = None,
     revision: str | None = None,
     trust_remote_code: bool = False,
+    max_memory_gb: float | None = None,
 ):
     """The PyTorch model to compare with: a LoadedModel, a model reference, or the one the sidecar recorded."""
     from .export import read_sidecar
@@ -179,6 +183,7 @@ def load_reference(
         task = task or (sidecar.get("options") or {}).get("task")
     else:
         source = model if isinstance(model, ModelSource) else resolve(str(model), revision=revision)
+    check_memory(source.path, "validate", max_memory_gb)
     return load(source, task=task, trust_remote_code=trust_remote_code), source.ref
 
 
@@ -296,6 +301,7 @@ def validate(
     trust_remote_code: bool = False,
     new_tokens: int = 16,
     localize: bool = False,
+    max_memory_gb: float | None = None,
 ) -> ValidationReport:
     """Compare `onnx_path` under ORT with the PyTorch `model` (a reference, a LoadedModel, or None: the sidecar's).
 
@@ -303,12 +309,9 @@ def validate(
     it raises only for bad input (missing files, unloadable models), never for a numerical mismatch. A with-past
     export (its task, given or in the sidecar) is also greedy-decoded for `new_tokens` steps (`decode_check`).
     When an output check fails (or with `localize`), the first module whose outputs differ on the worst check's
-    inputs is found (`localize`) and named in the summary.
+    inputs is found (`localize`) and named in the summary. A model whose estimated need exceeds `max_memory_gb` is
+    refused before it is loaded; ``peak_rss_mb`` is the largest RSS while the checks ran.
     """
-    import torch
-
-    from .export import read_sidecar
-
     onnx_path = Path(onnx_path)
     if not onnx_path.is_file():
         raise BadInputError(f"{onnx_path} does not exist: pass an ONNX file written by modelexport export")
@@ -316,7 +319,46 @@ def validate(
         raise BadInputError(f"tolerances must be >= 0 (atol {atol}, rtol {rtol})")
     if not seeds:
         raise BadInputError("give at least one seed")
-    loaded, ref = load_reference(onnx_path, model, task=task, revision=revision, trust_remote_code=trust_remote_code)
+    with peak_rss() as peak:
+        report = _validate(
+            onnx_path,
+            model,
+            atol,
+            rtol,
+            seeds,
+            input_spec,
+            task,
+            revision,
+            trust_remote_code,
+            new_tokens,
+            localize,
+            max_memory_gb,
+        )
+    report.peak_rss_mb = peak.mb
+    return report
+
+
+def _validate(
+    onnx_path,
+    model,
+    atol,
+    rtol,
+    seeds,
+    input_spec,
+    task,
+    revision,
+    trust_remote_code,
+    new_tokens,
+    localize,
+    max_memory_gb,
+) -> ValidationReport:
+    import torch
+
+    from .export import read_sidecar
+
+    loaded, ref = load_reference(
+        onnx_path, model, task=task, revision=revision, trust_remote_code=trust_remote_code, max_memory_gb=max_memory_gb
+    )
     task = task or ((read_sidecar(onnx_path) or {}).get("options") or {}).get("task")
     spec = spec_for(onnx_path, loaded, input_spec, task)
     session = ort_session(onnx_path)

@@ -9,10 +9,10 @@ from prefect import task
 
 from modelexport.source import ModelSource
 
-from .policy import CONTENT, Produced, computing, produced
+from .policy import CONTENT_BUT_LIMITS, Produced, computing, produced
 
 
-@task(name="export", cache_policy=CONTENT, persist_result=True)
+@task(name="export", cache_policy=CONTENT_BUT_LIMITS, persist_result=True)
 def export_onnx(
     source: ModelSource,
     output: str,
@@ -23,6 +23,7 @@ def export_onnx(
     torch_modules: bool = False,
     task_name: str | None = None,
     trust_remote_code: bool = False,
+    max_memory_gb: float | None = None,
 ) -> Produced:
     """Write OUTPUT and its sidecar; the result holds the strategy, node stats and every attempt."""
     from modelexport.export import export_model
@@ -41,6 +42,7 @@ def export_onnx(
             input_spec=parse_input_spec(input_spec),
             task=task_name,
             trust_remote_code=trust_remote_code,
+            max_memory_gb=max_memory_gb,
         )
     data = {
         "onnx_path": str(r.onnx_path),

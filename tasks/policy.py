@@ -105,7 +105,8 @@ def canonical(value: Any) -> Any:
     if isinstance(value, Produced):
         return value.key or value.files
     if isinstance(value, ModelPlan):  # a model's settings; its content is the resolved source's, its folder a path
-        return canonical({**dataclasses.asdict(value), "id": None})
+        # the memory limit decides whether a stage may start, not what it produces
+        return canonical({**dataclasses.asdict(value), "id": None, "max_memory_gb": None})
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json")
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
@@ -141,3 +142,5 @@ class ContentCache(CachePolicy):
 
 
 CONTENT = ContentCache()
+# ...for the stages that take the model's memory limit, which decides whether they may start, not what they produce
+CONTENT_BUT_LIMITS = ContentCache(exclude=["max_memory_gb"])

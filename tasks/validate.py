@@ -7,10 +7,10 @@ from prefect import task
 from modelexport.fleet import ValidateSettings
 from modelexport.source import ModelSource
 
-from .policy import CONTENT, Produced, computing, produced
+from .policy import CONTENT_BUT_LIMITS, Produced, computing, produced
 
 
-@task(name="validate", cache_policy=CONTENT, persist_result=True)
+@task(name="validate", cache_policy=CONTENT_BUT_LIMITS, persist_result=True)
 def validate_onnx(
     source: ModelSource,
     export: Produced,
@@ -19,6 +19,7 @@ def validate_onnx(
     output: str,
     task_name: str | None = None,
     trust_remote_code: bool = False,
+    max_memory_gb: float | None = None,
 ) -> Produced:
     """A numerical mismatch is data (``passed`` false), not an exception: the flow marks the model failed."""
     from modelexport.inputs import parse_input_spec
@@ -33,6 +34,7 @@ def validate_onnx(
             input_spec=parse_input_spec(input_spec),
             task=task_name,
             trust_remote_code=trust_remote_code,
+            max_memory_gb=max_memory_gb,
         )
     written = [write_validation(report, output)]
     overlay = written[0].with_name("parity.node_data.json")

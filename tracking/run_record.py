@@ -161,6 +161,8 @@ def params_and_metrics(
             params |= {"parity.first_divergent_module": divergence["tag"], "parity.divergence": divergence["summary"]}
     if profile:
         metrics |= profile_metrics(profile, key, top)
+    for stage, part in (("export", export), ("validate", validation), ("profile", profile)):
+        metrics[f"peak_rss_mb.{stage}"] = (part or {}).get("peak_rss_mb")  # the stage's largest RSS
     return params, {k: v for k, v in metrics.items() if v is not None}
 
 

@@ -1,0 +1,72 @@
+"""Memory: the peak resident set of a stage, and the estimate that keeps a model too large for a worker from
+starting at all.
+
+A stage's peak is sampled by a thread while it runs (``ru_maxrss`` only grows over the process's life, so in a
+fleet it would report the largest model so far for every later one). The estimate is the weight bytes on disk
+times what a stage was measured to need per weight byte (docs/exporting.md, "Memory").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ResourceLimitError
+
+# Peak RSS ÷ weight bytes measured per stage (a 483M-parameter LLaMA-style model, float32, this project's
+# benchmarks): what a model of W weight bytes is estimated to need.
+NEED_PER_WEIGHT_BYTE = {"export": 4.2, "validate": 2.2}
+
+
+@dataclass
+class Peak:
+    mb: float = 0.0
+
+
+@contextlib.contextmanager
+def peak_rss(interval_s: float = 0.02) -> Iterator[Peak]:
+    """The largest RSS of this process (MB) while the block runs, in ``.mb`` when it ends."""
+    import psutil
+
+    process, peak, done = psutil.Process(), Peak(), threading.Event()
+
+    def sample() -> None:
+        while True:
+            peak.mb = max(peak.mb, process.memory_info().rss / 2**20)
+            if done.wait(interval_s):
+                return
+
+    sampler = threading.Thread(target=sample, name="peak-rss", daemon=True)
+    sampler.start()
+    try:
+        yield peak
+    finally:
+        done.set()
+        sampler.join()
+        peak.mb = round(max(peak.mb, process.memory_info().rss / 2**20), 1)
+
+
+def weight_bytes(path: str | Path | None) -> int:
+    """The bytes of a model folder's weight files (safetensors, else pickled ``*.bin``); 0 for no folder."""
+    if not path:
+        return 0
+    folder = Path(path)
+    files = list(folder.glob("*.safetensors")) or list(folder.glob("*.bin"))
+    return sum(f.stat().st_size for f in files)
+
+
+def check_memory(path: str | Path | None, stage: str, max_memory_gb: float | None) -> None:
+    """Refuse at once a model whose estimated need for `stage` exceeds `max_memory_gb` (None: no limit)."""
+    if max_memory_gb is None:
+        return
+    weights = weight_bytes(path)
+    need_gb = weights * NEED_PER_WEIGHT_BYTE[stage] / 1e9
+    if need_gb > max_memory_gb:
+        raise ResourceLimitError(
+            f"{stage} needs an estimated {need_gb:.1f} GB ({weights / 1e9:.2f} GB of weights x "
+            f"{NEED_PER_WEIGHT_BYTE[stage]}) but max_memory_gb is {max_memory_gb:g}: run it on a larger worker or "
+            "raise max_memory_gb"
+        )
