@@ -73,24 +73,29 @@ def prompts(vocab: int, pad: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray
     return ids, mask
 
 
-def reference(model, ids: np.ndarray, mask: np.ndarray, new_tokens: int, pad: int, eos):
-    """generate's new tokens ``[batch, steps]`` and per-step logits ``[steps, batch, vocab]``."""
+def reference(model, ids: np.ndarray, mask: np.ndarray, new_tokens: int, pad: int, eos, start: int | None = None):
+    """generate's new tokens ``[batch, steps]`` and per-step logits ``[steps, batch, vocab]``; `start`: an
+    encoder-decoder's decoder start token (its sequences hold it, not the prompt)."""
     import torch
     from transformers import GenerationConfig
 
     config = GenerationConfig(
         max_new_tokens=new_tokens, min_new_tokens=0, do_sample=False, num_beams=1, pad_token_id=pad, eos_token_id=eos
     )
-    with torch.inference_mode():
-        out = model.generate(
-            input_ids=torch.from_numpy(ids),
-            attention_mask=torch.from_numpy(mask),
-            generation_config=config,
-            use_cache=True,
-            output_logits=True,
-            return_dict_in_generate=True,
-        )
-    tokens = out.sequences[:, ids.shape[1] :].numpy()
+    if start is not None:
+        config.decoder_start_token_id = start
+    config.update(use_cache=True, output_logits=True, return_dict_in_generate=True)
+    # generate fills a given config's unset fields from the model's own (BART's forced_eos_token_id would force
+    # the last token): for the call, the plain greedy configuration is the model's
+    saved, model.generation_config = model.generation_config, config
+    try:
+        with torch.inference_mode():
+            out = model.generate(
+                input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask), generation_config=config
+            )
+    finally:
+        model.generation_config = saved
+    tokens = out.sequences[:, ids.shape[1] if start is None else 1 :].numpy()
     logits = np.stack([step.float().numpy() for step in out.logits])
     return tokens, logits
 

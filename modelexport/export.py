@@ -11,7 +11,7 @@ from pathlib import Path
 
 import onnx
 
-from . import atomic, crosscheck, onnx_io, tagging, with_past
+from . import atomic, crosscheck, onnx_io, seq2seq, tagging, with_past
 from .errors import BadInputError, ExportFailedError, ModelExportError, one_line
 from .hierarchy import Hierarchy, build_hierarchy
 from .inputs import ExampleInputs, InputSpec, inputs_from_spec, resolve_spec
@@ -164,23 +164,53 @@ def export_model(
     revision: str | None = None,
     trust_remote_code: bool = False,
     cross_check: str | None = None,
-) -> ExportResult:
-    """Export `model` to `output` with every node tagged; write the sidecar beside it. See the README.
+) -> ExportResult | seq2seq.Seq2SeqExport:
+    """Export `model` to `output` with every node tagged; write the sidecar beside it. See the README. An
+    encoder-decoder with its cache (`seq2seq`) is a directory of two files, each with its sidecar.
 
     `cross_check` names a second strategy whose tags the chosen ones are compared with per (module, op family)
     (`crosscheck.family_agreement`); the result goes to the sidecar's ``cross_check``, nothing else is written."""
     start = time.perf_counter()
-    output = check_output(output)
     strategies = list(AUTO_ORDER) if strategy == "auto" else [strategy]
     unknown = [s for s in [*strategies, *([cross_check] if cross_check else [])] if s not in STRATEGIES]
     if unknown:
         raise BadInputError(f"unknown strategy '{unknown[0]}': use auto or one of {', '.join(STRATEGIES)}")
     opset = check_opset(opset)
+    if seq2seq.is_seq2seq(task):
+        output = seq2seq.check_output_directory(output, input_spec)
+    else:
+        output = check_output(output)
     source = model if isinstance(model, ModelSource) else resolve(model, revision=revision)
+    options = dict(strategies=strategies, opset=opset, clean=clean, torch_modules=torch_modules, task=task)
+    options |= dict(cross_check=cross_check, start=start)
+    if seq2seq.is_seq2seq(task):  # a directory of encoder_model.onnx and decoder_model.onnx
+        seq2seq.check_config(load_config(source, trust_remote_code), task)
+        loaded = load(source, task=task, trust_remote_code=trust_remote_code)
+        return seq2seq.export_seq2seq(source, output, loaded, **options)
     if with_past.is_with_past(task):
         with_past.check_config(load_config(source, trust_remote_code), task)
     loaded = load(source, task=task, trust_remote_code=trust_remote_code)
-    inputs = example_inputs(loaded, input_spec, task)
+    return export_loaded(source, loaded, example_inputs(loaded, input_spec, task), output, **options)
+
+
+def export_loaded(
+    source,
+    loaded,
+    inputs,
+    output: Path,
+    *,
+    strategies,
+    opset,
+    clean,
+    torch_modules,
+    task,
+    cross_check,
+    start=None,
+    part=None,
+) -> ExportResult:
+    """Capture `loaded` on `inputs`, tag it and write `output` with its sidecar (`part`: which file of a
+    directory export this is, recorded in the sidecar's options)."""
+    start = time.perf_counter() if start is None else start
     hierarchy = build_hierarchy(loaded.model, torch_modules=torch_modules)
     capture, mapping, stats, attempts = capture_and_tag(loaded, inputs, strategies, opset, hierarchy)
 
@@ -209,7 +239,7 @@ def export_model(
         "versions": library_versions(),
         "inputs": inputs.describe(),
         "outputs": [o.name for o in proto.graph.output],
-        "options": {"clean": clean, "torch_modules": torch_modules, "task": task},
+        "options": {"clean": clean, "torch_modules": torch_modules, "task": task} | ({"part": part} if part else {}),
         "stats": asdict(stats) | {"coverage": stats.coverage},
         "tags": {
             tag: {"module": info.module, "class": info.cls, "parameters": info.parameters, "nodes": counts.get(tag, 0)}

@@ -25,6 +25,7 @@ TASKS = {
     "text-generation": "AutoModelForCausalLM",
     "text-generation-with-past": "AutoModelForCausalLM",  # with a key/value cache: modelexport/with_past.py
     "text2text-generation": "AutoModelForSeq2SeqLM",
+    "text2text-generation-with-past": "AutoModelForSeq2SeqLM",  # encoder + decoder files: modelexport/seq2seq.py
     "image-classification": "AutoModelForImageClassification",
 }
 
