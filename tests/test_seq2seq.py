@@ -160,13 +160,18 @@ def test_a_perturbed_weight_in_either_file_fails_with_exit_1(exported, tmp_path,
     assert json.loads((tmp_path / "v.json").read_text())["decode"]["passed"] is False
 
 
-def test_cli_exports_a_bart_directory_and_validates_it(seq2seq_dirs, tmp_path):
+def test_cli_exports_validates_and_profiles_a_bart_directory(seq2seq_dirs, tmp_path):
     out = tmp_path / "bart"
     proc = run_cli("export", str(seq2seq_dirs["bart"]), str(out), "--task", TASK)
     assert proc.returncode == 0, proc.stderr
-    assert "encoder_model.onnx" in proc.stdout and "decoder_model.onnx" in proc.stdout and "100% tagged" in proc.stdout
+    assert "encoder_model.onnx" in proc.stdout and "decoder_model.onnx" in proc.stdout
+    assert proc.stdout.count("100% tagged") == 2
     proc = run_cli("validate", str(out))
     assert proc.returncode == 0, proc.stderr
+    proc = run_cli("profile", str(out), "--warmup", "1", "--iterations", "2")
+    assert proc.returncode == 0, proc.stderr
+    phases = json.loads((tmp_path / "bart_profile" / "profile.json").read_text())["phases"]
+    assert list(phases) == ["encode", "prefill", "decode"]
 
 
 def test_wrong_outputs_and_models_are_refused_in_one_line(seq2seq_dirs, tmp_path):
@@ -178,3 +183,24 @@ def test_wrong_outputs_and_models_are_refused_in_one_line(seq2seq_dirs, tmp_path
     with pytest.raises(BadInputError, match="no encoder-decoder: export it with --task text-generation-with-past"):
         export_model(str(tmp_path / "gpt2"), tmp_path / "gpt2-out", task=TASK)
     assert not (tmp_path / "gpt2-out").exists()
+
+
+def test_profile_reports_encode_prefill_and_decode_apart(exported, tmp_path):
+    from modelexport.profile import profile
+
+    result = profile(exported["bart"].directory, warmup=1, iterations=3, profile_runs=2, output_dir=tmp_path)
+    data = json.loads((tmp_path / "profile.json").read_text())
+    phases = data["phases"]
+    assert list(phases) == ["encode", "prefill", "decode"]
+    assert phases["encode"]["onnx_path"].endswith("encoder_model.onnx")
+    assert phases["encode"]["inputs"]["input_ids"] == [1, 32]
+    assert phases["prefill"]["inputs"]["input_ids"] == [1, 1]
+    assert phases["prefill"]["inputs"]["past_key_values.0.decoder.key"][2] == 0
+    assert phases["decode"]["inputs"]["past_key_values.0.decoder.key"][2] == 32
+    assert phases["decode"]["inputs"]["encoder_hidden_states"][:2] == [1, 32]
+    for name, phase in phases.items():
+        assert phase["attributed_fraction"] >= 0.99, name
+        layer = "BartEncoderLayer.0" if name == "encode" else "BartDecoderLayer.0"
+        assert any(layer in m["tag"] and m["self_ms"] > 0 for m in phase["modules"]), name
+    assert result.inputs == phases["decode"]["inputs"]
+    assert "## Phase: prefill (1 new tokens after a past of 0)" in (tmp_path / "profile.md").read_text()
