@@ -26,6 +26,7 @@ TASKS = {
     "text-generation-with-past": "AutoModelForCausalLM",  # with a key/value cache: modelexport/with_past.py
     "text2text-generation": "AutoModelForSeq2SeqLM",
     "text2text-generation-with-past": "AutoModelForSeq2SeqLM",  # encoder + decoder files: modelexport/seq2seq.py
+    "automatic-speech-recognition-with-past": "AutoModelForSpeechSeq2Seq",  # Whisper, the same way
     "image-classification": "AutoModelForImageClassification",
 }
 

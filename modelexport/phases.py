@@ -57,6 +57,8 @@ def step_feeds(session, past: int, new: int, batch: int = 1, encoder: int = 0) -
     for i in session.get_inputs():
         if PAST.match(i.name):
             feeds[i.name] = rng.standard_normal((batch, i.shape[1], past, i.shape[3])).astype(np.float32)
+        elif i.name == "input_features":  # a speech encoder's mel frames, fixed by its config
+            feeds[i.name] = rng.standard_normal((batch, *i.shape[1:])).astype(np.float32)
         elif i.name == "encoder_hidden_states":
             feeds[i.name] = rng.standard_normal((batch, encoder, i.shape[2])).astype(np.float32)
         elif i.name == "encoder_attention_mask":

@@ -1,6 +1,8 @@
 """Encoder-decoders exported ready to generate: a directory of ``encoder_model.onnx`` and ``decoder_model.onnx``.
 
-``text2text-generation-with-past`` (T5-, BART-style) writes optimum's two files, each tagged with its own sidecar:
+``text2text-generation-with-past`` (T5-, BART-style) and ``automatic-speech-recognition-with-past`` (Whisper: the
+encoder takes ``input_features``, the decoder no ``encoder_attention_mask``) write optimum's two files, each
+tagged with its own sidecar:
 
 * ``encoder_model.onnx``: ``input_ids``, ``attention_mask`` -> ``last_hidden_state``;
 * ``decoder_model.onnx``: ``input_ids`` (decoder ids), ``encoder_attention_mask``, ``encoder_hidden_states``,
@@ -31,7 +33,10 @@ from .errors import BadInputError
 from .inputs import InputSpec, TensorSpec
 
 # task -> the task without a cache, named in the error when a model cannot export with one
-TASKS = {"text2text-generation-with-past": "text2text-generation"}
+TASKS = {
+    "text2text-generation-with-past": "text2text-generation",
+    "automatic-speech-recognition-with-past": "automatic-speech-recognition",  # Whisper: input_features in
+}
 PARTS = ("encoder", "decoder")
 BATCH, ENCODER_SEQUENCE, SEQUENCE, PAST = 2, 16, 8, 8
 
@@ -65,11 +70,21 @@ def check_config(config, task: str) -> None:
         )
 
 
+def is_audio(model) -> bool:
+    """True for a speech encoder (Whisper's ``input_features``, no attention mask): its inputs and the decoder's
+    differ from a text encoder-decoder's."""
+    return getattr(model, "main_input_name", "input_ids") == "input_features"
+
+
 def _encoder_forward(self, input_ids, attention_mask):
     return self._whole.get_encoder()(input_ids=input_ids, attention_mask=attention_mask, return_dict=True)
 
 
-def _decoder_forward(self, input_ids, encoder_attention_mask, encoder_hidden_states, past_key_values=None, **_):
+def _audio_encoder_forward(self, input_features):
+    return self._whole.get_encoder()(input_features=input_features, return_dict=True)
+
+
+def _decoder_forward(self, input_ids, encoder_hidden_states, encoder_attention_mask=None, past_key_values=None, **_):
     from transformers.modeling_outputs import BaseModelOutput
 
     from .kv_cache import cache_keyword
@@ -91,7 +106,8 @@ def part_module(model: nn.Module, part: str) -> nn.Module:
     """A module whose children are `model`'s (the same instances) and whose forward runs its `part`; its class
     has the model's name, so the tags are the model's own."""
     cls = type(model)
-    forward = {"encoder": _encoder_forward, "decoder": _decoder_forward}[part]
+    encoder = _audio_encoder_forward if is_audio(model) else _encoder_forward
+    forward = {"encoder": encoder, "decoder": _decoder_forward}[part]
     attrs = {"forward": forward, "__module__": cls.__module__, "__qualname__": cls.__qualname__}
     module = type(cls.__name__, (nn.Module,), attrs)()
     for name, child in model.named_children():
@@ -116,12 +132,13 @@ def cache_shapes(model) -> list[tuple[int, int]]:
     config = model.config
     start = config.decoder_start_token_id or 0
     hidden = getattr(config, "d_model", None) or config.hidden_size
+    mask = {} if is_audio(model) else {"attention_mask": torch.ones(1, 2, dtype=torch.long)}
     with torch.inference_mode():
         out = model(
             decoder_input_ids=torch.full((1, 1), start),
             encoder_outputs=(torch.zeros(1, 2, hidden),),
-            attention_mask=torch.ones(1, 2, dtype=torch.long),
             use_cache=True,
+            **mask,
             **{_keyword(model): empty_cache(config)},
         )
     cache = out.past_key_values.self_attention_cache
@@ -141,6 +158,11 @@ def example_spec(model, part: str) -> InputSpec:
     vocab = config.vocab_size
     batch_enc = {0: "batch", 1: "encoder_sequence"}
     mask = TensorSpec(shape=[BATCH, ENCODER_SEQUENCE], dtype="int64", dynamic_axes=batch_enc, low=1, high=2)
+    audio = is_audio(model)
+    if part == "encoder" and audio:  # Whisper's frames are fixed by its config: only the batch is dynamic
+        frames = audio_frames(model)
+        features = TensorSpec(shape=[BATCH, config.num_mel_bins, frames], dtype="float32", dynamic_axes={0: "batch"})
+        return InputSpec({"input_features": features})
     if part == "encoder":
         ids = TensorSpec(shape=[BATCH, ENCODER_SEQUENCE], dtype="int64", dynamic_axes=batch_enc, high=vocab)
         return InputSpec({"input_ids": ids, "attention_mask": mask})
@@ -148,18 +170,26 @@ def example_spec(model, part: str) -> InputSpec:
     specs = {
         "input_ids": TensorSpec(
             shape=[BATCH, SEQUENCE], dtype="int64", dynamic_axes={0: "batch", 1: "sequence"}, high=vocab
-        ),
-        "encoder_attention_mask": mask,
-        "encoder_hidden_states": TensorSpec(
-            shape=[BATCH, ENCODER_SEQUENCE, hidden], dtype="float32", dynamic_axes=batch_enc
-        ),
+        )
     }
+    if not audio:
+        specs["encoder_attention_mask"] = mask
+    specs["encoder_hidden_states"] = TensorSpec(
+        shape=[BATCH, ENCODER_SEQUENCE, hidden], dtype="float32", dynamic_axes=batch_enc
+    )
     for i, (heads, head_dim) in enumerate(cache_shapes(model)):
         for kind in ("key", "value"):
             specs[f"past_key_values.{i}.decoder.{kind}"] = TensorSpec(
                 shape=[BATCH, heads, PAST, head_dim], dtype="float32", dynamic_axes={0: "batch", 2: "past_sequence"}
             )
     return InputSpec(specs)
+
+
+def audio_frames(model) -> int:
+    """The number of mel frames a speech encoder takes (Whisper: twice ``max_source_positions``)."""
+    encoder = model.get_encoder()
+    stride = encoder.conv1.stride[0] * encoder.conv2.stride[0]
+    return model.config.max_source_positions * stride
 
 
 def loaded_part(loaded, part: str):

@@ -36,7 +36,9 @@ def validate_directory(
     from .validate import ValidationReport, check_case, load_reference, ort_session, resized_spec
 
     paths = seq2seq.part_paths(directory)
-    task = next(iter(seq2seq.TASKS))
+    from .export import read_sidecar
+
+    task = ((read_sidecar(paths["decoder"]) or {}).get("options") or {}).get("task") or next(iter(seq2seq.TASKS))
     loaded, ref = load_reference(
         paths["decoder"], model, task=task, revision=revision, trust_remote_code=trust_remote_code
     )
@@ -66,14 +68,21 @@ def decode_check(encoder, decoder, loaded, new_tokens: int = DEFAULT_NEW_TOKENS,
     start = config.decoder_start_token_id if isinstance(config.decoder_start_token_id, int) else pad
     eos = config.eos_token_id
     eos_ids = set([eos] if isinstance(eos, int) else (eos or []))
-    ids, mask = prompts(config.vocab_size, pad)
-    report = DecodeReport(new_tokens, list(PROMPT_LENGTHS))
-    want_tokens, want_logits = reference(loaded.model, ids, mask, new_tokens, pad, eos, start=start)
+    if seq2seq.is_audio(loaded.model):  # two random clips of mel frames: no padding, no mask
+        shape = (len(PROMPT_LENGTHS), config.num_mel_bins, seq2seq.audio_frames(loaded.model))
+        prompt = {"input_features": np.random.default_rng(0).standard_normal(shape).astype(np.float32)}
+        cross_mask = {}
+    else:
+        ids, mask = prompts(config.vocab_size, pad)
+        prompt = {"input_ids": ids, "attention_mask": mask}
+        cross_mask = {"encoder_attention_mask": mask}
+    report = DecodeReport(new_tokens, list(PROMPT_LENGTHS) if cross_mask else [])
+    want_tokens, want_logits = reference(loaded.model, prompt, new_tokens, pad, eos, start=start)
     report.reference_tokens = want_tokens.tolist()
 
-    batch = ids.shape[0]
+    batch = len(PROMPT_LENGTHS)
     try:
-        (hidden,) = encoder.run(["last_hidden_state"], {"input_ids": ids, "attention_mask": mask})
+        (hidden,) = encoder.run(["last_hidden_state"], prompt)
     except Exception as exc:  # ORT refusing the prompts is a failure to report
         report.steps.append(StepCheck(0, "last_hidden_state", False, error=f"ONNX Runtime failed: {first_line(exc)}"))
         return report
@@ -85,7 +94,7 @@ def decode_check(encoder, decoder, loaded, new_tokens: int = DEFAULT_NEW_TOKENS,
     outputs = [o.name for o in decoder.get_outputs()]
     step_ids, unfinished, got = np.full((batch, 1), start, dtype=np.int64), np.ones(batch, dtype=bool), []
     for step in range(want_tokens.shape[1]):
-        feeds = {"input_ids": step_ids, "encoder_attention_mask": mask, "encoder_hidden_states": hidden, **pasts}
+        feeds = {"input_ids": step_ids, "encoder_hidden_states": hidden, **cross_mask, **pasts}
         try:
             result = dict(zip(outputs, decoder.run(None, feeds)))
         except Exception as exc:  # an empty past or a new length refused is what this check is for

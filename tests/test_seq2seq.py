@@ -1,6 +1,6 @@
 """Encoder-decoders exported with their cache: a directory of encoder_model.onnx and decoder_model.onnx in optimum's
 layout, each 100% tagged with its own sidecar, and a greedy decode loop over the two files (empty decoder pasts at
-the first step) that reproduces generate (T5 v1.1- and BART-style tiny models)."""
+the first step) that reproduces generate (T5 v1.1-, BART- and Whisper-style tiny models)."""
 
 from __future__ import annotations
 
@@ -18,11 +18,12 @@ from modelexport.validate import validate
 from tests.conftest import run_cli
 
 TASK = "text2text-generation-with-past"
-FAMILIES = ("t5", "bart")
+FAMILIES = ("t5", "bart", "whisper")
+TASKS = {"whisper": "automatic-speech-recognition-with-past"}
 
 
 def _configs():
-    from transformers import BartConfig, T5Config
+    from transformers import BartConfig, T5Config, WhisperConfig
 
     # (class, config, seed): initialised so that greedy decoding does not repeat one token (tiny random models
     # tend to), so a wrong cache shows
@@ -61,6 +62,30 @@ def _configs():
             ),
             0,
         ),
+        "whisper": (
+            "WhisperForConditionalGeneration",
+            WhisperConfig(
+                vocab_size=100,
+                num_mel_bins=16,
+                d_model=32,
+                encoder_layers=2,
+                decoder_layers=2,
+                encoder_attention_heads=4,
+                decoder_attention_heads=4,
+                encoder_ffn_dim=64,
+                decoder_ffn_dim=64,
+                max_source_positions=16,  # 32 mel frames
+                max_target_positions=64,
+                decoder_start_token_id=1,
+                bos_token_id=1,
+                pad_token_id=0,
+                eos_token_id=2,
+                suppress_tokens=None,
+                begin_suppress_tokens=None,
+                init_std=0.2,
+            ),
+            0,
+        ),
     }
 
 
@@ -80,7 +105,9 @@ def seq2seq_dirs(tmp_path_factory):
 @pytest.fixture(scope="session")
 def exported(seq2seq_dirs, tmp_path_factory):
     out = tmp_path_factory.mktemp("seq2seq-with-past")
-    return {name: export_model(str(path), out / name, task=TASK) for name, path in seq2seq_dirs.items()}
+    return {
+        name: export_model(str(path), out / name, task=TASKS.get(name, TASK)) for name, path in seq2seq_dirs.items()
+    }
 
 
 def _io(path):
@@ -98,11 +125,16 @@ def test_two_files_in_optimums_layout_each_fully_tagged(exported, name):
         "encoder_model.hierarchy.json",
         "encoder_model.onnx",
     ]
+    audio = name == "whisper"  # mel frames in, and no encoder attention mask
     inputs, outputs = _io(result.directory / "encoder_model.onnx")
-    assert list(inputs) == ["input_ids", "attention_mask"] and outputs == ["last_hidden_state"]
+    assert list(inputs) == (["input_features"] if audio else ["input_ids", "attention_mask"])
+    assert outputs == ["last_hidden_state"]
+    if audio:
+        assert inputs["input_features"] == ["batch", 16, 32]
     inputs, outputs = _io(result.directory / "decoder_model.onnx")
     decoder_pasts = [f"past_key_values.{i}.decoder.{k}" for i in range(2) for k in ("key", "value")]
-    assert list(inputs) == ["input_ids", "encoder_attention_mask", "encoder_hidden_states", *decoder_pasts]
+    cross = ["encoder_hidden_states"] if audio else ["encoder_attention_mask", "encoder_hidden_states"]
+    assert list(inputs) == ["input_ids", *cross, *decoder_pasts]
     presents = [
         f"present.{i}.{part}.{k}" for i in range(2) for part in ("decoder", "encoder") for k in ("key", "value")
     ]
@@ -112,7 +144,7 @@ def test_two_files_in_optimums_layout_each_fully_tagged(exported, name):
     root = _configs()[name][0]
     for part, export in result.parts.items():
         assert export.stats.coverage == 1.0 and export.stats.tagged_nodes == export.stats.total_nodes > 100
-        assert export.sidecar["options"]["part"] == part and export.sidecar["options"]["task"] == TASK
+        assert export.sidecar["options"]["part"] == part and export.sidecar["options"]["task"] == TASKS.get(name, TASK)
         tags = export.sidecar["tags"]
         assert all(t.startswith(f"/{root}") for t in tags), "tags are the model's own, not a part wrapper's"
         busy = {t for t, info in tags.items() if info["nodes"]}
