@@ -236,3 +236,13 @@ def test_profile_reports_encode_prefill_and_decode_apart(exported, tmp_path):
         assert any(layer in m["tag"] and m["self_ms"] > 0 for m in phase["modules"]), name
     assert result.inputs == phases["decode"]["inputs"]
     assert "## Phase: prefill (1 new tokens after a past of 0)" in (tmp_path / "profile.md").read_text()
+
+
+def test_dynamo_exports_both_files_and_decodes_like_generate(seq2seq_dirs, tmp_path):
+    result = export_model(str(seq2seq_dirs["t5"]), tmp_path / "t5", task=TASK, strategy="dynamo")
+    assert {e.strategy for e in result.parts.values()} == {"dynamo"}
+    assert all(e.stats.coverage == 1.0 for e in result.parts.values())
+    report = validate(result.directory)
+    assert report.passed, report.summary()
+    assert report.decode.tokens == report.decode.reference_tokens
+
