@@ -63,11 +63,17 @@ def check_config(config, task: str) -> None:
     """Before loading: a one-line error for a config that is no encoder-decoder, naming the task that works."""
     if config is None:
         raise BadInputError(f"--task {task} needs a transformers model saved with save_pretrained, not a factory")
+    name = type(config).__name__.removesuffix("Config")
     if not getattr(config, "is_encoder_decoder", False):
-        raise BadInputError(
-            f"{type(config).__name__.removesuffix('Config')} is no encoder-decoder: export it with --task "
-            "text-generation-with-past"
-        )
+        raise BadInputError(f"{name} is no encoder-decoder: export it with --task text-generation-with-past")
+    if task != (wanted := task_for(config)):
+        raise BadInputError(f"{name} takes {'audio' if 'speech' in wanted else 'text'}: export it with --task {wanted}")
+
+
+def task_for(config) -> str:
+    """The with-past task of an encoder-decoder config: speech (mel bins) or text."""
+    speech = getattr(config, "num_mel_bins", None)
+    return "automatic-speech-recognition-with-past" if speech else "text2text-generation-with-past"
 
 
 def is_audio(model) -> bool:

@@ -246,3 +246,11 @@ def test_dynamo_exports_both_files_and_decodes_like_generate(seq2seq_dirs, tmp_p
     assert report.passed, report.summary()
     assert report.decode.tokens == report.decode.reference_tokens
 
+
+def test_a_speech_model_asked_for_text_is_refused_naming_its_task(seq2seq_dirs, tmp_path):
+    with pytest.raises(BadInputError, match="Whisper takes audio: export it with --task automatic-speech-recognition"):
+        export_model(str(seq2seq_dirs["whisper"]), tmp_path / "w", task=TASK)
+    with pytest.raises(BadInputError, match="Whisper is an encoder-decoder: export it with --task automatic-speech"):
+        export_model(str(seq2seq_dirs["whisper"]), tmp_path / "w.onnx", task="text-generation-with-past")
+    with pytest.raises(BadInputError, match="T5 takes text: export it with --task text2text-generation-with-past"):
+        export_model(str(seq2seq_dirs["t5"]), tmp_path / "t", task="automatic-speech-recognition-with-past")
