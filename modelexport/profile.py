@@ -339,9 +339,14 @@ def phases_markdown(result: ProfileResult, top: int = 5) -> list[str]:
         lat = phase["latency_ms"]
         inputs = phase["inputs"]
         past = next((s[2] for n, s in inputs.items() if n.startswith("past_key_values")), 0)
+        what = (  # a speech encoder's phase takes mel frames, not tokens
+            f"{inputs['input_ids'][1]} new tokens after a past of {past}"
+            if "input_ids" in inputs
+            else ", ".join(f"{n} {tuple(s)}" for n, s in inputs.items())
+        )
         lines += [
             "",
-            f"## Phase: {name} ({inputs['input_ids'][1]} new tokens after a past of {past})",
+            f"## Phase: {name} ({what})",
             "",
             f"Latency mean {lat['mean']:.3f} ms, p50 {lat['p50']:.3f} ms, p90 {lat['p90']:.3f} ms; kernel time "
             f"{phase['kernel_ms']:.3f} ms, {phase['attributed_fraction']:.1%} attributed to modules directly.",

@@ -217,23 +217,26 @@ def test_wrong_outputs_and_models_are_refused_in_one_line(seq2seq_dirs, tmp_path
     assert not (tmp_path / "gpt2-out").exists()
 
 
-def test_profile_reports_encode_prefill_and_decode_apart(exported, tmp_path):
+@pytest.mark.parametrize("name", ["bart", "whisper"])
+def test_profile_reports_encode_prefill_and_decode_apart(exported, tmp_path, name):
     from modelexport.profile import profile
 
-    result = profile(exported["bart"].directory, warmup=1, iterations=3, profile_runs=2, output_dir=tmp_path)
+    result = profile(exported[name].directory, warmup=1, iterations=3, profile_runs=2, output_dir=tmp_path)
     data = json.loads((tmp_path / "profile.json").read_text())
     phases = data["phases"]
     assert list(phases) == ["encode", "prefill", "decode"]
     assert phases["encode"]["onnx_path"].endswith("encoder_model.onnx")
-    assert phases["encode"]["inputs"]["input_ids"] == [1, 32]
+    encoded = {"bart": ("input_ids", [1, 32]), "whisper": ("input_features", [1, 16, 32])}[name]
+    assert phases["encode"]["inputs"][encoded[0]] == encoded[1]
     assert phases["prefill"]["inputs"]["input_ids"] == [1, 1]
     assert phases["prefill"]["inputs"]["past_key_values.0.decoder.key"][2] == 0
     assert phases["decode"]["inputs"]["past_key_values.0.decoder.key"][2] == 32
-    assert phases["decode"]["inputs"]["encoder_hidden_states"][:2] == [1, 32]
-    for name, phase in phases.items():
-        assert phase["attributed_fraction"] >= 0.99, name
-        layer = "BartEncoderLayer.0" if name == "encode" else "BartDecoderLayer.0"
-        assert any(layer in m["tag"] and m["self_ms"] > 0 for m in phase["modules"]), name
+    assert phases["decode"]["inputs"]["encoder_hidden_states"][:2] == [1, 32]  # attends to 32 encoded positions
+    for phase_name, phase in phases.items():
+        assert phase["attributed_fraction"] >= 0.99, phase_name
+        family = "Bart" if name == "bart" else "Whisper"
+        layer = f"{family}EncoderLayer.0" if phase_name == "encode" else f"{family}DecoderLayer.0"
+        assert any(layer in m["tag"] and m["self_ms"] > 0 for m in phase["modules"]), phase_name
     assert result.inputs == phases["decode"]["inputs"]
     assert "## Phase: prefill (1 new tokens after a past of 0)" in (tmp_path / "profile.md").read_text()
 
