@@ -179,7 +179,7 @@ def test_a_perturbed_weight_in_either_file_fails_with_exit_1(exported, tmp_path,
     model = onnx.load(str(path))
     target = max(model.graph.initializer, key=lambda t: numpy_helper.to_array(t).size)
     array = numpy_helper.to_array(target).copy()
-    array.flat[: array.size // 8] += 0.5
+    array.flat[: array.size // 8 : 2] += 0.5  # not a uniform shift of whole rows, which a LayerNorm removes
     target.CopyFrom(numpy_helper.from_array(array, target.name))
     onnx.save(model, str(path))
     report = validate(copy)
