@@ -20,7 +20,16 @@ from .common import FULL_MODELS, MIN_REPS, QUICK_MODELS, TORCH_MODELS, WORK
 
 HERE = Path(__file__).parent
 TORCH_MODEL_STRATEGIES = {"fx"}  # cannot trace the transformers models: also measured on plain torch ones
-FIGURES = ("tag_cost", "tagging_pass", "runtime_cost", "profiling_overhead", "attribution", "cache", "pipeline")
+FIGURES = (
+    "tag_cost",
+    "tagging_pass",
+    "runtime_cost",
+    "profiling_overhead",
+    "attribution",
+    "decode_cache",
+    "cache",
+    "pipeline",
+)
 # Seconds the measuring may take before the tag-cost and pipeline figures (nine tenths of a run) drop to their
 # minimum of repetitions (common.another). `make bench` on a fresh clone must end within 20 minutes on 2 cores, the
 # install included (~2.5 min). A usual day of this VM measures in 12-13 min, a slow one in 16 (with the budget:
@@ -33,6 +42,7 @@ TARGETS = {
     "runtime_cost": 1.03,
     "cache_warm_over_cold": 0.05,
     "pipeline_over_direct": 1.15,
+    "decode_cache_over_prefix": 0.5,
 }
 
 
@@ -75,6 +85,10 @@ def measure(quick: bool, only: set[str], log, budget_s: float = BUDGET_S) -> dic
                 results.setdefault("profiling_overhead", {})[model.name] = runtime_cost.profiling_overhead(
                     tagged, block_s=0.05 if quick else 0.6, reps=3 if quick else 8
                 )
+    if "decode_cache" in only:
+        from . import decode_cost
+
+        results.update(decode_cost.measure(quick, log))
     if only & {"cache", "pipeline"}:
         from . import pipeline_cost
 

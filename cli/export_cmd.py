@@ -31,7 +31,11 @@ def add_model_arguments(p) -> None:
 
 def add_arguments(p) -> None:
     p.add_argument("model", metavar="MODEL", help="model directory, hub id, or module.path:factory")
-    p.add_argument("output", metavar="OUTPUT.onnx", help="ONNX file to write (a directory with --strategy all)")
+    p.add_argument(
+        "output",
+        metavar="OUTPUT.onnx",
+        help="ONNX file to write (a directory with --strategy all or an encoder-decoder's -with-past task)",
+    )
     p.add_argument(
         "--strategy",
         default="auto",
@@ -52,7 +56,6 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from modelexport.export import export_model
     from modelexport.inputs import load_input_spec
-    from modelexport.report_tree import render_tree
 
     from .terminal import new_console
 
@@ -75,6 +78,19 @@ def run(args) -> int:
             cross_check=args.cross_check,
             max_memory_gb=args.max_memory_gb,
         )
+    if hasattr(result, "parts"):  # an encoder-decoder with its cache: a directory of two files
+        for part in result.parts.values():
+            _print_result(part)
+        return 0
+    _print_result(result)
+    return 0
+
+
+def _print_result(result) -> None:
+    from modelexport.report_tree import render_tree
+
+    from .terminal import new_console
+
     _print_warnings(result.sidecar["warnings"])
     out = new_console()
     for attempt in result.attempts:
@@ -95,7 +111,6 @@ def run(args) -> int:
             + (figure if check["ok"] else f"[red]not run[/] ({check['reason']})")
         )
     out.print(render_tree(result.sidecar["tree"], depth=3))
-    return 0
 
 
 def _print_warnings(warnings, prefix: str = "") -> None:

@@ -26,6 +26,14 @@ from tasks.policy import CONTENT, produced
 
 STAGES = ("resolve", "inputs", "export", "validate", "profile", "report")
 ONNX_NAME = "model.onnx"
+DIRECTORY_NAME = "model"  # an encoder-decoder with its cache: model/encoder_model.onnx, model/decoder_model.onnx
+
+
+def output_name(task: str | None) -> str:
+    """Where a model's export goes in its folder: ``model.onnx``, or the ``model`` directory of two files."""
+    from modelexport import seq2seq
+
+    return DIRECTORY_NAME if seq2seq.is_seq2seq(task) else ONNX_NAME
 
 
 def stages_of(plan: ModelPlan) -> list[str]:
@@ -108,7 +116,7 @@ def run_stages(source: ModelSource, plan: ModelPlan, folder: Path) -> ModelOutco
         "export",
         export_onnx,
         source,
-        str(folder / ONNX_NAME),
+        str(folder / output_name(plan.task)),
         spec,
         plan.strategy,
         plan.opset,

@@ -48,10 +48,12 @@ class DecodeReport:
     def summary(self) -> str:
         bad = next((s for s in self.steps if not s.passed), None)
         if bad is None:
-            return (
-                f"greedy decoding of {len(self.prompt_lengths)} prompts (lengths {self.prompt_lengths}, left-padded) "
-                f"matched generate for {len(self.steps) // 2} steps"
+            what = (
+                f"{len(self.prompt_lengths)} prompts (lengths {self.prompt_lengths}, left-padded)"
+                if self.prompt_lengths
+                else f"{len(self.reference_tokens)} audio inputs"
             )
+            return f"greedy decoding of {what} matched generate for {len(self.steps) // 2} steps"
         if bad.error:
             return f"decode step {bad.step}, {bad.output}: {bad.error}"
         off = f"off by {bad.max_abs_diff:.3g} absolute, {bad.max_rel_diff:.3g} relative"
@@ -73,24 +75,30 @@ def prompts(vocab: int, pad: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray
     return ids, mask
 
 
-def reference(model, ids: np.ndarray, mask: np.ndarray, new_tokens: int, pad: int, eos):
-    """generate's new tokens ``[batch, steps]`` and per-step logits ``[steps, batch, vocab]``."""
+def reference(model, inputs: dict[str, np.ndarray], new_tokens: int, pad: int, eos, start: int | None = None):
+    """generate's new tokens ``[batch, steps]`` and per-step logits ``[steps, batch, vocab]`` for the prompt
+    `inputs` (``input_ids`` and ``attention_mask``; a speech encoder's ``input_features``); `start`: an
+    encoder-decoder's decoder start token (its sequences hold it, not the prompt). transformers' own
+    ``GenerationMixin.generate``: Whisper's override adds language detection and timestamps."""
     import torch
-    from transformers import GenerationConfig
+    from transformers import GenerationConfig, GenerationMixin
 
     config = GenerationConfig(
         max_new_tokens=new_tokens, min_new_tokens=0, do_sample=False, num_beams=1, pad_token_id=pad, eos_token_id=eos
     )
-    with torch.inference_mode():
-        out = model.generate(
-            input_ids=torch.from_numpy(ids),
-            attention_mask=torch.from_numpy(mask),
-            generation_config=config,
-            use_cache=True,
-            output_logits=True,
-            return_dict_in_generate=True,
-        )
-    tokens = out.sequences[:, ids.shape[1] :].numpy()
+    if start is not None:
+        config.decoder_start_token_id = start
+    config.update(use_cache=True, output_logits=True, return_dict_in_generate=True)
+    # generate fills a given config's unset fields from the model's own (BART's forced_eos_token_id would force
+    # the last token): for the call, the plain greedy configuration is the model's
+    saved, model.generation_config = model.generation_config, config
+    try:
+        with torch.inference_mode():
+            tensors = {name: torch.from_numpy(array) for name, array in inputs.items()}
+            out = GenerationMixin.generate(model, **tensors, generation_config=config)
+    finally:
+        model.generation_config = saved
+    tokens = out.sequences[:, inputs["input_ids"].shape[1] if start is None else 1 :].numpy()
     logits = np.stack([step.float().numpy() for step in out.logits])
     return tokens, logits
 
@@ -106,7 +114,7 @@ def decode_check(session, loaded, new_tokens: int = DEFAULT_NEW_TOKENS, atol: fl
     eos_ids = set([eos] if isinstance(eos, int) else (eos or []))
     ids, mask = prompts(text.vocab_size, pad)
     report = DecodeReport(new_tokens, list(PROMPT_LENGTHS))
-    want_tokens, want_logits = reference(loaded.model, ids, mask, new_tokens, pad, eos)
+    want_tokens, want_logits = reference(loaded.model, {"input_ids": ids, "attention_mask": mask}, new_tokens, pad, eos)
     report.reference_tokens = want_tokens.tolist()
 
     inputs = {i.name: i for i in session.get_inputs()}

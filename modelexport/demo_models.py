@@ -6,7 +6,7 @@ from pathlib import Path
 
 
 def _configs() -> dict:
-    from transformers import BertConfig, GPT2Config, LlamaConfig, ResNetConfig, ViTConfig
+    from transformers import BertConfig, GPT2Config, LlamaConfig, ResNetConfig, T5Config, ViTConfig
 
     return {
         "tiny-bert": (
@@ -36,6 +36,22 @@ def _configs() -> dict:
                 max_position_embeddings=64,
             ),
         ),
+        "tiny-t5": (  # the fleet exports it as encoder + decoder with its cache (text2text-generation-with-past)
+            "T5ForConditionalGeneration",
+            T5Config(
+                vocab_size=128,
+                d_model=32,
+                d_kv=8,
+                d_ff=64,
+                num_layers=2,
+                num_heads=4,
+                feed_forward_proj="gated-gelu",
+                tie_word_embeddings=False,
+                decoder_start_token_id=0,
+                pad_token_id=0,
+                eos_token_id=1,
+            ),
+        ),
         "tiny-vit": (
             "ViTModel",
             ViTConfig(
@@ -54,7 +70,7 @@ def _configs() -> dict:
     }
 
 
-DEMO_MODELS = ("tiny-bert", "tiny-gpt2", "tiny-llama-lm", "tiny-vit", "tiny-resnet")
+DEMO_MODELS = ("tiny-bert", "tiny-gpt2", "tiny-llama-lm", "tiny-t5", "tiny-vit", "tiny-resnet")
 
 
 def build_demo_models(directory: str | Path, names=DEMO_MODELS, seed: int = 0) -> dict[str, Path]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import onnx
 
-from . import atomic, crosscheck, onnx_io, tagging, with_past
+from . import atomic, crosscheck, onnx_io, seq2seq, tagging, with_past
 from .candidate_check import check_candidate
 from .errors import BadInputError, ExportFailedError, ModelExportError, one_line
 from .hierarchy import Hierarchy, build_hierarchy
@@ -177,35 +177,69 @@ def export_model(
     trust_remote_code: bool = False,
     cross_check: str | None = None,
     max_memory_gb: float | None = None,
-) -> ExportResult:
-    """Export `model` to `output` with every node tagged; write the sidecar beside it. See the README.
+) -> ExportResult | seq2seq.Seq2SeqExport:
+    """Export `model` to `output` with every node tagged; write the sidecar beside it. See the README. An
+    encoder-decoder with its cache (`seq2seq`) is a directory of two files, each with its sidecar.
 
     `cross_check` names a second strategy whose tags the chosen ones are compared with per (module, op family)
     (`crosscheck.family_agreement`); the result goes to the sidecar's ``cross_check``, nothing else is written.
     A model whose estimated need exceeds `max_memory_gb` is refused before it is loaded (`memory.check_memory`);
     the sidecar's ``peak_rss_mb`` is the largest RSS while loading, capturing and tagging."""
     start = time.perf_counter()
-    output = check_output(output)
     strategies = list(AUTO_ORDER) if strategy == "auto" else [strategy]
     unknown = [s for s in [*strategies, *([cross_check] if cross_check else [])] if s not in STRATEGIES]
     if unknown:
         raise BadInputError(f"unknown strategy '{unknown[0]}': use auto or one of {', '.join(STRATEGIES)}")
     opset = check_opset(opset)
+    if seq2seq.is_seq2seq(task):
+        output = seq2seq.check_output_directory(output, input_spec)
+    else:
+        output = check_output(output)
     source = model if isinstance(model, ModelSource) else resolve(model, revision=revision)
+    options = dict(strategies=strategies, opset=opset, clean=clean, torch_modules=torch_modules, task=task)
+    options |= dict(cross_check=cross_check, start=start)
+    check_memory(source.path, "export", max_memory_gb)
+    if seq2seq.is_seq2seq(task):  # a directory of encoder_model.onnx and decoder_model.onnx
+        seq2seq.check_config(load_config(source, trust_remote_code), task)
+        loaded = load(source, task=task, trust_remote_code=trust_remote_code)
+        return seq2seq.export_seq2seq(source, output, loaded, **options)
     if with_past.is_with_past(task):
         with_past.check_config(load_config(source, trust_remote_code), task)
-    check_memory(source.path, "export", max_memory_gb)
     with peak_rss() as peak:
         loaded = load(source, task=task, trust_remote_code=trust_remote_code)
         spec = example_spec(loaded, input_spec, task)
         inputs = inputs_from_spec(spec)
         if with_past.is_with_past(task):
             with_past.check_cache_returned(loaded, inputs, task)
-        hierarchy = build_hierarchy(loaded.model, torch_modules=torch_modules)
         # auto checks each candidate in ORT before taking it; a with-past export is checked by decoding (validate)
         checked = strategy == "auto" and not with_past.is_with_past(task)
         check = partial(check_candidate, loaded=loaded, spec=spec) if checked else None
-        capture, mapping, stats, attempts = capture_and_tag(loaded, inputs, strategies, opset, hierarchy, check)
+        return export_loaded(source, loaded, inputs, output, check=check, peak=peak, **options)
+
+
+def export_loaded(
+    source,
+    loaded,
+    inputs,
+    output: Path,
+    *,
+    strategies,
+    opset,
+    clean,
+    torch_modules,
+    task,
+    cross_check,
+    start=None,
+    part=None,
+    check=None,
+    peak=None,
+) -> ExportResult:
+    """Capture `loaded` on `inputs`, tag it and write `output` with its sidecar (`part`: which file of a
+    directory export this is, recorded in the sidecar's options; `check`: auto's check of each candidate file;
+    `peak`: the stage's memory.peak_rss, recorded in the sidecar)."""
+    start = time.perf_counter() if start is None else start
+    hierarchy = build_hierarchy(loaded.model, torch_modules=torch_modules)
+    capture, mapping, stats, attempts = capture_and_tag(loaded, inputs, strategies, opset, hierarchy, check)
 
     proto = capture.onnx_model
     counts: dict[str, int] = {}
@@ -232,7 +266,7 @@ def export_model(
         "versions": library_versions(),
         "inputs": inputs.describe(),
         "outputs": [o.name for o in proto.graph.output],
-        "options": {"clean": clean, "torch_modules": torch_modules, "task": task},
+        "options": {"clean": clean, "torch_modules": torch_modules, "task": task} | ({"part": part} if part else {}),
         "stats": asdict(stats) | {"coverage": stats.coverage},
         "tags": {
             tag: {"module": info.module, "class": info.cls, "parameters": info.parameters, "nodes": counts.get(tag, 0)}
@@ -240,7 +274,7 @@ def export_model(
         },
         "warnings": warnings,
         "cross_check": checked,
-        "peak_rss_mb": peak.mb,
+        "peak_rss_mb": round(peak.mb, 1) if peak is not None else None,
         "tree": tree,
         "node_tags": mapping,
     }

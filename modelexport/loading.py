@@ -17,9 +17,13 @@ from .source import ModelSource
 from .task_heads import AUTO, HEADS, task_from_architectures, wrap_for_task
 
 # --task values and the transformers auto class each loads (task_heads.HEADS); without a task, the class the model
-# was saved as; "auto": the head its config's architectures names.
+# was saved as; "auto": the head its config's architectures names. The with-past tasks export with a cache.
 TASKS = {task: auto_class for task, (auto_class, _mapping) in HEADS.items()}
-TASKS["text-generation-with-past"] = TASKS["text-generation"]  # with a key/value cache: modelexport/with_past.py
+TASKS |= {
+    "text-generation-with-past": "AutoModelForCausalLM",  # one file with a key/value cache: modelexport/with_past.py
+    "text2text-generation-with-past": "AutoModelForSeq2SeqLM",  # encoder + decoder files: modelexport/seq2seq.py
+    "automatic-speech-recognition-with-past": "AutoModelForSpeechSeq2Seq",  # Whisper, the same way
+}
 
 
 @dataclass

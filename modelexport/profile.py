@@ -174,11 +174,15 @@ def profile(
     from .report_tree import load_onnx_graph
 
     onnx_path = Path(onnx_path)
-    original = load_onnx_graph(onnx_path)
+    from .phases import file_phases
+
     if warmup < 0 or iterations < 1 or threads < 1:
         raise BadInputError(f"need warmup >= 0, iterations >= 1, threads >= 1 (got {warmup}, {iterations}, {threads})")
     if optimization not in LEVELS:
         raise BadInputError(f"unknown optimization level '{optimization}': use one of {', '.join(LEVELS)}")
+    if (files := file_phases(onnx_path)) is not None:  # an encoder-decoder's directory: a phase per file
+        return _profile_files(onnx_path, files, warmup, iterations, threads, output_dir, optimization, profile_runs)
+    original = load_onnx_graph(onnx_path)
     tags, tree = read_tags(onnx_path, original)
     if not tags or tree is None:
         raise BadInputError(
@@ -203,6 +207,24 @@ def profile(
         result.phases = {name: r.to_dict() for name, r in measured.items()}
     if output_dir is not None:
         write_profile(result, output_dir)
+    return result
+
+
+def _profile_files(directory, files, warmup, iterations, threads, output_dir, optimization, profile_runs):
+    """Each phase of an encoder-decoder export on its own file (`phases.file_phases`); decode is the headline."""
+    from .export import read_tags
+    from .report_tree import load_onnx_graph
+
+    measured = {}
+    for name, (path, make) in files.items():
+        original = load_onnx_graph(path)
+        tags, tree = read_tags(path, original)
+        runs = profile_runs or min(iterations, 20)
+        measured[name] = _measure(path, original, tags, tree, make, warmup, iterations, threads, optimization, runs)
+    result = measured["decode"]
+    result.phases = {name: r.to_dict() for name, r in measured.items()}
+    if output_dir is not None:
+        write_profile(result, Path(output_dir))
     return result
 
 
@@ -357,9 +379,14 @@ def phases_markdown(result: ProfileResult, top: int = 5) -> list[str]:
         lat = phase["latency_ms"]
         inputs = phase["inputs"]
         past = next((s[2] for n, s in inputs.items() if n.startswith("past_key_values")), 0)
+        what = (  # a speech encoder's phase takes mel frames, not tokens
+            f"{inputs['input_ids'][1]} new tokens after a past of {past}"
+            if "input_ids" in inputs
+            else ", ".join(f"{n} {tuple(s)}" for n, s in inputs.items())
+        )
         lines += [
             "",
-            f"## Phase: {name} ({inputs['input_ids'][1]} new tokens after a past of {past})",
+            f"## Phase: {name} ({what})",
             "",
             f"Latency mean {lat['mean']:.3f} ms, p50 {lat['p50']:.3f} ms, p90 {lat['p90']:.3f} ms; kernel time "
             f"{phase['kernel_ms']:.3f} ms, {phase['attributed_fraction']:.1%} attributed to modules directly.",

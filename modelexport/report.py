@@ -95,6 +95,20 @@ def hierarchy_markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_reports(onnx_path: str | os.PathLike, output_dir: str | os.PathLike) -> dict[str, Path]:
+    """`write_hierarchy_report` of a file, or of each file of an encoder-decoder's directory into
+    ``output_dir/<stem>_report`` (keys ``encoder_model.json`` ...)."""
+    from . import seq2seq
+
+    if not seq2seq.is_export_directory(onnx_path):
+        return write_hierarchy_report(onnx_path, output_dir)
+    paths = {}
+    for path in seq2seq.part_paths(onnx_path).values():
+        for kind, written in write_hierarchy_report(path, Path(output_dir) / f"{path.stem}_report").items():
+            paths[f"{path.stem}.{kind}"] = written
+    return paths
+
+
 def write_hierarchy_report(onnx_path: str | os.PathLike, output_dir: str | os.PathLike) -> dict[str, Path]:
     """Write report.json, report.md and ``<stem>.graphml`` into `output_dir`; returns their paths."""
     from .errors import BadInputError

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import atomic
+from . import atomic, seq2seq
 from .errors import BadInputError, ValidationFailedError, first_line
 from .memory import check_memory, peak_rss
 
@@ -313,6 +313,11 @@ def validate(
     refused before it is loaded; ``peak_rss_mb`` is the largest RSS while the checks ran.
     """
     onnx_path = Path(onnx_path)
+    if seq2seq.is_export_directory(onnx_path) and atol >= 0 and rtol >= 0 and seeds:  # an encoder-decoder's files
+        from .seq2seq_check import validate_directory
+
+        kwargs = dict(atol=atol, rtol=rtol, seeds=seeds, revision=revision, trust_remote_code=trust_remote_code)
+        return validate_directory(onnx_path, model, new_tokens=new_tokens, **kwargs)
     if not onnx_path.is_file():
         raise BadInputError(f"{onnx_path} does not exist: pass an ONNX file written by modelexport export")
     if atol < 0 or rtol < 0:

@@ -48,9 +48,11 @@ def check_config(config, task: str) -> None:
     if config is None:
         raise BadInputError(f"--task {task} needs a transformers model saved with save_pretrained, not a factory")
     if getattr(config, "is_encoder_decoder", False):
+        from .seq2seq import task_for
+
         raise BadInputError(
             f"{type(config).__name__.removesuffix('Config')} is an encoder-decoder: export it with --task "
-            "text2text-generation-with-past"
+            f"{task_for(config)}"
         )
 
 

@@ -26,9 +26,9 @@ def export_onnx(
     max_memory_gb: float | None = None,
 ) -> Produced:
     """Write OUTPUT and its sidecar; the result holds the strategy, node stats and every attempt."""
+    from modelexport import seq2seq
     from modelexport.export import export_model
     from modelexport.inputs import parse_input_spec
-    from modelexport.onnx_io import external_data_path
 
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     with computing():
@@ -39,11 +39,13 @@ def export_onnx(
             opset=opset,
             clean=clean,
             torch_modules=torch_modules,
-            input_spec=parse_input_spec(input_spec),
+            input_spec=None if seq2seq.is_seq2seq(task_name) else parse_input_spec(input_spec),
             task=task_name,
             trust_remote_code=trust_remote_code,
             max_memory_gb=max_memory_gb,
         )
+    if hasattr(r, "parts"):  # an encoder-decoder: a directory of two files, each with its sidecar
+        return _produced_directory(r)
     data = {
         "onnx_path": str(r.onnx_path),
         "sidecar_path": str(r.sidecar_path),
@@ -52,4 +54,30 @@ def export_onnx(
         "attempts": [asdict(a) for a in r.attempts],
         "seconds": r.seconds,
     }
-    return produced(data, r.onnx_path, r.sidecar_path, external_data_path(r.onnx_path))
+    return produced(data, *_files(r))
+
+
+def _files(r) -> list:
+    from modelexport.onnx_io import external_data_path
+
+    return [r.onnx_path, r.sidecar_path, external_data_path(r.onnx_path)]
+
+
+def _produced_directory(r) -> Produced:
+    """One result for both files: the directory as ``onnx_path``, nodes summed, coverage the lower of the two,
+    each file's own figures under ``parts``; every file counts for the cache."""
+    parts = {
+        part: {"onnx_path": str(e.onnx_path), "strategy": e.strategy, "stats": e.sidecar["stats"]}
+        for part, e in r.parts.items()
+    }
+    stats = [p["stats"] for p in parts.values()]
+    total = {k: sum(s[k] for s in stats) for k in ("total_nodes", "tagged_nodes", "root_tagged_nodes")}
+    data = {
+        "onnx_path": str(r.directory),
+        "strategy": "+".join(dict.fromkeys(p["strategy"] for p in parts.values())),
+        "stats": total | {"coverage": min(s["coverage"] for s in stats)},
+        "attempts": [asdict(a) for e in r.parts.values() for a in e.attempts],
+        "seconds": r.seconds,
+        "parts": parts,
+    }
+    return produced(data, *[f for e in r.parts.values() for f in _files(e)])

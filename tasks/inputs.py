@@ -15,7 +15,7 @@ def derive_inputs(
 ) -> dict:
     """The user's spec if given (checked against the model's config), else the one the model's config and forward
     signature call for (read from the model built without its weights)."""
-    from modelexport import with_past
+    from modelexport import seq2seq, with_past
     from modelexport.inputs import check_spec_fits, parse_input_spec, resolve_spec
     from modelexport.loading import load, load_config
 
@@ -26,6 +26,8 @@ def derive_inputs(
         return spec.model_dump(mode="json")
     with computing():  # building a transformers model patches torch's init functions for a while
         loaded = load(source, task=task_name, trust_remote_code=trust_remote_code, weights=False)
+    if seq2seq.is_seq2seq(task_name):  # each file's inputs come from the config at export; the encoder's here
+        return seq2seq.example_spec(loaded.model, "encoder").model_dump(mode="json")
     if with_past.is_with_past(task_name):  # the cache's inputs too: past_key_values.{i}.key / .value
         return with_past.example_spec(loaded.model, loaded.config, task_name).model_dump(mode="json")
     return resolve_spec(loaded.model, loaded.config).model_dump(mode="json")

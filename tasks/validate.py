@@ -22,6 +22,7 @@ def validate_onnx(
     max_memory_gb: float | None = None,
 ) -> Produced:
     """A numerical mismatch is data (``passed`` false), not an exception: the flow marks the model failed."""
+    from modelexport import seq2seq
     from modelexport.inputs import parse_input_spec
     from modelexport.validate import validate, write_validation
 
@@ -31,7 +32,7 @@ def validate_onnx(
             source,
             atol=settings.atol,
             rtol=settings.rtol,
-            input_spec=parse_input_spec(input_spec),
+            input_spec=None if seq2seq.is_seq2seq(task_name) else parse_input_spec(input_spec),
             task=task_name,
             trust_remote_code=trust_remote_code,
             max_memory_gb=max_memory_gb,

@@ -74,3 +74,15 @@ def test_past_the_deadline_figures_stop_at_their_minimum_of_repetitions():
 
     assert interleaved(work, work, reps=6, warmup=False)["n"] == 6
     assert interleaved(work, work, reps=2, warmup=False, deadline=0.0)["n"] == 2
+
+
+def test_decode_cache_figure_on_a_tiny_decoder():
+    """The with-cache ÷ without-cache decode step runs on both exports and lands as one figure per model."""
+    from benchmarks import decode_cost
+
+    figure = decode_cost.cache_over_prefix(decode_cost.QUICK[1], block_s=0.01, reps=2, past=16)
+    assert figure["n"] == 2 and figure["past"] == 16
+    assert 0 < figure["min"] <= figure["median"] <= figure["max"]
+    assert figure["a_ms"] > 0 and figure["b_ms"] > 0
+    rows = run.rows({"meta": {}, "decode_cache_over_prefix": {"tiny-llama-lm": figure}})
+    assert rows[0][0] == "decode_cache_over_prefix.tiny-llama-lm" and rows[0][2] == 0.5

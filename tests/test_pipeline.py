@@ -307,3 +307,68 @@ def test_a_with_past_decoder_runs_cold_then_warm_and_logs_both_phases(prefect_ha
     runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
     metrics = next(r.data.metrics for r in runs if "decode_latency_p50_ms" in r.data.metrics)
     assert metrics["prefill_latency_p50_ms"] > 0 and metrics["decode_attributed_fraction"] >= 0.99
+
+
+SEQ2SEQ_FLEET = """
+name: generators
+defaults:
+  profile: {warmup: 0, iterations: 2}
+models:
+  - id: models/tiny-llama-lm
+    name: lm
+    task: text-generation-with-past
+  - id: models/tiny-t5
+    name: t5
+    task: text2text-generation-with-past
+"""
+
+
+def test_a_fleet_of_a_with_past_decoder_and_an_encoder_decoder_runs_cold_then_warm_into_mlflow(
+    prefect_harness, model_dirs, tmp_path
+):
+    """The encoder-decoder's directory of two files goes through every stage, is cached while every file is
+    intact, and each file lands in MLflow as a logged model of its own."""
+    import mlflow
+
+    from flows import run_fleet_flow
+
+    for name in ("tiny-llama-lm", "tiny-t5"):
+        shutil.copytree(model_dirs[name], tmp_path / "models" / name)
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text(SEQ2SEQ_FLEET, encoding="utf-8")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    out = tmp_path / "out"
+
+    def run_once():
+        summary = run_fleet_flow(str(fleet), str(out), tracking_uri=uri)
+        return {m.name: m for m in summary.models}
+
+    cold = run_once()
+    assert all(m.status == "ok" for m in cold.values()), {n: m.reason for n, m in cold.items()}
+    t5 = cold["t5"]
+    assert t5.results["validate"]["decode"]["passed"] is True
+    assert set(t5.results["profile"]["phases"]) == {"encode", "prefill", "decode"}
+    assert t5.results["export"]["stats"]["coverage"] == 1.0
+    assert {p["stats"]["coverage"] for p in t5.results["export"]["parts"].values()} == {1.0}
+    for file in ("encoder_model.onnx", "decoder_model.onnx", "encoder_model.hierarchy.json"):
+        assert (out / "t5" / "model" / file).is_file()
+    assert (out / "t5" / "decoder_model_report" / "report.md").is_file()
+    assert set(cold["lm"].results["profile"]["phases"]) == {"prefill", "decode"}
+
+    warm = run_once()
+    assert all(m.cached for m in warm.values()), {n: m.stages for n, m in warm.items()}
+
+    mlflow.set_tracking_uri(uri)
+    runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    t5_runs = [r for r in runs if "encoder_model.tag_coverage" in r.data.metrics]
+    assert t5_runs and all(r.info.status == "FINISHED" for r in t5_runs)
+    first = min(t5_runs, key=lambda r: r.info.start_time)
+    assert first.data.metrics["decoder_model.tag_coverage"] == 1.0 and first.data.metrics["encode_kernel_ms"] > 0
+    assert first.data.tags["modelexport.model_uri.encoder_model"] != first.data.tags["modelexport.model_uri"]
+    model = mlflow.onnx.load_model(first.data.tags["modelexport.model_uri.encoder_model"])
+    assert [o.name for o in model.graph.output] == ["last_hidden_state"]
+
+    (out / "t5" / "model" / "decoder_model.onnx").unlink()  # one file gone: exported again, not a cache hit
+    again = run_once()
+    assert again["t5"].stages["export"] == "done" and (out / "t5" / "model" / "decoder_model.onnx").is_file()
+    assert again["lm"].cached

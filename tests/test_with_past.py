@@ -172,3 +172,15 @@ def test_profile_reports_prefill_and_decode_apart(with_past, tmp_path):
     markdown = (tmp_path / "profile.md").read_text()
     assert "## Phase: prefill (32 new tokens after a past of 0)" in markdown
     assert "## Phase: decode (1 new tokens after a past of 32)" in markdown
+
+
+def test_dynamo_exports_with_past_and_decodes_like_generate(decoder_dirs, tmp_path):
+    """The attention mask's axis is past + sequence, no Dim name of its own: torch.export derives it."""
+    result = export_model(str(decoder_dirs["llama"]), tmp_path / "dynamo.onnx", task=TASK, strategy="dynamo")
+    assert result.strategy == "dynamo" and result.stats.coverage == 1.0
+    model = onnx.load(str(result.onnx_path), load_external_data=False)
+    mask = next(i for i in model.graph.input if i.name == "attention_mask")
+    assert mask.type.tensor_type.shape.dim[1].dim_param, "the mask's length stays dynamic"
+    report = validate(result.onnx_path)
+    assert report.passed, report.summary()
+    assert report.decode.tokens == report.decode.reference_tokens

@@ -52,18 +52,20 @@ def log_files(client, run_id: str, output_dir: Path, artifact_path: str = "outpu
             client.log_artifacts(run_id, str(staged), artifact_path)
 
 
-def log_onnx(onnx_path: Path, run_id: str, experiment: str, example: dict | None) -> tuple[str, str]:
-    """Log the ONNX file with ``mlflow.onnx`` (its signature and input `example`) as the run's model; returns its
-    URI and id. MLflow checks the example by loading the model and running it once."""
+def log_onnx(
+    onnx_path: Path, run_id: str, experiment: str, example: dict | None, name: str = "model"
+) -> tuple[str, str]:
+    """Log the ONNX file with ``mlflow.onnx`` (its signature and input `example`) as the run's model `name`;
+    returns its URI and id. MLflow checks the example by loading the model and running it once."""
     import mlflow.onnx
     import onnx
 
     proto = onnx.load(str(onnx_path))  # our own copy: log_model moves weights out of the proto it is given
     # Created explicitly so the model lands in the run's experiment without touching the global active one.
-    logged = mlflow.initialize_logged_model(name="model", source_run_id=run_id, experiment_id=experiment)
+    logged = mlflow.initialize_logged_model(name=name, source_run_id=run_id, experiment_id=experiment)
     info = mlflow.onnx.log_model(
         proto,
-        name="model",
+        name=name,
         run_id=run_id,
         model_id=logged.model_id,
         onnx_execution_providers=["CPUExecutionProvider"],

@@ -17,9 +17,35 @@ EXAMPLE_MAX_VALUES = 16_384  # a 512-token text example has 1,536; a 3x224x224 i
 
 
 def find_sidecar(output_dir: Path) -> dict | None:
-    """The export's sidecar in `output_dir` (the only ``*.hierarchy.json``), or None."""
+    """The export's sidecar in `output_dir` (the only ``*.hierarchy.json``), or None. For an encoder-decoder's
+    directory of two files (`export_files`), the decoder's, with each file's ``onnx`` and ``stats`` under
+    ``parts``."""
     found = sorted(output_dir.glob(f"*{SIDECAR_SUFFIX}"))
-    return json.loads(found[0].read_text(encoding="utf-8")) if found else None
+    if found:
+        return json.loads(found[0].read_text(encoding="utf-8"))
+    files = export_files(output_dir)
+    if not files:
+        return None
+    sidecars = {
+        stem: json.loads(path.with_name(stem + SIDECAR_SUFFIX).read_text(encoding="utf-8"))
+        for stem, path in files.items()
+    }
+    parts = {
+        stem: {"onnx": str(files[stem].relative_to(output_dir)), "stats": s.get("stats")}
+        for stem, s in sidecars.items()
+    }
+    return sidecars["decoder_model"] | {"parts": parts}
+
+
+def export_files(output_dir: Path) -> dict[str, Path]:
+    """``{"encoder_model": path, "decoder_model": path}`` of an encoder-decoder export in a folder of
+    `output_dir`; empty for anything else."""
+    from modelexport import seq2seq
+
+    for folder in sorted(p for p in output_dir.iterdir() if p.is_dir()) if output_dir.is_dir() else []:
+        if seq2seq.is_export_directory(folder):
+            return {path.stem: path for path in seq2seq.part_paths(folder).values()}
+    return {}
 
 
 def results_digest(*parts: dict | None) -> str:
@@ -91,6 +117,10 @@ def export_metrics(export: dict) -> dict:
         "nodes_root_tagged": stats.get("root_tagged_nodes"),
         "tag_coverage": stats.get("coverage"),
         "modules": len(export.get("tags") or {}),
+    } | {  # an encoder-decoder's files, each on its own
+        f"{stem}.{name}": (part.get("stats") or {}).get(key)
+        for stem, part in (export.get("parts") or {}).items()
+        for name, key in (("nodes_total", "total_nodes"), ("tag_coverage", "coverage"))
     }
 
 

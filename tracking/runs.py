@@ -357,6 +357,10 @@ class ModelRun:
         log_files(self.client, self.run_id, output_dir)
         if export and export.get("strategy"):
             log_text(self.client, self.run_id, "strategy_attempts.json", json.dumps(export["strategy"], indent=1))
+        if export and export.get("parts"):  # an encoder-decoder: each file its own logged model
+            self._log_files_as_models(output_dir)
+            self._judge(validation)
+            return
         onnx_path = run_record.find_onnx(output_dir, export)
         if onnx_path is None:
             self.fail(self.failure or f"no ONNX file in {output_dir}")
@@ -366,6 +370,20 @@ class ModelRun:
         )
         self.batch.add(tags={TAG + "model_uri": self.model_uri})
         self._judge(validation)
+
+    def _log_files_as_models(self, output_dir: Path) -> None:
+        """Log each file of an encoder-decoder with ``mlflow.onnx`` under its stem (``encoder_model``,
+        ``decoder_model``), with its own signature and example; the run's model (registered on pass) is the
+        decoder, the encoder's URI is the tag ``model_uri.encoder_model``."""
+        for stem, path in run_record.export_files(output_dir).items():
+            sidecar = json.loads(path.with_name(stem + run_record.SIDECAR_SUFFIX).read_text(encoding="utf-8"))
+            uri, model_id = log_onnx(
+                path, self.run_id, self.experiment_id, run_record.input_example(sidecar), name=stem
+            )
+            self.batch.add(tags={f"{TAG}model_uri.{stem}": uri})
+            if stem == "decoder_model":
+                self.model_uri, self.batch.model_id = uri, model_id
+        self.batch.add(tags={TAG + "model_uri": self.model_uri})
 
     def _judge(self, validation: dict | None) -> None:
         if validation is not None:

@@ -48,11 +48,16 @@ def dynamic_shapes(inputs) -> tuple | None:
         return None
     dims: dict[str, torch.export.Dim] = {}
     per_input = tuple(
-        {axis: dims.setdefault(name, torch.export.Dim(name)) for axis, name in inputs.dynamic_axes.get(n, {}).items()}
-        or None
+        {axis: dims.setdefault(name, _dim(name)) for axis, name in inputs.dynamic_axes.get(n, {}).items()} or None
         for n in inputs.names
     )
     return (per_input,)
+
+
+def _dim(name: str):
+    """A named Dim; an axis named for a sum (a with-past attention mask's ``past_sequence+sequence``) is no
+    identifier and no Dim of its own: torch.export works out that it is the sum (``Dim.DYNAMIC``)."""
+    return torch.export.Dim(name) if name.isidentifier() else torch.export.Dim.DYNAMIC
 
 
 def _axis_names(inputs):

@@ -58,8 +58,12 @@ def _descend(current: str, level: str, module_paths: set[str]) -> str | None:
         if candidate in module_paths and candidate.startswith(current):
             return candidate
         if not base:
-            return None
+            break
         base = base.rsplit(".", 1)[0] if "." in base else ""
+    # a module called without its parent's forward running (an encoder-decoder's part calls
+    # ``model.encoder`` directly): the tracer names it relative to that parent; take it if only one matches
+    below = [p for p in module_paths if p.endswith(f".{level}") and p.startswith(f"{current}." if current else "")]
+    return below[0] if len(below) == 1 else None
 
 
 @register
