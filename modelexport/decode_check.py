@@ -103,9 +103,30 @@ def reference(model, inputs: dict[str, np.ndarray], new_tokens: int, pad: int, e
     return tokens, logits
 
 
+def check_step(report, step: int, run, want_tokens, want_logits, unfinished, pad: int, atol: float, rtol: float):
+    """One greedy step: `run()` gives the ONNX outputs by name; its last logits and greedy tokens are compared with
+    generate's step `step` into `report`. Returns (outputs, tokens, tokens equal generate's), or None where ONNX
+    Runtime refused the step (recorded)."""
+    from .errors import first_line
+    from .validate import difference
+
+    try:
+        result = run()
+    except Exception as exc:  # ORT refusing an empty past or a new length is what this check is for
+        report.steps.append(StepCheck(step, "(all outputs)", False, error=f"ONNX Runtime failed: {first_line(exc)}"))
+        return None
+    logits = result["logits"][:, -1, :]
+    abs_diff, rel_diff, ok = difference(want_logits[step], logits, atol, rtol)
+    report.steps.append(StepCheck(step, "logits", ok, abs_diff, rel_diff))
+    token = np.where(unfinished, logits.argmax(-1), pad)
+    same = bool((token == want_tokens[:, step]).all())
+    error = None if same else f"token ids {token.tolist()} instead of generate's {want_tokens[:, step].tolist()}"
+    report.steps.append(StepCheck(step, "tokens", same, error=error))
+    return result, token, same
+
+
 def decode_check(session, loaded, new_tokens: int = DEFAULT_NEW_TOKENS, atol: float = 1e-4, rtol: float = 1e-3):
     """Greedy-decode with `session` (a with-past export) and compare with ``loaded.model.generate``."""
-    from .validate import difference
 
     config = loaded.model.config
     text = config.get_text_config(decoder=True)
@@ -131,23 +152,21 @@ def decode_check(session, loaded, new_tokens: int = DEFAULT_NEW_TOKENS, atol: fl
         if "position_ids" in inputs:
             positions = np.where(mask == 0, 1, np.cumsum(mask, axis=1) - 1)
             feeds["position_ids"] = positions[:, -step_ids.shape[1] :]
-        try:
-            result = dict(zip(outputs, session.run(None, feeds)))
-        except Exception as exc:  # ORT refusing an empty past or a new length is what this check is for
-            from .errors import first_line
-
-            report.steps.append(
-                StepCheck(step, "(all outputs)", False, error=f"ONNX Runtime failed: {first_line(exc)}")
-            )
+        stepped = check_step(
+            report,
+            step,
+            lambda feeds=feeds: dict(zip(outputs, session.run(None, feeds))),
+            want_tokens,
+            want_logits,
+            unfinished,
+            pad,
+            atol,
+            rtol,
+        )
+        if stepped is None:
             return report
-        logits = result["logits"][:, -1, :]
-        abs_diff, rel_diff, ok = difference(want_logits[step], logits, atol, rtol)
-        report.steps.append(StepCheck(step, "logits", ok, abs_diff, rel_diff))
-        token = np.where(unfinished, logits.argmax(-1), pad)
+        result, token, same = stepped
         got.append(token)
-        same = bool((token == want_tokens[:, step]).all())
-        error = None if same else f"token ids {token.tolist()} instead of generate's {want_tokens[:, step].tolist()}"
-        report.steps.append(StepCheck(step, "tokens", same, error=error))
         if not same:
             break
         unfinished &= ~np.isin(token, list(eos_ids))

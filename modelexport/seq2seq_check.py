@@ -15,7 +15,7 @@ import os
 import numpy as np
 
 from . import seq2seq
-from .decode_check import DEFAULT_NEW_TOKENS, PROMPT_LENGTHS, DecodeReport, StepCheck, prompts, reference
+from .decode_check import DEFAULT_NEW_TOKENS, PROMPT_LENGTHS, DecodeReport, StepCheck, check_step, prompts, reference
 from .kv_cache import PAST
 
 
@@ -61,7 +61,6 @@ def validate_directory(
 def decode_check(encoder, decoder, loaded, new_tokens: int = DEFAULT_NEW_TOKENS, atol=1e-4, rtol=1e-3):
     """Greedy-decode with the two sessions and compare with ``loaded.model.generate``."""
     from .errors import first_line
-    from .validate import difference
 
     config = loaded.model.config
     pad = config.pad_token_id if isinstance(config.pad_token_id, int) else 0
@@ -95,21 +94,21 @@ def decode_check(encoder, decoder, loaded, new_tokens: int = DEFAULT_NEW_TOKENS,
     step_ids, unfinished, got = np.full((batch, 1), start, dtype=np.int64), np.ones(batch, dtype=bool), []
     for step in range(want_tokens.shape[1]):
         feeds = {"input_ids": step_ids, "encoder_hidden_states": hidden, **cross_mask, **pasts}
-        try:
-            result = dict(zip(outputs, decoder.run(None, feeds)))
-        except Exception as exc:  # an empty past or a new length refused is what this check is for
-            report.steps.append(
-                StepCheck(step, "(all outputs)", False, error=f"ONNX Runtime failed: {first_line(exc)}")
-            )
+        stepped = check_step(
+            report,
+            step,
+            lambda feeds=feeds: dict(zip(outputs, decoder.run(None, feeds))),
+            want_tokens,
+            want_logits,
+            unfinished,
+            pad,
+            atol,
+            rtol,
+        )
+        if stepped is None:
             return report
-        logits = result["logits"][:, -1, :]
-        abs_diff, rel_diff, ok = difference(want_logits[step], logits, atol, rtol)
-        report.steps.append(StepCheck(step, "logits", ok, abs_diff, rel_diff))
-        token = np.where(unfinished, logits.argmax(-1), pad)
+        result, token, same = stepped
         got.append(token)
-        same = bool((token == want_tokens[:, step]).all())
-        error = None if same else f"token ids {token.tolist()} instead of generate's {want_tokens[:, step].tolist()}"
-        report.steps.append(StepCheck(step, "tokens", same, error=error))
         if not same:
             break
         unfinished &= ~np.isin(token, list(eos_ids))

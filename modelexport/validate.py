@@ -13,6 +13,7 @@ term absorbs. Integer and boolean outputs must match exactly.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -288,6 +289,20 @@ def check_case(
     return checks
 
 
+def _records_peak_rss(validate_fn):
+    """The report's ``peak_rss_mb``: the largest RSS while `validate_fn` ran."""
+
+    @functools.wraps(validate_fn)
+    def measured(*args, **kwargs):
+        with peak_rss() as peak:
+            report = validate_fn(*args, **kwargs)
+        report.peak_rss_mb = peak.mb
+        return report
+
+    return measured
+
+
+@_records_peak_rss
 def validate(
     onnx_path: str | os.PathLike,
     model=None,
@@ -324,39 +339,6 @@ def validate(
         raise BadInputError(f"tolerances must be >= 0 (atol {atol}, rtol {rtol})")
     if not seeds:
         raise BadInputError("give at least one seed")
-    with peak_rss() as peak:
-        report = _validate(
-            onnx_path,
-            model,
-            atol,
-            rtol,
-            seeds,
-            input_spec,
-            task,
-            revision,
-            trust_remote_code,
-            new_tokens,
-            localize,
-            max_memory_gb,
-        )
-    report.peak_rss_mb = peak.mb
-    return report
-
-
-def _validate(
-    onnx_path,
-    model,
-    atol,
-    rtol,
-    seeds,
-    input_spec,
-    task,
-    revision,
-    trust_remote_code,
-    new_tokens,
-    localize,
-    max_memory_gb,
-) -> ValidationReport:
     import torch
 
     from .export import read_sidecar
