@@ -13,9 +13,11 @@ The first decoder step runs through the same file with decoder pasts of length 0
 whether to compute its cross-attention keys and values from the encoder's output or to reuse the cached ones, and
 tracing freezes that choice; the file is traced with an empty cross-attention cache, so it always computes them
 from ``encoder_hidden_states`` (two matmuls per layer over the encoder's length, per step) and outputs them as
-``present.{i}.encoder.*``. Hence no ``past_key_values.{i}.encoder.*`` inputs: a graph input it ignored would be a
-trap. optimum instead writes a second decoder (``decoder_with_past_model.onnx``) that takes them and skips the
-recomputation, or merges both behind an ``If``; one file that is right at every step is what we trade that for.
+``present.{i}.encoder.*``. It still declares ``past_key_values.{i}.encoder.key`` / ``.value`` inputs, as the layout
+users' decode loops are written against has them (they feed each step's presents back): the graph does not read
+them (:func:`declare_encoder_pasts`). optimum instead writes a second decoder (``decoder_with_past_model.onnx``)
+that reads them and skips the recomputation, or merges both behind an ``If``; one file that is right at every step
+is what we trade that for.
 
 Each file is traced from a *part*: a module mirroring the model's children (the same instances, so tags are the
 model's own, ``/T5ForConditionalGeneration/T5Stack.decoder/...``) whose forward runs one half of the model.
@@ -247,4 +249,52 @@ def export_seq2seq(source, output: Path, loaded, **options) -> Seq2SeqExport:
         part_loaded = loaded_part(loaded, part)
         inputs = inputs_from_spec(example_spec(loaded.model, part))
         results[part] = export_loaded(source, part_loaded, inputs, path, **(options | {"start": None, "part": part}))
+        if part == "decoder":
+            declare_encoder_pasts(path)
     return Seq2SeqExport(output, results, round(time.perf_counter() - start, 3))
+
+
+def unread_inputs(session, tensors: dict) -> dict:
+    """Empty values for the encoder-past inputs a decoder file declares and never reads (:func:`declare_encoder_pasts`)
+    that `tensors` lack: a check of the file against the model feeds them as a decode loop's first step does."""
+    import numpy as np
+
+    from .kv_cache import PAST
+
+    batch = next((t.shape[0] for t in tensors.values() if getattr(t, "ndim", 0)), 1)
+    return {
+        i.name: np.zeros((batch, i.shape[1], 0, i.shape[3]), dtype=np.float32)
+        for i in session.get_inputs()
+        if i.name not in tensors and (m := PAST.match(i.name)) and m.group(2) == "encoder"
+    }
+
+
+def declare_encoder_pasts(path: Path) -> None:
+    """Give the decoder file ``past_key_values.{i}.encoder.*`` inputs shaped like its ``present.{i}.encoder.*``
+    outputs (batch and encoder length dynamic). No node reads them: the cross-attention cache is recomputed from
+    ``encoder_hidden_states`` at every step, so whatever a decode loop feeds there (empty at the first step, the
+    presents after) gives the same, right, logits."""
+    import onnx
+
+    from . import onnx_io
+
+    model = onnx.load(str(path))
+    declared = {i.name for i in model.graph.input}
+    for output in list(model.graph.output):
+        name = output.name
+        if not (name.startswith("present.") and ".encoder." in name):
+            continue
+        past = onnx.ValueInfoProto()
+        past.CopyFrom(output)
+        past.name = "past_key_values." + name.removeprefix("present.")
+        dims = past.type.tensor_type.shape.dim
+        for axis, symbol in ((0, "batch"), (2, "encoder_sequence")):
+            dims[axis].Clear()
+            dims[axis].dim_param = symbol
+        # heads and head size as the layer's self-attention past has them (the exporter may leave them symbolic)
+        own = next(i for i in model.graph.input if i.name == past.name.replace(".encoder.", ".decoder."))
+        for axis in (1, 3):
+            dims[axis].CopyFrom(own.type.tensor_type.shape.dim[axis])
+        if past.name not in declared:
+            model.graph.input.append(past)
+    onnx_io.save_atomic(model, path)
