@@ -6,8 +6,8 @@ tagged with its own sidecar:
 
 * ``encoder_model.onnx``: ``input_ids``, ``attention_mask`` -> ``last_hidden_state``;
 * ``decoder_model.onnx``: ``input_ids`` (decoder ids), ``encoder_attention_mask``, ``encoder_hidden_states``,
-  ``past_key_values.{i}.decoder.key`` / ``.value`` -> ``logits``, ``present.{i}.decoder.key`` / ``.value``,
-  ``present.{i}.encoder.key`` / ``.value``.
+  ``past_key_values.{i}.decoder.key`` / ``.value``, ``past_key_values.{i}.encoder.key`` / ``.value`` (declared, not
+  read) -> ``logits``, ``present.{i}.decoder.key`` / ``.value``, ``present.{i}.encoder.key`` / ``.value``.
 
 The first decoder step runs through the same file with decoder pasts of length 0. The model chooses at run time
 whether to compute its cross-attention keys and values from the encoder's output or to reuse the cached ones, and
