@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -319,6 +319,10 @@ def write_profile(result: ProfileResult, output_dir: str | os.PathLike) -> dict[
         "plot": output_dir / "modules.png",
         "node_data": output_dir / "latency.node_data.json",
     }
+    for name, phase in result.phases.items():  # a with-past export: a plot per phase beside the headline one
+        paths[f"plot_{name}"] = output_dir / f"modules.{name}.png"
+        measured = ProfileResult(**{f.name: phase[f.name] for f in fields(ProfileResult) if f.name in phase})
+        plot_modules(measured, paths[f"plot_{name}"], phase=name)
     result.files = {k: str(p) for k, p in paths.items()}
     plot_modules(result, paths["plot"])
     write_node_data(paths["node_data"], result.node_ms, f"latency ms ({Path(result.onnx_path).name})")

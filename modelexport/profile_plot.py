@@ -32,8 +32,9 @@ def _children(modules: list[dict]) -> dict[int, list[int]]:
     return children
 
 
-def plot_modules(result, path: str | os.PathLike, top: int = 15) -> Path:
-    """Draw the icicle (top) and the modules with the most own time (bottom); write a PNG atomically."""
+def plot_modules(result, path: str | os.PathLike, top: int = 15, phase: str | None = None) -> Path:
+    """Draw the icicle (top) and the modules with the most own time (bottom); write a PNG atomically. `phase`
+    names the phase of a with-past export the result measured (prefill, decode, ...)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -74,7 +75,8 @@ def plot_modules(result, path: str | os.PathLike, top: int = 15) -> Path:
     icicle.set_yticks([-d for d in range(depth_max + 1)], [f"depth {d}" for d in range(depth_max + 1)])
     icicle.set_xlabel("share of the p50 latency (width = module incl. its children; its own time sits at the left)")
     icicle.set_title(
-        f"{Path(result.onnx_path).name}: p50 latency {result.latency_ms['p50']:.3f} ms per run, by module "
+        f"{Path(result.onnx_path).name}{f' ({phase})' if phase else ''}: p50 "
+        f"latency {result.latency_ms['p50']:.3f} ms per run, by module "
         f"({result.optimization}, {result.threads} thread(s)); {result.attributed_fraction:.1%} of kernel time "
         "attributed",
         fontsize=10,

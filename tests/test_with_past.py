@@ -172,6 +172,9 @@ def test_profile_reports_prefill_and_decode_apart(with_past, tmp_path):
     markdown = (tmp_path / "profile.md").read_text()
     assert "## Phase: prefill (32 new tokens after a past of 0)" in markdown
     assert "## Phase: decode (1 new tokens after a past of 32)" in markdown
+    for name in ("prefill", "decode"):  # a plot per phase, beside the headline one (the decode step's)
+        assert (tmp_path / f"modules.{name}.png").read_bytes().startswith(b"\x89PNG")
+        assert result.files[f"plot_{name}"] == str(tmp_path / f"modules.{name}.png")
 
 
 def test_dynamo_exports_with_past_and_decodes_like_generate(decoder_dirs, tmp_path):
