@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     debug = args.debug or bool(os.environ.get("MODELEXPORT_DEBUG"))
     try:
         _require_pipeline(args.command)
-        if args.command in PIPELINE_COMMANDS:
+        if args.command in ("run", "run-fleet"):  # `serve` leaves its flow runs to Prefect's own Ctrl-C handling
             signal.signal(signal.SIGINT, _interrupted)
         return int(args._run(args) or 0)
     except ModelExportError as exc:
