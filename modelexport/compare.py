@@ -55,8 +55,10 @@ class Comparison:
         return data
 
 
-def tagged_nodes(path: str | os.PathLike) -> dict[str, tuple[str, str]]:
-    """Node name -> (tag, op type) for every node of an exported file (tags from metadata or the sidecar)."""
+def tagged_nodes(path: str | os.PathLike) -> tuple[dict[str, tuple[str, str]], set[str]]:
+    """Node name -> (tag, op type) for every node of an exported file (tags from metadata or the sidecar), and the
+    names of the nodes computed from its inputs (``crosscheck.computed_from_inputs``)."""
+    from .crosscheck import computed_from_inputs
     from .export import read_tags
     from .report_tree import load_onnx_graph
     from .tagging import iter_nodes
@@ -65,7 +67,8 @@ def tagged_nodes(path: str | os.PathLike) -> dict[str, tuple[str, str]]:
     mapping, _tree = read_tags(path, model)
     if not mapping:
         raise BadInputError(f"{path} carries no hierarchy tags and has no sidecar: export it with modelexport export")
-    return {node.name: (mapping.get(node.name, ""), node.op_type) for node in iter_nodes(model.graph)}
+    nodes = {node.name: (mapping.get(node.name, ""), node.op_type) for node in iter_nodes(model.graph)}
+    return nodes, computed_from_inputs(model.graph)
 
 
 def distribution_agreement(a: Counter, b: Counter) -> float:
@@ -78,11 +81,9 @@ def distribution_agreement(a: Counter, b: Counter) -> float:
 
 def compare_files(a: str | os.PathLike, b: str | os.PathLike) -> Comparison:
     """Per-module counts and op types of `a` and `b`, the tags only one of them has, and their agreement."""
-    from .crosscheck import computed_from_inputs, family_agreement, family_counts
-    from .report_tree import load_onnx_graph
+    from .crosscheck import family_agreement, family_counts
 
-    nodes_a, nodes_b = tagged_nodes(a), tagged_nodes(b)
-    live_a, live_b = (computed_from_inputs(load_onnx_graph(path).graph) for path in (a, b))
+    (nodes_a, live_a), (nodes_b, live_b) = tagged_nodes(a), tagged_nodes(b)
     ops_a: dict[str, Counter] = {}
     ops_b: dict[str, Counter] = {}
     for nodes, ops in ((nodes_a, ops_a), (nodes_b, ops_b)):

@@ -103,26 +103,45 @@ def reference(model, inputs: dict[str, np.ndarray], new_tokens: int, pad: int, e
     return tokens, logits
 
 
-def check_step(report, step: int, run, want_tokens, want_logits, unfinished, pad: int, atol: float, rtol: float):
-    """One greedy step: `run()` gives the ONNX outputs by name; its last logits and greedy tokens are compared with
-    generate's step `step` into `report`. Returns (outputs, tokens, tokens equal generate's), or None where ONNX
-    Runtime refused the step (recorded)."""
+def greedy_decode(report, session, first_ids, context, want, pad: int, eos_ids: set, atol: float, rtol: float):
+    """Greedy-decode with `session` from `first_ids`, pasts empty at the first step and each step's presents fed
+    back, comparing every step's last logits and tokens with generate's (`want`: tokens, logits) into `report`.
+    `context(step, step_ids)` gives the step's other inputs (masks, positions, the encoder's output)."""
     from .errors import first_line
     from .validate import difference
 
-    try:
-        result = run()
-    except Exception as exc:  # ORT refusing an empty past or a new length is what this check is for
-        report.steps.append(StepCheck(step, "(all outputs)", False, error=f"ONNX Runtime failed: {first_line(exc)}"))
-        return None
-    logits = result["logits"][:, -1, :]
-    abs_diff, rel_diff, ok = difference(want_logits[step], logits, atol, rtol)
-    report.steps.append(StepCheck(step, "logits", ok, abs_diff, rel_diff))
-    token = np.where(unfinished, logits.argmax(-1), pad)
-    same = bool((token == want_tokens[:, step]).all())
-    error = None if same else f"token ids {token.tolist()} instead of generate's {want_tokens[:, step].tolist()}"
-    report.steps.append(StepCheck(step, "tokens", same, error=error))
-    return result, token, same
+    want_tokens, want_logits = want
+    batch = first_ids.shape[0]
+    pasts = {
+        i.name: np.zeros((batch, i.shape[1], 0, i.shape[3]), dtype=np.float32)
+        for i in session.get_inputs()
+        if PAST.match(i.name)
+    }
+    outputs = [o.name for o in session.get_outputs()]
+    step_ids, unfinished, got = first_ids, np.ones(batch, dtype=bool), []
+    for step in range(want_tokens.shape[1]):
+        try:
+            result = dict(zip(outputs, session.run(None, {"input_ids": step_ids, **context(step, step_ids), **pasts})))
+        except Exception as exc:  # ORT refusing an empty past or a new length is what this check is for
+            report.steps.append(
+                StepCheck(step, "(all outputs)", False, error=f"ONNX Runtime failed: {first_line(exc)}")
+            )
+            return report
+        logits = result["logits"][:, -1, :]
+        abs_diff, rel_diff, ok = difference(want_logits[step], logits, atol, rtol)
+        report.steps.append(StepCheck(step, "logits", ok, abs_diff, rel_diff))
+        token = np.where(unfinished, logits.argmax(-1), pad)
+        got.append(token)
+        same = bool((token == want_tokens[:, step]).all())
+        error = None if same else f"token ids {token.tolist()} instead of generate's {want_tokens[:, step].tolist()}"
+        report.steps.append(StepCheck(step, "tokens", same, error=error))
+        if not same:
+            break
+        unfinished &= ~np.isin(token, list(eos_ids))
+        pasts = {n: result["present." + n.removeprefix("past_key_values.")] for n in pasts}
+        step_ids = token[:, None].astype(np.int64)
+    report.tokens = np.stack(got, axis=1).tolist() if got else []
+    return report
 
 
 def decode_check(session, loaded, new_tokens: int = DEFAULT_NEW_TOKENS, atol: float = 1e-4, rtol: float = 1e-3):
@@ -138,40 +157,15 @@ def decode_check(session, loaded, new_tokens: int = DEFAULT_NEW_TOKENS, atol: fl
     want_tokens, want_logits = reference(loaded.model, {"input_ids": ids, "attention_mask": mask}, new_tokens, pad, eos)
     report.reference_tokens = want_tokens.tolist()
 
-    inputs = {i.name: i for i in session.get_inputs()}
-    batch = ids.shape[0]
-    pasts = {
-        n: np.zeros((batch, i.shape[1], 0, i.shape[3]), dtype=np.float32) for n, i in inputs.items() if PAST.match(n)
-    }
-    step_ids, unfinished, got = ids, np.ones(batch, dtype=bool), []
-    outputs = [o.name for o in session.get_outputs()]
-    for step in range(want_tokens.shape[1]):
-        feeds = {"input_ids": step_ids, **pasts}
-        if "attention_mask" in inputs:
-            feeds["attention_mask"] = mask
-        if "position_ids" in inputs:
-            positions = np.where(mask == 0, 1, np.cumsum(mask, axis=1) - 1)
+    names = {i.name for i in session.get_inputs()}
+
+    def context(step: int, step_ids) -> dict:
+        """The mask over the prompt and the tokens so far, and the new tokens' positions (left padding skipped)."""
+        grown = np.concatenate([mask, np.ones((mask.shape[0], step), dtype=np.int64)], axis=1)
+        feeds = {"attention_mask": grown} if "attention_mask" in names else {}
+        if "position_ids" in names:
+            positions = np.where(grown == 0, 1, np.cumsum(grown, axis=1) - 1)
             feeds["position_ids"] = positions[:, -step_ids.shape[1] :]
-        stepped = check_step(
-            report,
-            step,
-            lambda feeds=feeds: dict(zip(outputs, session.run(None, feeds))),
-            want_tokens,
-            want_logits,
-            unfinished,
-            pad,
-            atol,
-            rtol,
-        )
-        if stepped is None:
-            return report
-        result, token, same = stepped
-        got.append(token)
-        if not same:
-            break
-        unfinished &= ~np.isin(token, list(eos_ids))
-        pasts = {n: result["present." + n.removeprefix("past_key_values.")] for n in pasts}
-        step_ids = token[:, None].astype(np.int64)
-        mask = np.concatenate([mask, np.ones((batch, 1), dtype=np.int64)], axis=1)
-    report.tokens = np.stack(got, axis=1).tolist() if got else []
-    return report
+        return feeds
+
+    return greedy_decode(report, session, ids, context, (want_tokens, want_logits), pad, eos_ids, atol, rtol)

@@ -15,8 +15,7 @@ import os
 import numpy as np
 
 from . import seq2seq
-from .decode_check import DEFAULT_NEW_TOKENS, PROMPT_LENGTHS, DecodeReport, StepCheck, check_step, prompts, reference
-from .kv_cache import PAST
+from .decode_check import DEFAULT_NEW_TOKENS, PROMPT_LENGTHS, DecodeReport, StepCheck, greedy_decode, prompts, reference
 
 
 def validate_directory(
@@ -85,34 +84,8 @@ def decode_check(encoder, decoder, loaded, new_tokens: int = DEFAULT_NEW_TOKENS,
     except Exception as exc:  # ORT refusing the prompts is a failure to report
         report.steps.append(StepCheck(0, "last_hidden_state", False, error=f"ONNX Runtime failed: {first_line(exc)}"))
         return report
-    pasts = {
-        i.name: np.zeros((batch, i.shape[1], 0, i.shape[3]), dtype=np.float32)
-        for i in decoder.get_inputs()
-        if PAST.match(i.name)
-    }
-    outputs = [o.name for o in decoder.get_outputs()]
-    step_ids, unfinished, got = np.full((batch, 1), start, dtype=np.int64), np.ones(batch, dtype=bool), []
-    for step in range(want_tokens.shape[1]):
-        feeds = {"input_ids": step_ids, "encoder_hidden_states": hidden, **cross_mask, **pasts}
-        stepped = check_step(
-            report,
-            step,
-            lambda feeds=feeds: dict(zip(outputs, decoder.run(None, feeds))),
-            want_tokens,
-            want_logits,
-            unfinished,
-            pad,
-            atol,
-            rtol,
-        )
-        if stepped is None:
-            return report
-        result, token, same = stepped
-        got.append(token)
-        if not same:
-            break
-        unfinished &= ~np.isin(token, list(eos_ids))
-        pasts = {n: result["present." + n.removeprefix("past_key_values.")] for n in pasts}
-        step_ids = token[:, None].astype(np.int64)
-    report.tokens = np.stack(got, axis=1).tolist() if got else []
-    return report
+    first = np.full((batch, 1), start, dtype=np.int64)
+    context = {"encoder_hidden_states": hidden, **cross_mask}
+    return greedy_decode(
+        report, decoder, first, lambda _step, _ids: context, (want_tokens, want_logits), pad, eos_ids, atol, rtol
+    )
