@@ -88,8 +88,11 @@ def feeds_for(onnx_path: str | os.PathLike, session) -> dict[str, np.ndarray]:
 
     sidecar = read_sidecar(onnx_path) or {}
     if sidecar.get("inputs"):
+        from .seq2seq import unread_inputs
+
         tensors = inputs_from_spec(parse_input_spec(sidecar["inputs"], source="the sidecar's inputs")).tensors
-        return {i.name: tensors[i.name].numpy() for i in session.get_inputs() if i.name in tensors}
+        feeds = {i.name: tensors[i.name].numpy() for i in session.get_inputs() if i.name in tensors}
+        return feeds | unread_inputs(session, tensors)  # a decoder's declared, unread encoder pasts: empty
     feeds = {}
     for i in session.get_inputs():
         shape = [d if isinstance(d, int) and d > 0 else 1 for d in i.shape]

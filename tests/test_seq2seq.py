@@ -260,3 +260,12 @@ def test_a_speech_model_asked_for_text_is_refused_naming_its_task(seq2seq_dirs, 
         export_model(str(seq2seq_dirs["whisper"]), tmp_path / "w.onnx", task="text-generation-with-past")
     with pytest.raises(BadInputError, match="T5 takes text: export it with --task text2text-generation-with-past"):
         export_model(str(seq2seq_dirs["t5"]), tmp_path / "t", task="automatic-speech-recognition-with-past")
+
+
+def test_the_decoder_file_profiles_on_its_own(exported, tmp_path):
+    """`profile decoder_model.onnx` feeds the declared, unread encoder pasts itself (empty), as validation does."""
+    from modelexport.profile import profile
+
+    result = profile(exported["bart"].directory / "decoder_model.onnx", warmup=1, iterations=2, output_dir=tmp_path)
+    assert result.attributed_fraction >= 0.99
+    assert result.inputs["past_key_values.0.encoder.key"][2] == 0
