@@ -125,7 +125,7 @@ def commit(locations: Iterable[str]) -> None:
 
 def fetch(location: str | os.PathLike) -> Path:
     """A local path holding LOCATION's content (a file, or a folder and everything in it), downloaded into the
-    scratch mirror unless an up-to-date copy is already there."""
+    scratch mirror unless an up-to-date copy is already there; the path may not exist if nothing is stored."""
     text = os.fspath(location)
     if not is_remote(text):
         return as_local(text)
@@ -133,7 +133,11 @@ def fetch(location: str | os.PathLike) -> Path:
     fs.invalidate_cache(path)  # another worker may have written it since this process last looked
     target = local_path(text)
     entries = [e for e in fs.find(path, detail=True).values() if e["type"] == "file"] if fs.isdir(path) else None
-    for entry in entries if entries is not None else [fs.info(path)]:
+    try:
+        found = entries if entries is not None else [fs.info(path)]
+    except FileNotFoundError:  # nothing stored there (a model that failed early): nothing to fetch
+        return target
+    for entry in found:
         if PARTIAL in entry["name"]:
             continue
         local = target / posixpath.relpath(entry["name"], path) if entries is not None else target

@@ -56,6 +56,7 @@ def test_a_stored_file_is_committed_fetched_once_and_restamped_when_rewritten(s3
     monkeypatch.setenv(storage.SCRATCH_ENV, str(tmp_path / "other"))
     os.utime(fetched / "model.onnx", ns=(before - 10 * 10**9, before - 10 * 10**9))  # older than the new object
     assert (storage.fetch(location)).read_bytes() == b"two"
+    assert not storage.fetch(storage.join(folder, "nothing-here")).exists()  # nothing stored: nothing fetched
 
 
 def test_a_store_that_cannot_be_written_is_refused_before_anything_runs(s3, tmp_path, model_dirs):
