@@ -217,15 +217,18 @@ def export_model(
         try:
             return export_loaded(source, loaded, inputs, output, check=check, peak=peak, **options)
         except ExportFailedError as exc:
-            if input_spec is not None or not image_sizes.has_image_axes(spec):
+            if not image_sizes.has_image_axes(spec):
                 raise
-            # the model runs at other image sizes but no strategy exports that: the export's size, said so
+            # no strategy exports the image at other sizes (the model runs at them): the export's size, said so
             spec = image_sizes.without_image_axes(spec)
             check = partial(check_candidate, loaded=loaded, spec=spec) if checked else None
             note = image_sizes.fixed_note(spec, exc)
-            return export_loaded(
-                source, loaded, inputs_from_spec(spec), output, check=check, peak=peak, note=note, **options
-            )
+            try:
+                return export_loaded(
+                    source, loaded, inputs_from_spec(spec), output, check=check, peak=peak, note=note, **options
+                )
+            except ExportFailedError:
+                raise exc from None  # not the image's size: the first failure says why
 
 
 def export_loaded(

@@ -118,20 +118,29 @@ def trial_sizes(spec: InputSpec, config) -> list[tuple[int, int]]:
 
 def size_failure(model, spec: InputSpec, config) -> str | None:
     """Why the PyTorch `model` cannot run `spec` at the other image sizes, or None if it can. It is run at
-    batch 1 (on the meta device for a model built without weights)."""
+    batch 1; a model built without weights on the meta device, where some code cannot run at all (``.item()``):
+    a meta model that fails at its own size too cannot tell, and counts as running (export falls back if not)."""
     import torch
-
-    from .inputs import inputs_from_spec
-    from .wrapping import call_model
 
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     for height, width in trial_sizes(spec, config):
-        tensors = inputs_from_spec(at_size(spec, height, width)).tensors
-        tensors = {n: t[:1].to(device) for n, t in tensors.items()}
-        try:
-            call_model(model, tensors)
-        except Exception as exc:  # any failure of the model's own code at that size means: not this size
-            return f"the PyTorch model fails at {height}x{width}: {first_line(exc)}"
+        reason = _run_at(model, spec, height, width, device)
+        if reason is not None:
+            if device.type == "meta" and _run_at(model, spec, *spec.root[IMAGE].shape[2:], device) is not None:
+                return None
+            return f"the PyTorch model fails at {height}x{width}: {reason}"
+    return None
+
+
+def _run_at(model, spec: InputSpec, height: int, width: int, device) -> str | None:
+    from .inputs import inputs_from_spec
+    from .wrapping import call_model
+
+    tensors = inputs_from_spec(at_size(spec, height, width)).tensors
+    try:
+        call_model(model, {n: t[:1].to(device) for n, t in tensors.items()})
+    except Exception as exc:  # any failure of the model's own code at that size means: not this size
+        return first_line(exc)
     return None
 
 

@@ -352,10 +352,9 @@ def validate(
     task = task or ((read_sidecar(onnx_path) or {}).get("options") or {}).get("task")
     spec = spec_for(onnx_path, loaded, input_spec, task)
     session = ort_session(onnx_path)
-    if input_spec is None:  # an image export that fell back to one size is checked at it (`image_sizes`)
-        from .image_sizes import as_exported
+    from .image_sizes import as_exported  # an image export that fell back to one size is checked at it
 
-        spec = as_exported(spec, {i.name: i.shape for i in session.get_inputs()})
+    spec = as_exported(spec, {i.name: i.shape for i in session.get_inputs()})
     report = ValidationReport(str(onnx_path), ref, atol, rtol, list(seeds))
     cases = {"export": (spec, None)}
     resized = resized_spec(spec)

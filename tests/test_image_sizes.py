@@ -154,3 +154,22 @@ def test_a_one_size_model_validates_at_its_size_and_records_the_skip(tmp_path):
     assert report.passed, report.summary()
     assert {c.case for c in report.checks} == {"export", "resized"}
     assert report.to_dict()["skipped"]["image-size"].startswith("the PyTorch model fails at 16x16")
+
+
+def test_siglip_falls_back_to_one_size_also_when_its_derived_spec_is_passed(tmp_path):
+    """SigLIP runs at other sizes, but its attention-pooling head's reshapes freeze the token count under every
+    strategy. The pipeline passes the spec it derived (dynamic height and width) to export and validate: the
+    export falls back to one size with the reason, and validation checks it at that size."""
+    from modelexport.inputs import resolve_spec
+    from tests import family_models
+
+    path = family_models.build(tmp_path, "siglip", family_models.FAMILIES["siglip"])
+    loaded = load(resolve(str(path)), weights=False)
+    spec = resolve_spec(loaded.model, loaded.config)
+    assert spec.root["pixel_values"].dynamic_axes == {0: "batch", 2: "height", 3: "width"}
+    result = export_model(str(path), tmp_path / "siglip.onnx", input_spec=spec)
+    assert result.sidecar["inputs"]["pixel_values"]["dynamic_axes"] == {"0": "batch"}
+    assert "no strategy exported a dynamic height and width (every strategy failed" in result.sidecar["warnings"][0]
+    report = validate(result.onnx_path, str(path), input_spec=spec)
+    assert report.passed, report.summary()
+    assert {tuple(c.shapes["pixel_values"][2:]) for c in report.checks} == {(32, 32)}
