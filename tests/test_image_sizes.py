@@ -173,3 +173,20 @@ def test_siglip_falls_back_to_one_size_also_when_its_derived_spec_is_passed(tmp_
     report = validate(result.onnx_path, str(path), input_spec=spec)
     assert report.passed, report.summary()
     assert {tuple(c.shapes["pixel_values"][2:]) for c in report.checks} == {(32, 32)}
+
+
+def test_a_swin_whose_last_stage_is_one_window_stays_at_its_size_and_the_trial_leaves_it_intact(tmp_path):
+    """At half the size the last stage's grid is smaller than the window: Swin clamps its window (and keeps that
+    on the module) while its position-bias table stays 7x7, so the PyTorch model fails there. The image stays
+    fixed with that reason, and the trial leaves the model able to run at its own size (`kept_attributes`):
+    the export works."""
+    from transformers import SwinConfig, SwinModel
+
+    torch.manual_seed(0)
+    config = SwinConfig(image_size=112, patch_size=4, embed_dim=8, depths=[1, 1, 1], num_heads=[2, 2, 2], window_size=7)
+    SwinModel(config).save_pretrained(tmp_path / "swin")
+    result = export_model(str(tmp_path / "swin"), tmp_path / "swin.onnx")
+    assert result.sidecar["inputs"]["pixel_values"]["dynamic_axes"] == {"0": "batch"}
+    report = validate(result.onnx_path)
+    assert report.passed, report.summary()
+    assert report.skipped["image-size"].startswith("the PyTorch model fails at 56x56: The size of tensor a (16)")
