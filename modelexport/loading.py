@@ -13,6 +13,7 @@ from safetensors import SafetensorError
 from torch import nn
 
 from .errors import BadInputError, first_line
+from .image_sizes import allow_interpolation
 from .source import ModelSource
 from .task_heads import AUTO, HEADS, task_from_architectures, wrap_for_task
 
@@ -139,6 +140,7 @@ def _load_transformers(path: Path, task: str | None, trust_remote_code: bool, we
     model_class = _model_class(transformers, config, task)
     if not weights:
         model = _without_weights(model_class, config, trust_remote_code)
+        allow_interpolation(model)
         return LoadedModel(wrap_for_task(model, task), config, positional=False)
     kwargs = dict(config=config, trust_remote_code=trust_remote_code)
     if any(path.glob("*.safetensors")):
@@ -165,6 +167,7 @@ def _load_transformers(path: Path, task: str | None, trust_remote_code: bool, we
             f"the weights in {path} lack {len(missing)} tensors its config.json needs (e.g. {sorted(missing)[0]}): "
             "re-save the model or fix the config"
         )
+    allow_interpolation(model)
     return LoadedModel(wrap_for_task(model.eval(), task), config, positional=False)
 
 

@@ -71,6 +71,7 @@ class ValidationReport:
     decode: object | None = None  # decode_check.DecodeReport of a with-past export
     localization: dict | None = None  # localize.Divergence of the worst failed check (or on request), as a dict
     peak_rss_mb: float | None = None  # the largest RSS while the checks ran
+    skipped: dict[str, str] = field(default_factory=dict)  # exercising case -> why it was not run (`exercise`)
 
     @property
     def passed(self) -> bool:
@@ -123,6 +124,7 @@ class ValidationReport:
             "decode": None if self.decode is None else self.decode.to_dict(),
             "localization": self.localization,
             "peak_rss_mb": self.peak_rss_mb,
+            "skipped": self.skipped,
         }
 
 
@@ -350,6 +352,9 @@ def validate(
     task = task or ((read_sidecar(onnx_path) or {}).get("options") or {}).get("task")
     spec = spec_for(onnx_path, loaded, input_spec, task)
     session = ort_session(onnx_path)
+    from .image_sizes import as_exported  # an image export that fell back to one size is checked at it
+
+    spec = as_exported(spec, {i.name: i.shape for i in session.get_inputs()})
     report = ValidationReport(str(onnx_path), ref, atol, rtol, list(seeds))
     cases = {"export": (spec, None)}
     resized = resized_spec(spec)
@@ -363,9 +368,10 @@ def validate(
 
     # the user's own inputs are checked as given; a with-past export is exercised by decoding (below)
     if input_spec is None and not with_past.is_with_past(task):
-        from .exercise import exercising_cases
+        from .exercise import exercising_cases, skipped_cases
 
         onnx_shapes = {i.name: i.shape for i in session.get_inputs()}
+        report.skipped = skipped_cases(spec, loaded.model, loaded.config, onnx_shapes)
         for case, case_spec, adjust in exercising_cases(spec, loaded.config, onnx_shapes):
             cases[case] = (case_spec, adjust)
             report.checks.extend(
