@@ -152,7 +152,7 @@ def run_stages(source: ModelSource, plan: ModelPlan, folder: str) -> ModelOutcom
             validate_onnx,
             source,
             export,
-            spec,
+            plan.input_spec,  # the user's, if any: validation derives the rest itself, and exercises the model
             plan.validation,
             storage.join(folder, "validation.json"),
             plan.task,

@@ -15,14 +15,16 @@ from .policy import CONTENT_BUT_LIMITS, Produced, computing, produced
 def validate_onnx(
     source: ModelSource,
     export: Produced,
-    input_spec: dict,
+    input_spec: dict | None,
     settings: ValidateSettings,
     output: str,
     task_name: str | None = None,
     trust_remote_code: bool = False,
     max_memory_gb: float | None = None,
 ) -> Produced:
-    """A numerical mismatch is data (``passed`` false), not an exception: the flow marks the model failed."""
+    """A numerical mismatch is data (``passed`` false), not an exception: the flow marks the model failed.
+    INPUT_SPEC is the user's (checked as given); without one, validation derives the model's inputs as the inputs
+    stage did and adds the cases that exercise it (token types, padding, the longest sequence, a second size)."""
     from modelexport import seq2seq
     from modelexport.inputs import parse_input_spec
     from modelexport.validate import validate, write_validation
@@ -33,7 +35,7 @@ def validate_onnx(
             source,
             atol=settings.atol,
             rtol=settings.rtol,
-            input_spec=None if seq2seq.is_seq2seq(task_name) else parse_input_spec(input_spec),
+            input_spec=None if input_spec is None or seq2seq.is_seq2seq(task_name) else parse_input_spec(input_spec),
             task=task_name,
             trust_remote_code=trust_remote_code,
             max_memory_gb=max_memory_gb,

@@ -91,6 +91,8 @@ def test_fleet_caches_by_content_and_reruns_only_what_changed(prefect_harness, f
         }
         assert m.results["validate"]["passed"] is True
         assert m.results["profile"]["latency_ms"]["p50"] > 0
+        cases = {c["case"] for c in json.loads((out / name / "validation.json").read_text())["checks"]}
+        assert {"padded", "longest"} <= cases if name == "bert" else "image-size" in cases, cases
         for file in (
             "model.onnx",
             "model.hierarchy.json",
