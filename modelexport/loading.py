@@ -12,6 +12,7 @@ from pathlib import Path
 from safetensors import SafetensorError
 from torch import nn
 
+from .dtypes import torch_dtype
 from .errors import BadInputError, first_line
 from .source import ModelSource
 from .task_heads import AUTO, HEADS, task_from_architectures, wrap_for_task
@@ -91,13 +92,21 @@ def _safetensors_problem(file: Path) -> str | None:
 
 
 def load(
-    source: ModelSource, task: str | None = None, trust_remote_code: bool = False, weights: bool = True
+    source: ModelSource,
+    task: str | None = None,
+    trust_remote_code: bool = False,
+    weights: bool = True,
+    dtype: str | None = None,
 ) -> LoadedModel:
     """Instantiate the model `source` points at, in eval mode. Without `weights` a transformers model is built on
-    the meta device (its config, class and signature, no tensors read): enough to derive its inputs."""
+    the meta device (its config, class and signature, no tensors read): enough to derive its inputs. `dtype`
+    (``dtypes.DTYPES``; None: as saved) is the type its floating-point weights are read into."""
     if source.kind == "factory":
-        return _load_factory(source.ref)
-    return _load_transformers(Path(source.path), task, trust_remote_code, weights)
+        loaded = _load_factory(source.ref)
+        if dtype is not None:
+            loaded.model.to(torch_dtype(dtype))
+        return loaded
+    return _load_transformers(Path(source.path), task, trust_remote_code, weights, dtype)
 
 
 def _load_factory(ref: str) -> LoadedModel:
@@ -115,7 +124,9 @@ def _load_factory(ref: str) -> LoadedModel:
     return LoadedModel(model.eval(), None, positional=True)
 
 
-def _load_transformers(path: Path, task: str | None, trust_remote_code: bool, weights: bool = True) -> LoadedModel:
+def _load_transformers(
+    path: Path, task: str | None, trust_remote_code: bool, weights: bool = True, dtype: str | None = None
+) -> LoadedModel:
     raw = read_config(path)
     if raw.get("auto_map") and not trust_remote_code:
         raise BadInputError(
@@ -141,6 +152,8 @@ def _load_transformers(path: Path, task: str | None, trust_remote_code: bool, we
         model = _without_weights(model_class, config, trust_remote_code)
         return LoadedModel(wrap_for_task(model, task), config, positional=False)
     kwargs = dict(config=config, trust_remote_code=trust_remote_code)
+    if dtype is not None:
+        kwargs["dtype"] = torch_dtype(dtype)
     if any(path.glob("*.safetensors")):
         kwargs["use_safetensors"] = True
     try:

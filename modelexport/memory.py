@@ -16,9 +16,11 @@ from pathlib import Path
 
 from .errors import ResourceLimitError
 
-# Peak RSS ÷ weight bytes measured per stage (a 483M-parameter LLaMA-style model, float32, this project's
-# benchmarks): what a model of W weight bytes is estimated to need.
-NEED_PER_WEIGHT_BYTE = {"export": 4.2, "validate": 2.2}
+# Peak RSS ÷ weight bytes measured per stage (LLaMA-style models, this project's benchmarks/memory_cost.py): what
+# a model of W weight bytes is estimated to need. "export" serializes the weights in memory; "export-streamed"
+# writes them from the model's tensors (streamed_weights).
+NEED_PER_WEIGHT_BYTE = {"export": 4.2, "export-streamed": 1.5, "validate": 1.5, "profile": 1.5}
+DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "float32": 4, "float16": 2, "bfloat16": 2}
 
 
 @dataclass
@@ -58,11 +60,40 @@ def weight_bytes(path: str | Path | None) -> int:
     return sum(f.stat().st_size for f in files)
 
 
-def check_memory(path: str | Path | None, stage: str, max_memory_gb: float | None) -> None:
-    """Refuse at once a model whose estimated need for `stage` exceeds `max_memory_gb` (None: no limit)."""
+def saved_dtype(path: str | Path | None) -> str | None:
+    """The dtype of the first tensor in a model folder's first safetensors file (its header only); None if none."""
+    import json
+    import struct
+
+    files = sorted(Path(path).glob("*.safetensors")) if path else []
+    if not files:
+        return None
+    with open(files[0], "rb") as f:
+        (length,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(length))
+    return next((v["dtype"] for k, v in header.items() if k != "__metadata__"), None)
+
+
+def check_memory(
+    path: str | Path | None,
+    stage: str,
+    max_memory_gb: float | None,
+    streamed: bool = False,
+    dtype: str | None = None,
+) -> None:
+    """Refuse at once a model whose estimated need for `stage` exceeds `max_memory_gb` (None: no limit): an export
+    with `streamed` weights (or weights past protobuf's limit, which always are) costs less; `dtype` scales the
+    weights from the type they were saved in."""
     if max_memory_gb is None:
         return
+    from .streamed_weights import STREAM_ABOVE_BYTES
+
     weights = weight_bytes(path)
+    saved = saved_dtype(path)
+    if dtype is not None and saved in DTYPE_BYTES:
+        weights = weights * DTYPE_BYTES[dtype] // DTYPE_BYTES[saved]
+    if stage == "export" and (streamed or weights > STREAM_ABOVE_BYTES):
+        stage = "export-streamed"
     need_gb = weights * NEED_PER_WEIGHT_BYTE[stage] / 1e9
     if need_gb > max_memory_gb:
         raise ResourceLimitError(

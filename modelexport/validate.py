@@ -14,6 +14,7 @@ term absorbs. Integer and boolean outputs must match exactly.
 from __future__ import annotations
 
 import functools
+import gc
 import json
 import math
 import os
@@ -165,8 +166,10 @@ def load_reference(
     revision: str | None = None,
     trust_remote_code: bool = False,
     max_memory_gb: float | None = None,
+    dtype: str | None = None,
 ):
-    """The PyTorch model to compare with: a LoadedModel, a model reference, or the one the sidecar recorded."""
+    """The PyTorch model to compare with: a LoadedModel, a model reference, or the one the sidecar recorded, in
+    `dtype` (the export's)."""
     from .export import read_sidecar
     from .loading import LoadedModel, load
     from .source import ModelSource, resolve
@@ -184,13 +187,14 @@ def load_reference(
         task = task or (sidecar.get("options") or {}).get("task")
     else:
         source = model if isinstance(model, ModelSource) else resolve(str(model), revision=revision)
-    check_memory(source.path, "validate", max_memory_gb)
-    return load(source, task=task, trust_remote_code=trust_remote_code), source.ref
+    check_memory(source.path, "validate", max_memory_gb, dtype=dtype)
+    return load(source, task=task, trust_remote_code=trust_remote_code, dtype=dtype), source.ref
 
 
-def ort_session(onnx_path: str | os.PathLike, threads: int | None = None, log_level: int = 3):
-    """A CPU ORT session, or a one-line error if ORT cannot load the file. `log_level` 4 keeps ORT's own error
-    log off stderr (a check that reports the failure itself)."""
+def ort_session(onnx_path: str | os.PathLike, threads: int | None = None, log_level: int = 3, dtype: str | None = None):
+    """A CPU ORT session, or a one-line error if ORT cannot load the file (`dtype`, the export's, names what the CPU
+    provider lacks a kernel for). `log_level` 4 keeps ORT's own error log off stderr (a check that reports the
+    failure itself)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -201,6 +205,11 @@ def ort_session(onnx_path: str | os.PathLike, threads: int | None = None, log_le
         return ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # ORT raises its own exception types for invalid and unsupported models
         first = first_line(exc)
+        if dtype not in (None, "float32") and ("Could not find an implementation" in first or dtype in first):
+            raise BadInputError(
+                f"ONNX Runtime's CPU provider cannot run {onnx_path} in {dtype} ({first}): export it in "
+                + ("float16 or float32" if dtype == "bfloat16" else "float32")
+            ) from None
         raise BadInputError(f"ONNX Runtime cannot load {onnx_path}: {first}") from None
 
 
@@ -229,21 +238,49 @@ def case_inputs(spec: InputSpec, seed: int, adjust=None):
     return inputs, adjust(inputs.tensors) if adjust is not None else None
 
 
-def check_case(
-    session, loaded, spec: InputSpec, seed: int, case: str, atol: float, rtol: float, adjust=None, optional=False
-) -> list[OutputCheck]:
-    """Run both on one set of inputs and compare every output. An `optional` case the PyTorch model itself cannot
-    run (a longest sequence past what its positions really allow) is left out, not failed."""
+@dataclass
+class ReferenceCase:
+    """One case's inputs and what PyTorch computes on them: all validation needs of the model, so the model can be
+    freed before ONNX Runtime loads the file."""
+
+    case: str
+    seed: int
+    inputs: object  # ExampleInputs
+    compared: object  # [batch, sequence] booleans of the positions compared; None: all
+    expected: dict
+
+
+def reference_case(loaded, spec: InputSpec, seed: int, case: str, adjust=None, optional=False) -> ReferenceCase | None:
+    """PyTorch's outputs on one case's inputs. An `optional` case the PyTorch model itself cannot run (a longest
+    sequence past what its positions really allow) is None: left out, not failed."""
+    from .dtypes import cast_inputs
     from .wrapping import call_model
 
     inputs, compared = case_inputs(spec, seed, adjust)
-    shapes = {name: list(t.shape) for name, t in inputs.tensors.items()}
+    inputs = cast_inputs(inputs, loaded.model)  # a float16 model's float inputs are float16
     try:
         expected = dict(call_model(loaded.model, inputs.tensors, positional=loaded.positional))
     except Exception:
         if optional:
-            return []
+            return None
         raise
+    expected = {name: value.detach() for name, value in expected.items()}  # no autograd graph keeps the weights
+    return ReferenceCase(case, seed, inputs, compared, expected)
+
+
+def check_case(
+    session, loaded, spec: InputSpec, seed: int, case: str, atol: float, rtol: float, adjust=None, optional=False
+) -> list[OutputCheck]:
+    """Run both on one set of inputs and compare every output (`optional`: see `reference_case`)."""
+    reference = reference_case(loaded, spec, seed, case, adjust, optional)
+    return [] if reference is None else compare_case(session, reference, atol, rtol)
+
+
+def compare_case(session, reference: ReferenceCase, atol: float, rtol: float) -> list[OutputCheck]:
+    """Run ONNX Runtime on a reference case's inputs and compare every output with PyTorch's."""
+    inputs, compared, expected = reference.inputs, reference.compared, reference.expected
+    seed, case = reference.seed, reference.case
+    shapes = {name: list(t.shape) for name, t in inputs.tensors.items()}
     onnx_inputs = [i.name for i in session.get_inputs()]
     unread = seq2seq.unread_inputs(session, inputs.tensors)  # declared for decode loops, never read
     unknown = [n for n in onnx_inputs if n not in inputs.tensors and n not in unread]
@@ -253,7 +290,7 @@ def check_case(
             "pass a matching --input-spec FILE"
         )
     onnx_outputs = [o.name for o in session.get_outputs()]
-    feeds = {n: inputs.tensors[n].numpy() for n in onnx_inputs if n not in unread} | unread
+    feeds = {n: _numpy(inputs.tensors[n]) for n in onnx_inputs if n not in unread} | unread
     try:
         actual = dict(zip(onnx_outputs, session.run(None, feeds)))
     except Exception as exc:  # ORT refusing these shapes is the failure we are looking for
@@ -278,7 +315,7 @@ def check_case(
             )
             continue
         want = expected[name].detach().float().numpy() if expected[name].is_floating_point() else expected[name].numpy()
-        got = np.asarray(actual[name])
+        got = _float32(np.asarray(actual[name]))
         check = OutputCheck(seed, case, shapes, name, False, torch_shape=list(want.shape), onnx_shape=list(got.shape))
         if want.shape != got.shape:
             check.error = f"shape {list(got.shape)} instead of PyTorch's {list(want.shape)}"
@@ -288,6 +325,22 @@ def check_case(
             check.max_abs_diff, check.max_rel_diff, check.passed = difference(want, got, atol, rtol)
         checks.append(check)
     return checks
+
+
+def _numpy(tensor) -> np.ndarray:
+    """A feed for ONNX Runtime; bfloat16, which numpy lacks, as ORT's bfloat16 (its bits in uint16)."""
+    import torch
+
+    if tensor.dtype == torch.bfloat16:
+        return tensor.view(torch.uint16).numpy()
+    return tensor.numpy()
+
+
+def _float32(array: np.ndarray) -> np.ndarray:
+    """An ORT output to compare: half types as float32 (ORT returns bfloat16 as its uint16 bits)."""
+    if array.dtype == np.uint16:  # only bfloat16 comes back this way: no ONNX output of ours is uint16
+        return (array.astype(np.uint32) << 16).view(np.float32)
+    return array.astype(np.float32) if array.dtype == np.float16 else array
 
 
 def _records_peak_rss(validate_fn):
@@ -308,8 +361,8 @@ def validate(
     onnx_path: str | os.PathLike,
     model=None,
     *,
-    atol: float = DEFAULT_ATOL,
-    rtol: float = DEFAULT_RTOL,
+    atol: float | None = None,
+    rtol: float | None = None,
     seeds: tuple[int, ...] = DEFAULT_SEEDS,
     input_spec: InputSpec | None = None,
     task: str | None = None,
@@ -329,57 +382,73 @@ def validate(
     refused before it is loaded; ``peak_rss_mb`` is the largest RSS while the checks ran.
     """
     onnx_path = Path(onnx_path)
-    if seq2seq.is_export_directory(onnx_path) and atol >= 0 and rtol >= 0 and seeds:  # an encoder-decoder's files
+    if seq2seq.is_export_directory(onnx_path) and (atol or 0) >= 0 and (rtol or 0) >= 0 and seeds:  # encoder-decoder
         from .seq2seq_check import validate_directory
 
+        atol, rtol = (DEFAULT_ATOL if atol is None else atol), (DEFAULT_RTOL if rtol is None else rtol)
         kwargs = dict(atol=atol, rtol=rtol, seeds=seeds, revision=revision, trust_remote_code=trust_remote_code)
         return validate_directory(onnx_path, model, new_tokens=new_tokens, **kwargs)
     if not onnx_path.is_file():
         raise BadInputError(f"{onnx_path} does not exist: pass an ONNX file written by modelexport export")
-    if atol < 0 or rtol < 0:
+    if (atol or 0) < 0 or (rtol or 0) < 0:
         raise BadInputError(f"tolerances must be >= 0 (atol {atol}, rtol {rtol})")
     if not seeds:
         raise BadInputError("give at least one seed")
     import torch
 
+    from . import dtypes, with_past
     from .export import read_sidecar
 
-    loaded, ref = load_reference(
-        onnx_path, model, task=task, revision=revision, trust_remote_code=trust_remote_code, max_memory_gb=max_memory_gb
-    )
-    task = task or ((read_sidecar(onnx_path) or {}).get("options") or {}).get("task")
+    sidecar = read_sidecar(onnx_path) or {}
+    task = task or (sidecar.get("options") or {}).get("task")
+    dtype = (sidecar.get("options") or {}).get("dtype")
+    atol, rtol = dtypes.tolerances(dtype, atol, rtol)
+    reference = dict(revision=revision, trust_remote_code=trust_remote_code, max_memory_gb=max_memory_gb)
+    loaded, ref = load_reference(onnx_path, model, task=task, dtype=dtype, **reference)
     spec = spec_for(onnx_path, loaded, input_spec, task)
-    session = ort_session(onnx_path)
     report = ValidationReport(str(onnx_path), ref, atol, rtol, list(seeds))
     cases = {"export": (spec, None)}
     resized = resized_spec(spec)
     if resized is not None:
         cases["resized"] = (resized, None)
     torch.manual_seed(0)
-    for case, (case_spec, _) in cases.items():
-        for seed in seeds:
-            report.checks.extend(check_case(session, loaded, case_spec, seed, case, atol, rtol))
-    from . import with_past
-
+    references = [reference_case(loaded, s, seed, case) for case, (s, _) in cases.items() for seed in seeds]
     # the user's own inputs are checked as given; a with-past export is exercised by decoding (below)
     if input_spec is None and not with_past.is_with_past(task):
         from .exercise import exercising_cases
 
-        onnx_shapes = {i.name: i.shape for i in session.get_inputs()}
-        for case, case_spec, adjust in exercising_cases(spec, loaded.config, onnx_shapes):
+        for case, case_spec, adjust in exercising_cases(spec, loaded.config, input_shapes(onnx_path)):
             cases[case] = (case_spec, adjust)
-            report.checks.extend(
-                check_case(session, loaded, case_spec, seeds[0], case, atol, rtol, adjust, optional=True)
-            )
+            references.append(reference_case(loaded, case_spec, seeds[0], case, adjust, optional=True))
+    if not with_past.is_with_past(task) and model is not loaded:  # decoding needs both; else one at a time
+        del loaded
+        gc.collect()
+        loaded = None
+    session = ort_session(onnx_path, dtype=dtype)
+    for reference_outputs in references:
+        if reference_outputs is not None:
+            report.checks.extend(compare_case(session, reference_outputs, atol, rtol))
     worst = report.worst
     if worst is not None and worst.error is None and (localize or not worst.passed):
+        del session  # localizing loads the model again (only now, on a failure): one of the two at a time
+        gc.collect()
+        loaded = loaded or load_reference(onnx_path, model, task=task, dtype=dtype, **reference)[0]
         report.localization = _localization(onnx_path, loaded, *cases[worst.case], worst.seed, atol, rtol)
-
-    if with_past.is_with_past(task):
+    elif with_past.is_with_past(task):
         from .decode_check import decode_check
 
         report.decode = decode_check(session, loaded, new_tokens, atol, rtol)
     return report
+
+
+def input_shapes(onnx_path) -> dict[str, list]:
+    """The ONNX file's input shapes as ORT reports them (a named dimension as its name), read from the graph."""
+    from .onnx_io import load_graph
+
+    return {
+        i.name: [d.dim_param if d.HasField("dim_param") else d.dim_value for d in i.type.tensor_type.shape.dim]
+        for i in load_graph(onnx_path).graph.input
+    }
 
 
 def _localization(onnx_path, loaded, spec: InputSpec, adjust, seed: int, atol: float, rtol: float) -> dict:
