@@ -125,6 +125,8 @@ def run_stages(source: ModelSource, plan: ModelPlan, folder: Path) -> ModelOutco
         plan.task,
         trust,
         plan.max_memory_gb,
+        plan.dtype,
+        plan.stream_weights,
     )
     if plan.validation.enabled:
         stage(

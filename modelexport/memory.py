@@ -51,6 +51,19 @@ def peak_rss(interval_s: float = 0.02) -> Iterator[Peak]:
         peak.mb = round(max(peak.mb, process.memory_info().rss / 2**20), 1)
 
 
+def release_freed() -> None:
+    """Collect garbage and hand freed heap pages back to the OS (glibc keeps them otherwise), so the next stage's
+    peak does not stack on the last one's."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
+
+
 def weight_bytes(path: str | Path | None) -> int:
     """The bytes of a model folder's weight files (safetensors, else pickled ``*.bin``); 0 for no folder."""
     if not path:
@@ -92,12 +105,13 @@ def check_memory(
     saved = saved_dtype(path)
     if dtype is not None and saved in DTYPE_BYTES:
         weights = weights * DTYPE_BYTES[dtype] // DTYPE_BYTES[saved]
+    factor = NEED_PER_WEIGHT_BYTE[stage]
     if stage == "export" and (streamed or weights > STREAM_ABOVE_BYTES):
-        stage = "export-streamed"
-    need_gb = weights * NEED_PER_WEIGHT_BYTE[stage] / 1e9
+        factor = NEED_PER_WEIGHT_BYTE["export-streamed"]
+    need_gb = weights * factor / 1e9
     if need_gb > max_memory_gb:
         raise ResourceLimitError(
             f"{stage} needs an estimated {need_gb:.1f} GB ({weights / 1e9:.2f} GB of weights x "
-            f"{NEED_PER_WEIGHT_BYTE[stage]}) but max_memory_gb is {max_memory_gb:g}: run it on a larger worker or "
+            f"{factor}) but max_memory_gb is {max_memory_gb:g}: run it on a larger worker or "
             "raise max_memory_gb"
         )

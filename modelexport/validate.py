@@ -14,7 +14,6 @@ term absorbs. Integer and boolean outputs must match exactly.
 from __future__ import annotations
 
 import functools
-import gc
 import json
 import math
 import os
@@ -26,7 +25,7 @@ import numpy as np
 
 from . import atomic, seq2seq
 from .errors import BadInputError, ValidationFailedError, first_line
-from .memory import check_memory, peak_rss
+from .memory import check_memory, peak_rss, release_freed
 
 if TYPE_CHECKING:  # inputs imports torch: keep `modelexport validate --help` instant
     from .inputs import InputSpec
@@ -214,19 +213,29 @@ def ort_session(onnx_path: str | os.PathLike, threads: int | None = None, log_le
 
 
 def difference(expected: np.ndarray, actual: np.ndarray, atol: float, rtol: float) -> tuple[float, float, bool]:
-    """max |a-b|, max |a-b|/|b| and whether every element is within atol + rtol*|b| (NaNs must coincide)."""
+    """max |a-b|, max |a-b|/|b| and whether every element is within atol + rtol*|b| (NaNs must coincide).
+    Computed in float64 a block at a time: a large model's logits would take several float64 copies at once."""
+    expected, actual = expected.reshape(-1), actual.reshape(-1)
     if expected.dtype.kind in "biu" and actual.dtype.kind in "biu":
         diff = np.abs(expected.astype(np.int64) - actual.astype(np.int64)).astype(np.float64)
         top = float(diff.max(initial=0.0))
         return top, top, top == 0.0
-    expected = expected.astype(np.float64)
-    actual = actual.astype(np.float64)
-    both_nan = np.isnan(expected) & np.isnan(actual)
-    diff = np.where(both_nan, 0.0, np.abs(expected - actual))
-    diff = np.where(np.isnan(diff), np.inf, diff)
-    rel = diff / np.maximum(np.abs(expected), np.finfo(np.float32).tiny)
-    ok = bool(np.all(diff <= atol + rtol * np.abs(np.nan_to_num(expected))))
-    return float(diff.max(initial=0.0)), float(np.nan_to_num(rel, nan=np.inf).max(initial=0.0)), ok
+    top = top_rel = 0.0
+    ok = True
+    for start in range(0, max(expected.size, 1), DIFFERENCE_BLOCK):
+        want = expected[start : start + DIFFERENCE_BLOCK].astype(np.float64)
+        got = actual[start : start + DIFFERENCE_BLOCK].astype(np.float64)
+        both_nan = np.isnan(want) & np.isnan(got)
+        diff = np.where(both_nan, 0.0, np.abs(want - got))
+        diff = np.where(np.isnan(diff), np.inf, diff)
+        rel = diff / np.maximum(np.abs(want), np.finfo(np.float32).tiny)
+        ok = ok and bool(np.all(diff <= atol + rtol * np.abs(np.nan_to_num(want))))
+        top = max(top, float(diff.max(initial=0.0)))
+        top_rel = max(top_rel, float(np.nan_to_num(rel, nan=np.inf).max(initial=0.0)))
+    return top, top_rel, ok
+
+
+DIFFERENCE_BLOCK = 2**20
 
 
 def case_inputs(spec: InputSpec, seed: int, adjust=None):
@@ -422,7 +431,7 @@ def validate(
             references.append(reference_case(loaded, case_spec, seeds[0], case, adjust, optional=True))
     if not with_past.is_with_past(task) and model is not loaded:  # decoding needs both; else one at a time
         del loaded
-        gc.collect()
+        release_freed()
         loaded = None
     session = ort_session(onnx_path, dtype=dtype)
     for reference_outputs in references:
@@ -431,7 +440,7 @@ def validate(
     worst = report.worst
     if worst is not None and worst.error is None and (localize or not worst.passed):
         del session  # localizing loads the model again (only now, on a failure): one of the two at a time
-        gc.collect()
+        release_freed()
         loaded = loaded or load_reference(onnx_path, model, task=task, dtype=dtype, **reference)[0]
         report.localization = _localization(onnx_path, loaded, *cases[worst.case], worst.seed, atol, rtol)
     elif with_past.is_with_past(task):

@@ -1,0 +1,124 @@
+"""Streamed weights (``--stream-weights``, and always past protobuf's limit) give the same file as the in-memory
+path, and ``--dtype`` exports and validates in float16; bfloat16, which ONNX Runtime's CPU provider cannot run,
+is refused by validate in one line. Memory figures are measured in benchmarks/memory_cost.py, not here."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+from modelexport import onnx_io, streamed_weights
+from modelexport.errors import BadInputError, ExportFailedError
+from modelexport.export import export_model
+from modelexport.memory import NEED_PER_WEIGHT_BYTE, check_memory, weight_bytes
+from modelexport.validate import validate
+
+TASKS = {"tiny-llama-lm": "text-generation", "tiny-bert": None}
+
+
+def _graph_without_weights(path) -> bytes:
+    model = onnx_io.load_graph(path)
+    del model.graph.initializer[:]
+    return model.graph.SerializeToString()
+
+
+def _weights(path) -> dict[str, np.ndarray]:
+    return {t.name: onnx.numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer}
+
+
+@pytest.fixture(scope="module")
+def both_paths(model_dirs, tmp_path_factory):
+    """Each model exported in memory and streamed."""
+    out = tmp_path_factory.mktemp("streamed")
+    return {
+        name: tuple(
+            export_model(str(model_dirs[name]), out / f"{name}-{kind}.onnx", task=task, stream_weights=kind == "s")
+            for kind in ("m", "s")
+        )
+        for name, task in TASKS.items()
+    }
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_streamed_weights_give_the_same_graph_weights_tags_and_outputs(both_paths, name):
+    in_memory, streamed = both_paths[name]
+    assert not in_memory.sidecar["options"]["stream_weights"] and streamed.sidecar["options"]["stream_weights"]
+    assert not onnx_io.external_data_path(in_memory.onnx_path).exists()
+    assert onnx_io.external_data_path(streamed.onnx_path).stat().st_size > 10_000  # the weights are beside it
+    assert _graph_without_weights(streamed.onnx_path) == _graph_without_weights(in_memory.onnx_path)
+    expected, actual = _weights(in_memory.onnx_path), _weights(streamed.onnx_path)
+    assert expected.keys() == actual.keys() and len(expected) > 5
+    assert all(np.array_equal(expected[k], actual[k]) for k in expected)
+    assert streamed.sidecar["node_tags"] == in_memory.sidecar["node_tags"]
+    assert streamed.stats.coverage == 1.0
+    report = validate(streamed.onnx_path)
+    assert report.passed, report.summary()
+
+
+def test_weights_past_the_threshold_are_streamed_without_asking(model_dirs, tmp_path, monkeypatch):
+    monkeypatch.setattr(streamed_weights, "STREAM_ABOVE_BYTES", 1000)  # a tiny model takes the large-model path
+    result = export_model(str(model_dirs["tiny-bert"]), tmp_path / "big.onnx", strategy="htp")
+    assert result.sidecar["options"]["stream_weights"] is True
+    assert onnx_io.external_data_path(result.onnx_path).is_file()
+    assert validate(result.onnx_path).passed
+
+
+def test_a_strategy_that_cannot_stream_says_so(model_dirs, tmp_path):
+    with pytest.raises(ExportFailedError, match="dynamo cannot stream the weights"):
+        export_model(str(model_dirs["tiny-bert"]), tmp_path / "d.onnx", strategy="dynamo", stream_weights=True)
+
+
+def test_the_memory_estimate_follows_the_path_and_the_dtype(model_dirs):
+    folder = model_dirs["tiny-bert"]
+    in_memory = weight_bytes(folder) * NEED_PER_WEIGHT_BYTE["export"] / 1e9
+    streamed = weight_bytes(folder) * NEED_PER_WEIGHT_BYTE["export-streamed"] / 1e9
+    between = (in_memory + streamed) / 2
+    with pytest.raises(Exception, match=r"export needs an estimated"):
+        check_memory(folder, "export", between)
+    check_memory(folder, "export", between, streamed=True)  # fits
+    with pytest.raises(Exception, match=r"export needs an estimated"):
+        check_memory(folder, "export", streamed * 0.75, streamed=True)
+    check_memory(folder, "export", streamed * 0.75, streamed=True, dtype="float16")  # half the bytes
+
+
+@pytest.fixture(scope="module")
+def float16_llama(model_dirs, tmp_path_factory):
+    out = tmp_path_factory.mktemp("fp16")
+    folder = str(model_dirs["tiny-llama-lm"])
+    full = export_model(folder, out / "fp32.onnx", task="text-generation", stream_weights=True)
+    half = export_model(folder, out / "fp16.onnx", task="text-generation", dtype="float16", stream_weights=True)
+    return full, half
+
+
+def test_float16_export_halves_the_weights_and_validates_in_float16(float16_llama):
+    full, half = float16_llama
+    assert half.sidecar["options"]["dtype"] == "float16" and full.sidecar["options"]["dtype"] == "float32"
+    sizes = [onnx_io.external_data_path(r.onnx_path).stat().st_size for r in (full, half)]
+    assert 0.45 < sizes[1] / sizes[0] < 0.55
+    sizes = {}
+    for t in onnx.load(str(half.onnx_path)).graph.initializer:
+        sizes[t.data_type] = sizes.get(t.data_type, 0) + int(np.prod(t.dims))
+    assert sizes[onnx.TensorProto.FLOAT16] > 0.9 * sum(sizes.values())  # the weights; masks, ids stay as they were
+    report = validate(half.onnx_path)  # the dtype comes from the sidecar, and with it the tolerances
+    assert report.passed, report.summary()
+    assert (report.atol, report.rtol) == (2e-2, 2e-2)
+    assert 0 < report.worst.max_abs_diff  # really computed in half precision, not float32 again
+
+
+def test_a_float16_mismatch_beyond_tight_tolerances_fails(float16_llama):
+    _full, half = float16_llama
+    assert not validate(half.onnx_path, atol=1e-9, rtol=1e-9).passed
+
+
+def test_bfloat16_exports_and_validate_says_ort_cannot_run_it(model_dirs, tmp_path):
+    result = export_model(str(model_dirs["tiny-bert"]), tmp_path / "bf16.onnx", dtype="bfloat16")
+    assert result.sidecar["options"]["dtype"] == "bfloat16"
+    with pytest.raises(BadInputError, match=r"CPU provider cannot run .* in bfloat16 .*: export it in float16"):
+        validate(result.onnx_path)
+
+
+def test_an_unknown_dtype_is_bad_input(model_dirs, tmp_path):
+    with pytest.raises(BadInputError, match="unknown dtype 'half': use one of float32, float16, bfloat16"):
+        export_model(str(model_dirs["tiny-bert"]), tmp_path / "x.onnx", dtype="half")
+    assert list(tmp_path.iterdir()) == []
