@@ -4,7 +4,7 @@ compute what PyTorch computes at the export shape and at a second shape?
 A strategy can write a graph that exports cleanly and still is wrong: a broadcast ONNX Runtime refuses, a shape
 inference error at load, a size traced into the graph that breaks at any other shape. `auto` would hand that
 file over while a later strategy writes a correct one, so each candidate goes through the same comparison as
-``modelexport validate`` (``validate.check_case``), kept cheap: one seed, the export shape and one resized
+``modelexport validate`` (``case_check.check_case``), kept cheap: one seed, the export shape and one resized
 shape, in a temporary folder. An explicit ``--strategy`` is not checked (``validate`` is the full check), nor is
 a capture whose weights are streamed (``streamed_weights``): ONNX Runtime would load a second copy of them beside
 the model's, the very thing streaming avoids; nor a bfloat16 one (ONNX Runtime's CPU provider has almost no
@@ -16,10 +16,11 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from .case_check import check_case
 from .errors import ExportFailedError, ModelExportError
 from .inputs import InputSpec
 from .onnx_io import save_atomic
-from .validate import ValidationReport, check_case, ort_session, resized_spec
+from .validate import ValidationReport, ort_session, resized_spec
 
 SEED = 0
 
