@@ -27,6 +27,24 @@ def torch_dtype(dtype: str):
     return getattr(torch, dtype)
 
 
+def cast_model(model, dtype: str) -> None:
+    """Cast the model's floating-point weights to `dtype` one tensor at a time, paging each source out
+    (``memory.page_out``): the peak is the cast weights plus one tensor, not both types of all of them. Tied
+    weights stay tied (``Module._apply`` replaces each parameter's data in place)."""
+    from .memory import page_out
+
+    target = torch_dtype(dtype)
+
+    def cast(tensor):
+        if not tensor.is_floating_point() or tensor.dtype == target:
+            return tensor
+        out = tensor.to(target)
+        page_out(tensor)
+        return out
+
+    model._apply(cast)
+
+
 def model_dtype(model) -> str | None:
     """The type of the model's floating-point weights (the first one's); None for a model without any."""
     for tensor in (*model.parameters(), *model.buffers()):

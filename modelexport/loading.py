@@ -12,7 +12,7 @@ from pathlib import Path
 from safetensors import SafetensorError
 from torch import nn
 
-from .dtypes import torch_dtype
+from .dtypes import cast_model
 from .errors import BadInputError, first_line
 from .source import ModelSource
 from .task_heads import AUTO, HEADS, task_from_architectures, wrap_for_task
@@ -104,7 +104,7 @@ def load(
     if source.kind == "factory":
         loaded = _load_factory(source.ref)
         if dtype is not None:
-            loaded.model.to(torch_dtype(dtype))
+            cast_model(loaded.model, dtype)
         return loaded
     return _load_transformers(Path(source.path), task, trust_remote_code, weights, dtype)
 
@@ -152,8 +152,6 @@ def _load_transformers(
         model = _without_weights(model_class, config, trust_remote_code)
         return LoadedModel(wrap_for_task(model, task), config, positional=False)
     kwargs = dict(config=config, trust_remote_code=trust_remote_code)
-    if dtype is not None:
-        kwargs["dtype"] = torch_dtype(dtype)
     if any(path.glob("*.safetensors")):
         kwargs["use_safetensors"] = True
     try:
@@ -178,6 +176,8 @@ def _load_transformers(
             f"the weights in {path} lack {len(missing)} tensors its config.json needs (e.g. {sorted(missing)[0]}): "
             "re-save the model or fix the config"
         )
+    if dtype is not None:  # loaded as saved (memory-mapped), then cast a tensor at a time: see cast_model
+        cast_model(model, dtype)
     return LoadedModel(wrap_for_task(model.eval(), task), config, positional=False)
 
 

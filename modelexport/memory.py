@@ -64,6 +64,32 @@ def release_freed() -> None:
         pass
 
 
+MADV_PAGEOUT = 21  # Linux 5.4+: reclaim these pages now; their contents stay (file pages are re-read if touched)
+
+
+def page_out(tensor) -> None:
+    """Take the pages of `tensor`'s memory out of this process's resident set. Weights memory-mapped from a
+    safetensors file stay resident once read until the whole file is unmapped, so casting them one by one would
+    still end with both types resident; paged out, only the cast ones count. Non-destructive, so harmless on any
+    memory; a no-op where the kernel lacks it."""
+    import ctypes
+
+    start = tensor.data_ptr()
+    end = start + tensor.numel() * tensor.element_size()
+    first, last = -(-start // PAGE) * PAGE, end // PAGE * PAGE  # whole pages inside the tensor only
+    if last <= first:
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:  # not glibc
+        return
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    libc.madvise(first, last - first, MADV_PAGEOUT)
+
+
+PAGE = 4096
+
+
 def weight_bytes(path: str | Path | None) -> int:
     """The bytes of a model folder's weight files (safetensors, else pickled ``*.bin``); 0 for no folder."""
     if not path:

@@ -122,3 +122,18 @@ def test_an_unknown_dtype_is_bad_input(model_dirs, tmp_path):
     with pytest.raises(BadInputError, match="unknown dtype 'half': use one of float32, float16, bfloat16"):
         export_model(str(model_dirs["tiny-bert"]), tmp_path / "x.onnx", dtype="half")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_casting_a_model_keeps_tied_weights_tied():
+    import torch
+
+    from modelexport.dtypes import cast_model
+
+    shared = torch.nn.Linear(8, 8)
+    model = torch.nn.Sequential(shared, torch.nn.ReLU(), torch.nn.Linear(8, 8))
+    model[2].weight = shared.weight
+    expected = shared.weight.detach().to(torch.float16).clone()
+    cast_model(model, "float16")
+    assert model[2].weight is model[0].weight and model[0].weight.dtype == torch.float16
+    assert torch.equal(model[0].weight.detach(), expected)  # paging the source out lost nothing
+    assert model[0].bias.dtype == model[2].bias.dtype == torch.float16
