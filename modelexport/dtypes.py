@@ -21,6 +21,17 @@ def check_dtype(dtype: str | None) -> str | None:
     return dtype
 
 
+def unloadable(onnx_path, reason: str, dtype: str | None) -> BadInputError:
+    """The one-line error for a file ONNX Runtime will not load: a half-precision one it lacks kernels for says so
+    (its CPU provider has almost no bfloat16 kernels)."""
+    if dtype not in (None, "float32") and ("Could not find an implementation" in reason or dtype in reason):
+        fallback = "float16 or float32" if dtype == "bfloat16" else "float32"
+        return BadInputError(
+            f"ONNX Runtime's CPU provider cannot run {onnx_path} in {dtype} ({reason}): export it in {fallback}"
+        )
+    return BadInputError(f"ONNX Runtime cannot load {onnx_path}: {reason}")
+
+
 def torch_dtype(dtype: str):
     import torch
 

@@ -178,13 +178,9 @@ def ort_session(onnx_path: str | os.PathLike, threads: int | None = None, log_le
     try:
         return ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # ORT raises its own exception types for invalid and unsupported models
-        first = first_line(exc)
-        if dtype not in (None, "float32") and ("Could not find an implementation" in first or dtype in first):
-            raise BadInputError(
-                f"ONNX Runtime's CPU provider cannot run {onnx_path} in {dtype} ({first}): export it in "
-                + ("float16 or float32" if dtype == "bfloat16" else "float32")
-            ) from None
-        raise BadInputError(f"ONNX Runtime cannot load {onnx_path}: {first}") from None
+        from .dtypes import unloadable
+
+        raise unloadable(onnx_path, first_line(exc), dtype) from None
 
 
 def _records_peak_rss(validate_fn):

@@ -12,6 +12,7 @@ from modelexport import onnx_io, streamed_weights
 from modelexport.errors import BadInputError, ExportFailedError, ResourceLimitError
 from modelexport.export import export_model
 from modelexport.memory import FIXED_NEED_GB, NEED_PER_WEIGHT_BYTE, check_memory, estimated_need, weight_bytes
+from modelexport.profile import profile
 from modelexport.validate import validate
 
 TASKS = {"tiny-llama-lm": "text-generation", "tiny-bert": None}
@@ -119,6 +120,15 @@ def test_bfloat16_exports_and_validate_says_ort_cannot_run_it(model_dirs, tmp_pa
     assert result.sidecar["options"]["dtype"] == "bfloat16"
     with pytest.raises(BadInputError, match=r"CPU provider cannot run .* in bfloat16 .*: export it in float16"):
         validate(result.onnx_path)
+    with pytest.raises(BadInputError, match=r"CPU provider cannot run .* in bfloat16"):
+        profile(result.onnx_path, warmup=0, iterations=1)
+
+
+def test_a_float16_vision_model_takes_float16_pixels_in_validate_and_profile(model_dirs, tmp_path):
+    result = export_model(str(model_dirs["tiny-vit"]), tmp_path / "vit.onnx", dtype="float16")
+    assert result.sidecar["inputs"]["pixel_values"]["dtype"] == "float16"
+    assert validate(result.onnx_path).passed
+    assert profile(result.onnx_path, warmup=0, iterations=2).latency_ms["p50"] > 0
 
 
 def test_an_unknown_dtype_is_bad_input(model_dirs, tmp_path):
