@@ -53,7 +53,7 @@ def add_arguments(p) -> None:
     p.add_argument(
         "--stream-weights",
         action="store_true",
-        help="write the weights from the model's tensors one at a time: ~1.3x the weights in memory instead of "
+        help="write the weights from the model's tensors one at a time: ~1.2x the weights in memory instead of "
         "~4x (always on past 2 GB of weights; skips auto's ONNX Runtime check of each candidate)",
     )
     p.add_argument(

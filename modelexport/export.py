@@ -201,6 +201,11 @@ def export_model(
         raise BadInputError(f"unknown strategy '{unknown[0]}': use auto or one of {', '.join(STRATEGIES)}")
     opset = check_opset(opset)
     dtypes.check_dtype(dtype)
+    if dtype not in (None, "float32") and (with_past.is_with_past(task) or seq2seq.is_seq2seq(task)):
+        raise BadInputError(
+            f"--dtype {dtype} does not work with --task {task} yet (its cache inputs and decode check are float32): "
+            "export in float32, or without the cache"
+        )
     if seq2seq.is_seq2seq(task):
         output = seq2seq.check_output_directory(output, input_spec)
     else:

@@ -6,9 +6,13 @@ not in production. Every output is compared element-wise like ``numpy.allclose``
 rtol * |torch|``. :func:`validate` returns data (one record per seed, shape case and output); the caller decides
 what a failure means (the CLI exits 1, see :func:`raise_for_failure`).
 
-Defaults: ``atol=1e-4``, ``rtol=1e-3``. float32 exports of the tiny test models differ from PyTorch by ~1e-6
-(see tests/test_validate.py, which prints the figures); real models accumulate more over depth, which the relative
-term absorbs. Integer and boolean outputs must match exactly.
+Defaults: ``atol=1e-4``, ``rtol=1e-3`` for float32; float32 exports of the tiny test models differ from PyTorch
+by ~1e-6 (see tests/test_validate.py, which prints the figures); real models accumulate more over depth, which the
+relative term absorbs. An export in another dtype (its sidecar says) is compared with PyTorch run in that dtype,
+with that dtype's defaults (``dtypes.TOLERANCES``). Integer and boolean outputs must match exactly.
+
+PyTorch's outputs for every case are computed first and the model freed before ONNX Runtime loads the file
+(``case_check``), so the weights are held once at a time; a decode check (with-past) needs both.
 """
 
 from __future__ import annotations

@@ -131,9 +131,12 @@ def test_a_float16_vision_model_takes_float16_pixels_in_validate_and_profile(mod
     assert profile(result.onnx_path, warmup=0, iterations=2).latency_ms["p50"] > 0
 
 
-def test_an_unknown_dtype_is_bad_input(model_dirs, tmp_path):
+def test_an_unknown_dtype_or_a_half_one_with_a_cache_is_bad_input(model_dirs, tmp_path):
     with pytest.raises(BadInputError, match="unknown dtype 'half': use one of float32, float16, bfloat16"):
         export_model(str(model_dirs["tiny-bert"]), tmp_path / "x.onnx", dtype="half")
+    llama = str(model_dirs["tiny-llama-lm"])
+    with pytest.raises(BadInputError, match="--dtype float16 does not work with --task text-generation-with-past"):
+        export_model(llama, tmp_path / "x.onnx", task="text-generation-with-past", dtype="float16")
     assert list(tmp_path.iterdir()) == []
 
 
