@@ -153,3 +153,20 @@ def test_casting_a_model_keeps_tied_weights_tied():
     assert model[2].weight is model[0].weight and model[0].weight.dtype == torch.float16
     assert torch.equal(model[0].weight.detach(), expected)  # paging the source out lost nothing
     assert model[0].bias.dtype == model[2].bias.dtype == torch.float16
+
+
+@pytest.mark.parametrize("strategy", ["htp", "usage", "fx"])
+def test_every_tracing_strategy_streams_the_same_file(strategy, tmp_path):
+    from modelexport.inputs import parse_input_spec
+    from tests import strategy_models
+
+    spec = parse_input_spec(strategy_models.INPUT_SPEC)
+    model = "tests.strategy_models:distinct"
+    in_memory, streamed = (
+        export_model(model, tmp_path / f"{kind}.onnx", strategy=strategy, input_spec=spec, stream_weights=kind == "s")
+        for kind in ("m", "s")
+    )
+    assert _graph_without_weights(streamed.onnx_path) == _graph_without_weights(in_memory.onnx_path)
+    expected, actual = _weights(in_memory.onnx_path), _weights(streamed.onnx_path)
+    assert expected.keys() == actual.keys() and all(np.array_equal(expected[k], actual[k]) for k in expected)
+    assert streamed.sidecar["node_tags"] == in_memory.sidecar["node_tags"]
