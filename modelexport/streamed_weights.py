@@ -12,6 +12,7 @@ initializers, and `write_data` writes each tensor (made contiguous alone) at its
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, BinaryIO
@@ -63,23 +64,27 @@ def keep_initializers() -> Iterator[StreamedWeights]:
     """While a TorchScript export runs, keep the initializer dict it would serialize (its last pass over them,
     deduplication, returns it), and run its whole-graph shape inference without the weights' values: that pass
     serializes the graph with every weight to hand it to onnx (~0.8x the weights more at its peak), and it needs
-    only their shapes, which the graph's weight inputs carry."""
+    only their shapes, which the graph's weight inputs carry. The passes are torch's module functions, replaced
+    for the block; only this thread's calls are changed (the pipeline's compute lock runs one export at a time
+    anyway, and torch's exporter keeps global state of its own)."""
     import torch
 
-    weights = StreamedWeights()
+    weights, owner = StreamedWeights(), threading.get_ident()
     passes = torch._C
-    deduplicate, infer = (
-        passes._jit_pass_onnx_deduplicate_initializers,
-        passes._jit_pass_onnx_graph_shape_type_inference,
-    )
+    deduplicate = passes._jit_pass_onnx_deduplicate_initializers
+    infer = passes._jit_pass_onnx_graph_shape_type_inference
 
     def keeping(graph, params, training):
         kept = deduplicate(graph, params, training)
-        weights.tensors = dict(kept)
+        if threading.get_ident() == owner:
+            weights.tensors = dict(kept)
         return kept
 
+    def inferring(graph, params, opset):
+        return infer(graph, {} if threading.get_ident() == owner else params, opset)
+
     passes._jit_pass_onnx_deduplicate_initializers = keeping
-    passes._jit_pass_onnx_graph_shape_type_inference = lambda graph, params, opset: infer(graph, {}, opset)
+    passes._jit_pass_onnx_graph_shape_type_inference = inferring
     try:
         yield weights
     finally:
