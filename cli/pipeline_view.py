@@ -91,3 +91,25 @@ def table_console(json_path: str | None):
     from .terminal import new_console
 
     return new_console(stderr=json_path == "-")
+
+
+def check_deployment(name: str) -> None:
+    """Refuse --spread-over before anything runs unless a Prefect server (PREFECT_API_URL) has that deployment."""
+    from prefect.settings import PREFECT_API_URL
+
+    from modelexport.errors import BadInputError
+
+    if not PREFECT_API_URL.value():
+        raise BadInputError("--spread-over needs a Prefect server with workers: set PREFECT_API_URL")
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        with get_client(sync_client=True) as client:
+            client.read_deployment_by_name(name)
+    except ObjectNotFound:
+        raise BadInputError(
+            f"--spread-over {name}: no such deployment on {PREFECT_API_URL.value()} (prefect deploy it first)"
+        ) from None
+    except ValueError as exc:  # not FLOW/DEPLOYMENT
+        raise BadInputError(f"--spread-over {name}: {exc}") from None

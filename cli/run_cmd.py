@@ -65,8 +65,7 @@ def _plan(args):
 
 
 def run(args) -> int:
-    from pathlib import Path
-
+    from modelexport import storage
     from modelexport.fleet import Fleet, check_output_folders
 
     from .pipeline_view import (
@@ -93,6 +92,7 @@ def run(args) -> int:
             plan, args.output_dir, args.cache_dir, tracking_uri=args.tracking_uri, track=not args.no_tracking
         )
     console.print(model_line(outcome))
-    table_console(args.json).print(summary_table([outcome], f"{outcome.name} → {Path(args.output_dir) / outcome.name}"))
+    where = storage.join(args.output_dir, outcome.name)
+    table_console(args.json).print(summary_table([outcome], f"{outcome.name} → {where}"))
     write_json(args.json, summary_json([outcome], args.output_dir, outcome.exit_code))
     return outcome.exit_code

@@ -2,7 +2,9 @@
 profile, report. Outputs land in OUTPUT_DIR/<name>/; unchanged work is taken from the cache (OUTPUT_DIR/.cache).
 Exit 1 if any model failed (the others still run), 2 if the fleet file is invalid; --json writes a summary.
 --runner dask works on the models on a Dask cluster: the scheduler at --dask-address, else a local cluster of
---concurrency worker processes.
+--concurrency worker processes. --spread-over hands each model to a work pool's workers as a run of a deployment
+of the one-model flow (a Prefect server at PREFECT_API_URL). OUTPUT_DIR and the cache may be store URLs
+(s3://bucket/prefix): see docs/pipelines.md, "Several workers".
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ HELP = "export a fleet of models (YAML file) with caching, retries and a summary
 
 def add_arguments(p) -> None:
     p.add_argument("fleet", metavar="FLEET.yaml", help="fleet file: defaults plus a list of models")
-    p.add_argument("--output-dir", help="where each model's folder goes (default: out/<fleet name>)")
+    p.add_argument(
+        "--output-dir", help="where each model's folder goes, a path or s3://bucket/prefix (default: out/<fleet name>)"
+    )
     p.add_argument("--concurrency", type=int, default=2, help="models worked on at once (default 2)")
     p.add_argument("--cache-dir", help="where task results are cached (default: OUTPUT_DIR/.cache)")
     p.add_argument(
@@ -32,6 +36,11 @@ def add_arguments(p) -> None:
         metavar="tcp://HOST:PORT",
         help="Dask scheduler to use with --runner dask (default: a local cluster)",
     )
+    p.add_argument(
+        "--spread-over",
+        metavar="FLOW/DEPLOYMENT",
+        help="run each model as a run of this model_flow deployment (e.g. export-model/single-model), on its workers",
+    )
     from .pipeline_view import add_json_argument
 
     add_json_argument(p)
@@ -44,6 +53,7 @@ def run(args) -> int:
     from modelexport.fleet import check_output_folders, load_fleet
 
     from .pipeline_view import (
+        check_deployment,
         check_json_target,
         model_line,
         quiet_libraries,
@@ -58,7 +68,11 @@ def run(args) -> int:
         raise BadInputError(f"--concurrency must be at least 1, got {args.concurrency}")
     if args.dask_address and args.runner != "dask":
         raise BadInputError("--dask-address needs --runner dask")
+    if args.spread_over and args.runner != "threads":
+        raise BadInputError("--spread-over hands models to a work pool: it cannot be used with --runner dask")
     check_json_target(args.json)
+    if args.spread_over:
+        check_deployment(args.spread_over)
     fleet = load_fleet(args.fleet)  # every mistake in the file, before Prefect starts
     output_dir = args.output_dir or f"out/{fleet.name}"
     check_output_folders(fleet, output_dir, args.cache_dir)
@@ -84,6 +98,7 @@ def run(args) -> int:
             track=not args.no_tracking,
             runner=args.runner,
             dask_address=args.dask_address,
+            spread_over=args.spread_over,
         )
     table_console(args.json).print(summary_table(summary.models, f"fleet {fleet.name} → {output_dir}"))
     failed = summary.failed

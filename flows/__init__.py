@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -34,12 +33,6 @@ def __getattr__(name: str):
     if name in _LAZY:
         return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def _storage(cache_dir: str | Path) -> Path:
-    """Prefect takes a Path as local result storage (a block would have to be saved server-side first)."""
-    Path(cache_dir).mkdir(parents=True, exist_ok=True)
-    return Path(cache_dir).resolve()
 
 
 @contextlib.contextmanager
@@ -166,11 +159,14 @@ def run_fleet_flow(
     track: bool = True,
     runner: str = "threads",
     dask_address: str | None = None,
+    spread_over: str | None = None,
 ) -> FleetSummary:
     """Run the fleet flow with N models at a time; cached results live in CACHE_DIR (default OUTPUT_DIR/.cache).
+    Either may be a store's URL (``s3://bucket/prefix``): see modelexport.storage.
 
     ``runner="dask"`` runs the stages on a Dask cluster: the scheduler at DASK_ADDRESS, else a local one of
-    CONCURRENCY single-threaded worker processes.
+    CONCURRENCY single-threaded worker processes. ``spread_over`` (a deployment of the model flow) hands each model to
+    that deployment's workers instead (flows.spread), CONCURRENCY at a time.
     """
     from tracking.mlflow_store import credentials_apart
     from tracking.recorder import recorder
@@ -182,21 +178,23 @@ def run_fleet_flow(
         recorder()  # its start (importing MLflow) overlaps Prefect's
 
     on_model_done = LocalCallback(on_model_done) if on_model_done is not None else None
-    configured = _configured_fleet(
-        runner, concurrency or DEFAULT_CONCURRENCY, dask_address, _storage(cache_dir or Path(output_dir) / ".cache")
-    )
+    configured = _configured_fleet(runner, concurrency or DEFAULT_CONCURRENCY, dask_address)
     with _flow_run_setup(), credentials_apart(tracking_uri) as tracking_uri:
-        return _value(configured(fleet_file, output_dir, on_model_done, tracking_uri, track, return_state=True))
+        return _value(
+            configured(
+                fleet_file, output_dir, cache_dir, on_model_done, tracking_uri, track, spread_over, return_state=True
+            )
+        )
 
 
 @functools.lru_cache(maxsize=8)
-def _configured_fleet(runner: str, concurrency: int, dask_address: str | None, storage: Path):
-    """The fleet flow with its task runner and result storage (each run duplicates the runner); made once per
-    setup, as ``with_options`` copies the flow."""
+def _configured_fleet(runner: str, concurrency: int, dask_address: str | None):
+    """The fleet flow with its task runner (each run duplicates the runner); made once per setup, as
+    ``with_options`` copies the flow."""
     from .fleet import fleet_flow
     from .runners import task_runner
 
-    return fleet_flow.with_options(task_runner=task_runner(runner, concurrency, dask_address), result_storage=storage)
+    return fleet_flow.with_options(task_runner=task_runner(runner, concurrency, dask_address))
 
 
 def run_model_flow(model: str | ModelPlan, output_dir: str, cache_dir: str | None = None, **settings) -> ModelOutcome:
@@ -208,9 +206,10 @@ def run_model_flow(model: str | ModelPlan, output_dir: str, cache_dir: str | Non
 
     if settings.get("track", True):
         recorder()  # its start (importing MLflow) overlaps Prefect's
-    configured = model_flow.with_options(result_storage=_storage(cache_dir or Path(output_dir) / ".cache"))
     with _flow_run_setup(), credentials_apart(settings.pop("tracking_uri", None)) as tracking_uri:
-        return _value(configured(model, output_dir, **settings, tracking_uri=tracking_uri, return_state=True))
+        return _value(
+            model_flow(model, output_dir, cache_dir, **settings, tracking_uri=tracking_uri, return_state=True)
+        )
 
 
 def _value(state):

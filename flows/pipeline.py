@@ -10,18 +10,20 @@ at once (their computing still takes turns, see tasks.policy.computing).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import replace
-from pathlib import Path
 
 from prefect import task
 from prefect.futures import PrefectFuture
 from prefect.transactions import CommitMode, transaction
 
+from modelexport import storage
 from modelexport.fleet import ModelPlan
 from modelexport.outcome import ModelOutcome
 from modelexport.redaction import scrub
 from modelexport.source import ModelSource
 from tasks import Produced, derive_inputs, export_onnx, profile_onnx, report_onnx, resolve_model, validate_onnx
+from tasks.locks import StoreLocks
 from tasks.policy import CONTENT, produced
 
 STAGES = ("resolve", "inputs", "export", "validate", "profile", "report")
@@ -43,21 +45,38 @@ def stages_of(plan: ModelPlan) -> list[str]:
     ]
 
 
-def submit_pipeline(plans: list[ModelPlan], output_dir: Path) -> dict[str, dict[str, PrefectFuture]]:
-    """Submit every model (every download first); returns model name -> {"resolve": future, "model": future}
-    ("model" absent where resolving failed).
+def submit_pipeline(plans: list[ModelPlan], output_dir: str, cache_dir: str) -> dict[str, dict[str, PrefectFuture]]:
+    """Submit every model (every download first) into OUTPUT_DIR/<name>, cached in CACHE_DIR (paths or store URLs);
+    returns model name -> {"resolve": future, "model": future} ("model" absent where resolving failed).
 
     A model's stages get its resolved source as a value, not as the resolve future: given a future, Prefect reads
     that task run back from its API before starting the next (a third of a fully cached run's worker time); it
     tracks the value's lineage all the same.
     """
     runs = {p.name: {"resolve": resolve_model.submit(p.id, p.revision)} for p in plans}
+    stages = cached_in(cache_dir)
     for p in plans:
         resolved = runs[p.name]["resolve"]
         resolved.wait()
         if resolved.state.is_completed():
-            runs[p.name]["model"] = export_stages.submit(resolved.result(), p, str(output_dir / p.name))
+            runs[p.name]["model"] = stages.submit(resolved.result(), p, storage.join(output_dir, p.name))
     return runs
+
+
+@functools.lru_cache(maxsize=8)
+def cached_in(cache_dir: str):
+    """The ``model`` task with its results (and its nested stages') in CACHE_DIR, and locked there: two processes
+    (or workers on two machines) that start the same model at once compute it once."""
+    from tasks.policy import result_storage
+
+    if not storage.is_remote(cache_dir):
+        cache_dir = str(storage.as_local(cache_dir).absolute())
+    return export_stages.with_options(
+        result_storage=result_storage(cache_dir),
+        cache_policy=CONTENT.configure(
+            isolation_level="SERIALIZABLE", lock_manager=StoreLocks(storage.join(cache_dir, "locks"))
+        ),
+    )
 
 
 class ModelFailed(Exception):
@@ -81,7 +100,7 @@ def export_stages(source: ModelSource, plan: ModelPlan, folder: str) -> Produced
     # Nested task runs would commit their cache records only when this one does; eagerly, a stage that finished
     # stays cached when a later stage fails or the process is killed.
     with transaction(commit_mode=CommitMode.EAGER):
-        outcome = run_stages(source, plan, Path(folder))
+        outcome = run_stages(source, plan, folder)
     if outcome.status != "ok":
         raise ModelFailed(outcome)
     return produced({"outcome": outcome}, *outcome.stamps)
@@ -90,8 +109,9 @@ def export_stages(source: ModelSource, plan: ModelPlan, folder: str) -> Produced
 _SKIP = object()  # the value of a stage that failed or was skipped: stages that need it are skipped
 
 
-def run_stages(source: ModelSource, plan: ModelPlan, folder: Path) -> ModelOutcome:
-    """Run the stages after resolving in order; a failed stage skips those that need its result."""
+def run_stages(source: ModelSource, plan: ModelPlan, folder: str) -> ModelOutcome:
+    """Run the stages after resolving in order, into FOLDER (a path or store URL); a failed stage skips those that
+    need its result."""
     outcome = ModelOutcome(plan.name, plan.id, stages={"resolve": "done"}, source=source.to_dict())
 
     def stage(name: str, fn, *args):
@@ -116,7 +136,7 @@ def run_stages(source: ModelSource, plan: ModelPlan, folder: Path) -> ModelOutco
         "export",
         export_onnx,
         source,
-        str(folder / output_name(plan.task)),
+        storage.join(folder, output_name(plan.task)),
         spec,
         plan.strategy,
         plan.opset,
@@ -136,14 +156,14 @@ def run_stages(source: ModelSource, plan: ModelPlan, folder: Path) -> ModelOutco
             export,
             spec,
             plan.validation,
-            str(folder / "validation.json"),
+            storage.join(folder, "validation.json"),
             plan.task,
             trust,
             plan.max_memory_gb,
         )
     if plan.profiling.enabled:
-        stage("profile", profile_onnx, export, plan.profiling, str(folder))
-    stage("report", report_onnx, export, str(folder))
+        stage("profile", profile_onnx, export, plan.profiling, folder)
+    stage("report", report_onnx, export, folder)
     validation = outcome.results.get("validate", {})
     if outcome.status == "ok" and validation.get("passed") is False:
         outcome.status, outcome.failed_stage, outcome.exit_code = "failed", "validate", 1
@@ -182,6 +202,10 @@ def _failed_outside_stages(plan: ModelPlan, where: str, state) -> ModelOutcome:
     )
     outcome.reason, outcome.exit_code = _reason(state)
     return outcome
+
+
+def default_cache_dir(output_dir: str) -> str:
+    return storage.join(output_dir, ".cache")
 
 
 def flow_run_tags() -> dict:

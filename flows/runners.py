@@ -2,7 +2,8 @@
 
 The flow is the same either way; only its task runner changes (``fleet_flow.with_options(task_runner=...)``).
 A Dask cluster spreads the stages over worker processes or machines; each Dask worker then needs this project's
-code, the model directories, the output folder and the result storage at the same paths (see deployments/README.md).
+code and the model directories at the same paths, and the outputs and cache in a store they all reach
+(``--output-dir s3://...``, see deployments/README.md).
 """
 
 from __future__ import annotations

@@ -8,13 +8,18 @@ resized checks:
 - ``token-types``: token types drawn from every type the config has (``type_vocab_size`` > 1);
 - ``padded``: attention masks with padding, the first row padded on the left, the second on the right;
 - ``longest``: the longest sequence the config's positions allow (``max_position_embeddings``), capped at
-  LONGEST_CAP, where the sequence axis is dynamic.
+  LONGEST_CAP, where the sequence axis is dynamic;
+- ``image-size``: an image one step wider than the export's (``image_sizes.wider``), where its height and width
+  are dynamic: a position grid, window or stride frozen at the export's size fails here. Where the model cannot
+  take another size, :func:`skipped_cases` says why.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import TYPE_CHECKING
+
+from .image_sizes import IMAGE, at_size, has_image_axes, is_image, size_failure, wider
 
 if TYPE_CHECKING:
     import numpy as np
@@ -47,7 +52,30 @@ def exercising_cases(
     longest = _longest(spec, config, onnx_shapes)
     if longest is not None:
         cases.append(("longest", longest, None))
+    if has_image_axes(spec) and not _fixed_image(onnx_shapes):
+        height, width = spec.root[IMAGE].shape[2:]
+        cases.append(("image-size", at_size(spec, *wider(config, height, width)), None))
     return cases
+
+
+def skipped_cases(spec: InputSpec, model, config, onnx_shapes: dict[str, list]) -> dict[str, str]:
+    """Cases that apply to this kind of model but were not run, each with why: an image the model cannot take at
+    another size (the PyTorch model's own error), or that the spec or the ONNX file fixes."""
+    if config is None or not is_image(spec):
+        return {}
+    reason = None if has_image_axes(spec) else size_failure(model, spec, config)
+    fixed = _fixed_image(onnx_shapes)
+    if reason is None and fixed:  # the sidecar's warnings say why, for an export that fell back to one size
+        reason = f"the ONNX file fixes {IMAGE} at {fixed[0]}x{fixed[1]}"
+    if reason is None and not has_image_axes(spec):
+        reason = f"the input spec fixes {IMAGE}' height and width"
+    return {"image-size": reason} if reason else {}
+
+
+def _fixed_image(onnx_shapes: dict[str, list]) -> list[int] | None:
+    """The image's height and width where the ONNX file fixes them (a named dimension is dynamic)."""
+    dims = (onnx_shapes.get(IMAGE) or [])[2:4]
+    return dims if dims and any(isinstance(d, int) for d in dims) else None
 
 
 def _with(spec: InputSpec, changes: dict[str, dict]) -> InputSpec:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import onnx
 
-from . import atomic, crosscheck, dtypes, onnx_io, seq2seq, tagging, with_past
+from . import atomic, crosscheck, dtypes, image_sizes, onnx_io, seq2seq, tagging, with_past
 from .candidate_check import check_candidate
 from .errors import BadInputError, ExportFailedError, ModelExportError, one_line
 from .hierarchy import Hierarchy, build_hierarchy
@@ -229,7 +229,21 @@ def export_model(
         # auto checks each candidate in ORT before taking it; a with-past export is checked by decoding (validate)
         checked = strategy == "auto" and not with_past.is_with_past(task)
         check = partial(check_candidate, loaded=loaded, spec=spec) if checked else None
-        return export_loaded(source, loaded, inputs, output, check=check, peak=peak, **options)
+        try:
+            return export_loaded(source, loaded, inputs, output, check=check, peak=peak, **options)
+        except ExportFailedError as exc:
+            if not image_sizes.has_image_axes(spec):
+                raise
+            # no strategy exports the image at other sizes (the model runs at them): the export's size, said so
+            spec = image_sizes.without_image_axes(spec)
+            check = partial(check_candidate, loaded=loaded, spec=spec) if checked else None
+            note = image_sizes.fixed_note(spec, exc)
+            try:
+                return export_loaded(
+                    source, loaded, inputs_from_spec(spec), output, check=check, peak=peak, note=note, **options
+                )
+            except ExportFailedError:
+                raise exc from None  # not the image's size: the first failure says why
 
 
 def export_loaded(
@@ -249,10 +263,11 @@ def export_loaded(
     check=None,
     peak=None,
     stream_weights=False,
+    note=None,
 ) -> ExportResult:
     """Capture `loaded` on `inputs`, tag it and write `output` with its sidecar (`part`: which file of a
     directory export this is, recorded in the sidecar's options; `check`: auto's check of each candidate file;
-    `peak`: the stage's memory.peak_rss, recorded in the sidecar)."""
+    `peak`: the stage's memory.peak_rss, recorded in the sidecar; `note`: a warning for the sidecar)."""
     start = time.perf_counter() if start is None else start
     hierarchy = build_hierarchy(loaded.model, torch_modules=torch_modules)
     capture, mapping, stats, attempts = capture_and_tag(
@@ -265,7 +280,7 @@ def export_loaded(
     for tag in mapping.values():
         counts[tag] = counts.get(tag, 0) + 1
     tree = hierarchy.tree(counts)
-    warnings = crosscheck.lumped_subtrees(tree, capture.ran)
+    warnings = [*([note] if note else []), *crosscheck.lumped_subtrees(tree, capture.ran)]
     checked = None
     if cross_check:
         checked = run_cross_check(

@@ -229,12 +229,24 @@ def check_output_folders(fleet: Fleet, output_dir: str | Path, cache_dir: str | 
     directories this process can create and write in, and no model folder may lie outside OUTPUT_DIR (names cannot
     hold ``/`` or ``..``, but ``OUTPUT_DIR/<name>`` may already exist as a symlink to elsewhere, which the export
     would write through)."""
-    check_writable_dir(output_dir, "--output-dir")
-    if cache_dir is not None:
-        check_writable_dir(cache_dir, "--cache-dir")
-    root = Path(output_dir).resolve()
+    from . import storage
+    from .redaction import has_credentials
+
+    for location, option in ((output_dir, "--output-dir"), (cache_dir, "--cache-dir")):
+        if location is not None and has_credentials(str(location)):
+            raise BadInputError(
+                f"{option}: the URL holds a credential; give the store's credentials in the environment "
+                "(e.g. AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY), never in the URL"
+            )
+        if location is not None and storage.is_remote(location):
+            storage.check_writable(str(location), option)
+        elif location is not None:
+            check_writable_dir(storage.as_local(location), option)
+    if storage.is_remote(output_dir):
+        return
+    root = storage.as_local(output_dir).resolve()
     for index, plan in enumerate(fleet.models):
-        folder = Path(output_dir) / plan.name
+        folder = storage.as_local(output_dir) / plan.name
         if not folder.resolve().is_relative_to(root):
             raise BadInputError(
                 f"models[{index}].name: {folder} leads outside the output directory "

@@ -6,7 +6,8 @@ An input spec maps each input name to its shape, dtype and dynamic axes, e.g.::
                    "high": 1000}}
 
 Generators are small and per modality: each declares the forward parameters it can fill and builds one tensor per
-name from the config. Batch and sequence axes are dynamic by default.
+name from the config. Batch and sequence axes are dynamic by default; an image's height and width where the model
+runs at other sizes (``image_sizes``).
 """
 
 from __future__ import annotations
@@ -289,7 +290,9 @@ def spec_from_config(model: torch.nn.Module, config) -> InputSpec:
             f"no example inputs could be derived for {type(model).__name__} from its config: write them in an "
             '--input-spec FILE, e.g. {"input_ids": {"shape": [2, 16], "dtype": "int64", "high": 100}}'
         )
-    return InputSpec(specs)
+    from .image_sizes import declare_image_axes
+
+    return declare_image_axes(model, InputSpec(specs), config)
 
 
 def missing_entry(name: str, specs: dict[str, TensorSpec]) -> str:

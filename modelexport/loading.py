@@ -14,6 +14,7 @@ from torch import nn
 
 from .dtypes import cast_model
 from .errors import BadInputError, first_line
+from .image_sizes import allow_interpolation
 from .source import ModelSource
 from .task_heads import AUTO, HEADS, task_from_architectures, wrap_for_task
 
@@ -150,6 +151,7 @@ def _load_transformers(
     model_class = _model_class(transformers, config, task)
     if not weights:
         model = _without_weights(model_class, config, trust_remote_code)
+        allow_interpolation(model)
         return LoadedModel(wrap_for_task(model, task), config, positional=False)
     kwargs = dict(config=config, trust_remote_code=trust_remote_code)
     if any(path.glob("*.safetensors")):
@@ -176,6 +178,7 @@ def _load_transformers(
             f"the weights in {path} lack {len(missing)} tensors its config.json needs (e.g. {sorted(missing)[0]}): "
             "re-save the model or fix the config"
         )
+    allow_interpolation(model)
     if dtype is not None:  # loaded as saved (memory-mapped), then cast a tensor at a time: see cast_model
         cast_model(model, dtype)
     return LoadedModel(wrap_for_task(model.eval(), task), config, positional=False)

@@ -50,6 +50,7 @@ class ValidationReport:
     decode: object | None = None  # decode_check.DecodeReport of a with-past export
     localization: dict | None = None  # localize.Divergence of the worst failed check (or on request), as a dict
     peak_rss_mb: float | None = None  # the largest RSS while the checks ran
+    skipped: dict[str, str] = field(default_factory=dict)  # exercising case -> why it was not run (`exercise`)
 
     @property
     def passed(self) -> bool:
@@ -102,6 +103,7 @@ class ValidationReport:
             "decode": None if self.decode is None else self.decode.to_dict(),
             "localization": self.localization,
             "peak_rss_mb": self.peak_rss_mb,
+            "skipped": self.skipped,
         }
 
 
@@ -250,6 +252,10 @@ def validate(
     reference = dict(revision=revision, trust_remote_code=trust_remote_code, max_memory_gb=max_memory_gb)
     loaded, ref = load_reference(onnx_path, model, task=task, dtype=dtype, **reference)
     spec = spec_for(onnx_path, loaded, input_spec, task)
+    from .image_sizes import as_exported  # an image export that fell back to one size is checked at it
+
+    onnx_shapes = input_shapes(onnx_path)  # from the graph: ONNX Runtime loads the file after PyTorch has run
+    spec = as_exported(spec, onnx_shapes)
     report = ValidationReport(str(onnx_path), ref, atol, rtol, list(seeds))
     cases = {"export": (spec, None)}
     resized = resized_spec(spec)
@@ -259,9 +265,10 @@ def validate(
     references = [reference_case(loaded, s, seed, case) for case, (s, _) in cases.items() for seed in seeds]
     # the user's own inputs are checked as given; a with-past export is exercised by decoding (below)
     if input_spec is None and not with_past.is_with_past(task):
-        from .exercise import exercising_cases
+        from .exercise import exercising_cases, skipped_cases
 
-        for case, case_spec, adjust in exercising_cases(spec, loaded.config, input_shapes(onnx_path)):
+        report.skipped = skipped_cases(spec, loaded.model, loaded.config, onnx_shapes)
+        for case, case_spec, adjust in exercising_cases(spec, loaded.config, onnx_shapes):
             cases[case] = (case_spec, adjust)
             references.append(reference_case(loaded, case_spec, seeds[0], case, adjust, optional=True))
     if not with_past.is_with_past(task) and model is not loaded:  # decoding needs both; else one at a time

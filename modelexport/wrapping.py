@@ -9,7 +9,8 @@ outputs (`kv_cache`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 
 import torch
 from torch import nn
@@ -73,7 +74,21 @@ class KeywordWrapper(nn.Module):
 def call_model(
     model: nn.Module, tensors: dict[str, torch.Tensor], positional: bool = False
 ) -> list[tuple[str, torch.Tensor]]:
-    """Run `model` eagerly without gradients and return its named, flattened outputs."""
-    with torch.inference_mode():
+    """Run `model` eagerly without gradients and return its named, flattened outputs; the modules' own
+    attributes are as before afterwards (`kept_attributes`)."""
+    with torch.inference_mode(), kept_attributes(model):
         outputs = model(*tensors.values()) if positional else model(**kv_cache.pack(model, dict(tensors)))
     return flatten_outputs(outputs)
+
+
+@contextlib.contextmanager
+def kept_attributes(model: nn.Module) -> Iterator[None]:
+    """Put back every module's public attributes after a call. Some forwards set them from the input: Swin clamps
+    its window to a small input's grid and keeps that, so after a run at 112x112 it fails at 224x224; a check at
+    another size must not change the model the next check runs."""
+    saved = [(m, {k: v for k, v in vars(m).items() if not k.startswith("_")}) for m in model.modules()]
+    try:
+        yield
+    finally:
+        for module, attributes in saved:
+            module.__dict__.update(attributes)

@@ -12,10 +12,10 @@ not atomically: one left unreadable by a process killed mid-write is skipped the
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import threading
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from prefect.cache_policies import CachePolicy
@@ -24,6 +24,7 @@ from prefect.transactions import get_transaction
 from prefect.utilities.hashing import hash_objects
 from pydantic import BaseModel
 
+from modelexport import storage
 from modelexport.errors import TransientError
 from modelexport.fleet import ModelPlan
 from modelexport.source import ModelSource
@@ -67,7 +68,8 @@ RETRY = dict(
 
 @dataclass(frozen=True)
 class Produced:
-    """What a stage made: small JSON-able data and the files it wrote (path -> [size, mtime_ns] when written)."""
+    """What a stage made: small JSON-able data and the files it wrote (location -> its stamp when written, see
+    modelexport.storage.stamps)."""
 
     data: dict
     files: dict[str, list[int]] = field(default_factory=dict)
@@ -75,22 +77,23 @@ class Produced:
 
     def intact(self) -> bool:
         """True while every file is still there, unchanged since the stage wrote it."""
-        return all(_stamp(path) == stamp for path, stamp in self.files.items())
+        return storage.stamps(self.files) == self.files
+
+    def local(self, name: str) -> str:
+        """The local path of the file (or folder) ``data[name]``, every file of this result fetched first where
+        they live in a remote store."""
+        for location in self.files:
+            storage.fetch(location)
+        return str(storage.local_path(self.data[name]))
 
 
-def produced(data: dict, *paths: str | os.PathLike) -> Produced:
-    """Record a stage's result and the files it wrote; call it last in the task."""
+def produced(data: dict, *locations: str | os.PathLike) -> Produced:
+    """Record a stage's result and the files it wrote (paths, or URLs of a store, committed); call it last in the
+    task."""
     txn = get_transaction()
-    files = {str(Path(p)): _stamp(p) for p in paths if Path(p).exists()}
+    found = storage.stamps(os.fspath(p) for p in locations)
+    files = {location: stamp for location, stamp in found.items() if stamp is not None}
     return Produced(data, files, txn.key if txn is not None else None)
-
-
-def _stamp(path: str | os.PathLike) -> list[int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return [st.st_size, st.st_mtime_ns]
 
 
 def canonical(value: Any) -> Any:
@@ -118,6 +121,22 @@ def canonical(value: Any) -> Any:
     if isinstance(value, os.PathLike):
         return os.fspath(value)
     return value
+
+
+def result_storage(cache_dir: str):
+    """Prefect's result storage at CACHE_DIR: a local folder, or a store's URL through Prefect's fsspec-backed
+    ``RemoteFileSystem`` block. Prefect wants a task's block saved on its API; the block is only a pointer (its
+    basepath, no credentials: those stay in the environment), the records are in the store, so workers with
+    Prefect APIs of their own share one cache."""
+    if storage.is_remote(cache_dir):
+        from prefect.filesystems import RemoteFileSystem
+
+        block = RemoteFileSystem(basepath=cache_dir.rstrip("/"))
+        block.save(f"modelexport-cache-{hashlib.sha256(cache_dir.encode()).hexdigest()[:12]}", overwrite=True)
+        return block
+    path = storage.as_local(cache_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    return path.resolve()
 
 
 @dataclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prefect import task
 
+from modelexport import storage
 from modelexport.fleet import ProfileSettings
 
 from .policy import CONTENT, Produced, computing, produced
@@ -14,13 +15,14 @@ def profile_onnx(export: Produced, settings: ProfileSettings, output_dir: str) -
     """Keyed on the export and the profile settings only: changing them re-runs this stage alone."""
     from modelexport.profile import profile
 
+    folder = storage.Folder(output_dir)
     with computing():
         result = profile(
-            export.data["onnx_path"],
+            export.local("onnx_path"),
             warmup=settings.warmup,
             iterations=settings.iterations,
             threads=settings.threads or 1,
-            output_dir=output_dir,
+            output_dir=folder.local,
         )
     keep = (
         "latency_ms",
@@ -37,4 +39,4 @@ def profile_onnx(export: Produced, settings: ProfileSettings, output_dir: str) -
         data["phases"] = {
             n: {k: p[k] for k in ("latency_ms", "kernel_ms", "attributed_fraction")} for n, p in result.phases.items()
         }
-    return produced(data, *result.files.values())
+    return produced(data, *folder.commit(result.files.values()))

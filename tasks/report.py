@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prefect import task
 
+from modelexport import storage
+
 from .policy import CONTENT, Produced, produced
 
 
@@ -12,5 +14,7 @@ def report_onnx(export: Produced, output_dir: str) -> Produced:
     """Keyed on the export alone: validation and profiling settings do not change it."""
     from modelexport.report import write_reports
 
-    paths = write_reports(export.data["onnx_path"], output_dir)
-    return produced({name: str(path) for name, path in paths.items()}, *paths.values())
+    folder = storage.Folder(output_dir)
+    paths = write_reports(export.local("onnx_path"), folder.local)
+    locations = dict(zip(paths, folder.commit(paths.values()), strict=True))
+    return produced(locations, *locations.values())

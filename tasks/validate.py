@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prefect import task
 
+from modelexport import storage
 from modelexport.fleet import ValidateSettings
 from modelexport.source import ModelSource
 
@@ -28,7 +29,7 @@ def validate_onnx(
 
     with computing():
         report = validate(
-            export.data["onnx_path"],
+            export.local("onnx_path"),
             source,
             atol=settings.atol,
             rtol=settings.rtol,
@@ -37,10 +38,11 @@ def validate_onnx(
             trust_remote_code=trust_remote_code,
             max_memory_gb=max_memory_gb,
         )
-    written = [write_validation(report, output)]
+    written = [write_validation(report, storage.local_path(output))]
     overlay = written[0].with_name("parity.node_data.json")
     if report.localization and overlay.exists():
         written.append(overlay)
+    written = storage.Folder(storage.parent(output)).commit(written)
     worst = report.worst
     return produced(
         {

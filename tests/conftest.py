@@ -62,14 +62,14 @@ def exported(model_dirs, tmp_path_factory):
 
 @pytest.fixture(scope="session", autouse=True)
 def digest_cache(tmp_path_factory):
-    """Remembered file digests go to a folder of the session's, not the user's ~/.cache."""
-    saved = os.environ.get("MODELEXPORT_CACHE_DIR")
-    os.environ["MODELEXPORT_CACHE_DIR"] = str(tmp_path_factory.mktemp("modelexport-cache"))
+    """Remembered file digests, and the scratch copies of stored files, go to folders of the session's, not the
+    user's ~/.cache or the working directory."""
+    folders = {"MODELEXPORT_CACHE_DIR": "modelexport-cache", "MODELEXPORT_SCRATCH_DIR": "modelexport-scratch"}
+    saved = {k: os.environ.get(k) for k in folders}
+    os.environ.update({k: str(tmp_path_factory.mktemp(v)) for k, v in folders.items()})
     yield
-    if saved is None:
-        os.environ.pop("MODELEXPORT_CACHE_DIR", None)
-    else:
-        os.environ["MODELEXPORT_CACHE_DIR"] = saved
+    for k, v in saved.items():
+        os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -93,3 +93,19 @@ def prefect_harness():
 
     with prefect_test_harness():
         yield
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory):
+    """moto's S3 server for the session; yields the environment that reaches it (AWS_ENDPOINT_URL, credentials),
+    also set in this process, where fsspec reads it."""
+    from tests.servers import s3_server
+
+    with s3_server(tmp_path_factory.mktemp("s3")) as env:
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
+            yield env
+        finally:
+            for k, v in saved.items():
+                os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)

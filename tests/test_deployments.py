@@ -9,8 +9,6 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -18,9 +16,9 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 import yaml
 
+from tests import servers
 from tests.conftest import REPO, run_cli
 
 PREFECT_FILE = REPO / "deployments" / "prefect.yaml"
@@ -28,38 +26,9 @@ PREFECT = str(Path(sys.executable).parent / "prefect")
 DEADLINE_S = 240
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """Terminate the process group (the server's or worker's children too), then kill what is left."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
-
-
-def _poll(check, deadline: float, what: str, proc: subprocess.Popen | None = None, log: Path | None = None):
-    """Call CHECK until it returns something truthy; fail at the deadline or when PROC dies."""
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        if proc is not None and proc.poll() is not None:
-            pytest.fail(f"{what}: process exited {proc.returncode}\n{log.read_text()[-3000:] if log else ''}")
-        time.sleep(0.25)  # a poll interval, not a wait for something to happen
-    pytest.fail(f"{what}: not done before the deadline\n{log.read_text()[-3000:] if log else ''}")
-
-
 def test_deployment_runs_on_a_real_server_and_worker(tmp_path, model_dirs, mlflow_tracking_uri):
     deadline = time.monotonic() + DEADLINE_S
-    port = _free_port()
+    port = servers.free_port()
     api = f"http://127.0.0.1:{port}/api"
     env = {
         **os.environ,
@@ -101,7 +70,7 @@ def test_deployment_runs_on_a_real_server_and_worker(tmp_path, model_dirs, mlflo
             except httpx.HTTPError:
                 return False
 
-        _poll(healthy, deadline, "prefect server", server, server_log)
+        servers.poll(healthy, deadline, "prefect server", server, server_log)
         prefect("work-pool", "create", "modelexport", "--type", "process")
         deployed = prefect("--no-prompt", "deploy", "--prefect-file", str(PREFECT_FILE.relative_to(REPO)), "--all")
         for name in ("export-fleet/nightly-fleet", "export-model/single-model", "export-fleet-dask/fleet-on-dask"):
@@ -132,7 +101,7 @@ def test_deployment_runs_on_a_real_server_and_worker(tmp_path, model_dirs, mlflo
             state = httpx.get(f"{api}/flow_runs/{run_id}", timeout=5).json()["state"]
             return state if state["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") else None
 
-        state = _poll(finished, deadline, "flow run", None, worker_log)
+        state = servers.poll(finished, deadline, "flow run", None, worker_log)
         assert state["type"] == "COMPLETED", f"{state}\n{worker_log.read_text()[-3000:]}"
         for file in ("model.onnx", "model.hierarchy.json", "validation.json", "profile.json", "report.md"):
             assert (out / "resnet" / file).is_file(), file
@@ -158,7 +127,7 @@ def test_deployment_runs_on_a_real_server_and_worker(tmp_path, model_dirs, mlflo
     finally:
         for proc in (worker, server):
             if proc is not None:
-                _stop(proc)
+                servers.stop(proc)
 
 
 FLEET = """
@@ -173,11 +142,13 @@ models:
 """
 
 
-def _comparable(summary, out: Path) -> dict:
+def _comparable(summary, out: str) -> dict:
     """What must not depend on the runner: status, stages, node counts, tags, parity."""
+    from modelexport import storage
+
     result = {}
     for m in summary.models:
-        sidecar = json.loads((out / m.name / "model.hierarchy.json").read_text())
+        sidecar = json.loads((storage.fetch(storage.join(out, m.name)) / "model.hierarchy.json").read_text())
         result[m.name] = {
             "status": m.status,
             "stages": m.stages,
@@ -190,8 +161,12 @@ def _comparable(summary, out: Path) -> dict:
     return result
 
 
-def test_fleet_on_a_dask_cluster_matches_the_thread_runner(prefect_harness, model_dirs, tmp_path):
-    from distributed import Client, LocalCluster
+def test_fleet_on_a_separate_dask_scheduler_and_workers_matches_the_thread_runner(
+    prefect_harness, model_dirs, tmp_path, s3
+):
+    """`dask scheduler` and two `dask worker` processes started apart, each worker in a directory of its own: the
+    outputs go to the shared store, and are what the thread runner gives."""
+    from distributed import Client
 
     from flows import run_fleet_flow
 
@@ -199,38 +174,51 @@ def test_fleet_on_a_dask_cluster_matches_the_thread_runner(prefect_harness, mode
         shutil.copytree(model_dirs[name], tmp_path / "models" / name)
     fleet = tmp_path / "fleet.yaml"
     fleet.write_text(FLEET, encoding="utf-8")
+    bucket = servers.new_bucket(s3)
+    threads = run_fleet_flow(str(fleet), f"{bucket}/threads", concurrency=2, track=False)
 
-    threads = run_fleet_flow(
-        str(fleet), str(tmp_path / "threads"), concurrency=2, cache_dir=str(tmp_path / "c1"), track=False
-    )
-    # A worker process: tasks travel pickled to it, as to a remote cluster.
-    with (
-        LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
-        Client(cluster) as client,
-    ):
-        done, lock = [], threading.RLock()  # a callback holding a lock (as the CLI's progress bar) can't be pickled
+    port = servers.free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    env = servers.base_env()
+    dask = str(servers.BIN / "dask")
+    procs = [servers.spawn([dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+                           tmp_path / "scheduler.log", env)]  # fmt: skip
+    try:
+        for name in ("w1", "w2"):
+            folder = tmp_path / name
+            folder.mkdir()
+            args = [dask, "worker", address, "--nthreads", "1", "--no-dashboard", "--name", name]
+            own = {"MODELEXPORT_SCRATCH_DIR": str(folder / "scratch")}
+            procs.append(servers.spawn(args, folder / "worker.log", {**env, **own}, cwd=folder))
+        with Client(address, timeout=120) as client:
+            client.wait_for_workers(2, timeout=120)
+            done, lock = [], threading.RLock()  # a callback holding a lock (as the CLI's progress bar) can't be pickled
 
-        def on_model_done(outcome):
-            with lock:
-                done.append(outcome)
+            def on_model_done(outcome):
+                with lock:
+                    done.append(outcome)
 
-        on_dask = run_fleet_flow(
-            str(fleet),
-            str(tmp_path / "dask"),
-            concurrency=2,
-            cache_dir=str(tmp_path / "c2"),
-            on_model_done=on_model_done,
-            runner="dask",
-            dask_address=cluster.scheduler_address,
-            track=False,
-        )
-        ran = client.run_on_scheduler(lambda dask_scheduler: sorted(dask_scheduler.task_prefixes))
-    # Resolving and each model's stages (nested task runs inside the "model" task) ran on the cluster.
+            on_dask = run_fleet_flow(
+                str(fleet),
+                f"{bucket}/dask",
+                concurrency=2,
+                on_model_done=on_model_done,
+                runner="dask",
+                dask_address=address,
+                track=False,
+            )
+            ran = client.run_on_scheduler(lambda dask_scheduler: sorted(dask_scheduler.task_prefixes))
+    finally:
+        for proc in reversed(procs):
+            servers.stop(proc)
+    # Resolving and each model's stages (nested task runs inside the "model" task) ran on the cluster's workers,
+    # each in its own scratch.
     assert {"resolve_model", "export_stages"} <= set(ran), ran
     assert sorted(o.name for o in done) == ["bert", "resnet"]
-    expected = _comparable(threads, tmp_path / "threads")
+    assert [p for w in ("w1", "w2") for p in (tmp_path / w / "scratch").rglob("model.onnx")]
+    expected = _comparable(threads, f"{bucket}/threads")
     assert expected["bert"]["status"] == "ok" and expected["bert"]["stats"]["total_nodes"] > 100
-    assert _comparable(on_dask, tmp_path / "dask") == expected
+    assert _comparable(on_dask, f"{bucket}/dask") == expected
 
 
 def _cron_in_docs(text: str) -> str:

@@ -27,7 +27,12 @@ def test_honest_exports_pass_at_two_seeds_and_two_shapes(exported, name):
     print(f"{name}: {report.summary()}")
     assert report.passed, report.summary()
     assert {c.seed for c in report.checks} == {0, 1}
-    exercising = {"tiny-bert": {"token-types", "padded", "longest"}, "tiny-gpt2": {"padded", "longest"}}
+    exercising = {
+        "tiny-bert": {"token-types", "padded", "longest"},
+        "tiny-gpt2": {"padded", "longest"},
+        "tiny-vit": {"image-size"},
+        "tiny-resnet": {"image-size"},
+    }
     assert {c.case for c in report.checks} == {"export", "resized"} | exercising.get(name, set())
     assert sum(c.case in ("export", "resized") for c in report.checks) == 2 * 2 * len(outputs)
     assert sum(c.case not in ("export", "resized") for c in report.checks) == len(exercising.get(name, ())) * len(

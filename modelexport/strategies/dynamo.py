@@ -60,6 +60,18 @@ def _dim(name: str):
     return torch.export.Dim(name) if name.isidentifier() else torch.export.Dim.DYNAMIC
 
 
+def _fixed_axes(proto, inputs) -> list[str]:
+    """The declared dynamic axes that torch.export specialized (it does so, silently, where the model's Python
+    branches on a size), as ``name=size``: a file that claims fewer dynamic axes than asked for."""
+    fixed = {}
+    for value in proto.graph.input:
+        dims = value.type.tensor_type.shape.dim
+        for axis, name in inputs.dynamic_axes.get(value.name, {}).items():
+            if axis < len(dims) and dims[axis].HasField("dim_value"):
+                fixed.setdefault(name, f"{name}={dims[axis].dim_value}")
+    return list(fixed.values())
+
+
 def _axis_names(inputs):
     return [name for axes in inputs.dynamic_axes.values() for name in axes.values()]
 
@@ -87,6 +99,11 @@ class DynamoStrategy(Strategy):
                 f"export with dynamic axes {sorted(set(_axis_names(inputs)))} failed: {root_reason(exc)}"
             ) from None
         proto = program.model_proto
+        fixed = _fixed_axes(proto, inputs)
+        if fixed:
+            raise RuntimeError(
+                f"torch.export fixed the dynamic axes {', '.join(fixed)}: the model's code branches on their sizes"
+            )
         name_outputs(proto.graph, list(program.exported_program.call_spec.out_spec.context))
         scopes = [
             scope_from_name_scopes(next((p.value for p in node.metadata_props if p.key == NAME_SCOPES), None))
