@@ -13,16 +13,19 @@ HELP = "compare an exported ONNX file with its PyTorch model under ONNX Runtime"
 
 
 def add_arguments(p) -> None:
-    from modelexport.validate import DEFAULT_ATOL, DEFAULT_RTOL
+    from modelexport.dtypes import TOLERANCES
 
+    by_dtype = ", ".join(f"{d} {a:g}/{r:g}" for d, (a, r) in TOLERANCES.items())
     p.add_argument("onnx", metavar="OUTPUT.onnx", help="ONNX file written by modelexport export")
     p.add_argument(
         "--model",
         metavar="MODEL",
         help="model directory, hub id or module.path:factory (default: the one recorded in the sidecar)",
     )
-    p.add_argument("--atol", type=float, default=DEFAULT_ATOL, help=f"absolute tolerance (default {DEFAULT_ATOL:g})")
-    p.add_argument("--rtol", type=float, default=DEFAULT_RTOL, help=f"relative tolerance (default {DEFAULT_RTOL:g})")
+    p.add_argument(
+        "--atol", type=float, help=f"absolute tolerance (default by the export's dtype, atol/rtol: {by_dtype})"
+    )
+    p.add_argument("--rtol", type=float, help="relative tolerance (default by the export's dtype)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="random input seeds (default 0 1)")
     p.add_argument("--json", metavar="FILE", help="write the full result (every check) as JSON")
     p.add_argument(

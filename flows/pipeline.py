@@ -145,6 +145,8 @@ def run_stages(source: ModelSource, plan: ModelPlan, folder: str) -> ModelOutcom
         plan.task,
         trust,
         plan.max_memory_gb,
+        plan.dtype,
+        plan.stream_weights,
     )
     if plan.validation.enabled:
         stage(

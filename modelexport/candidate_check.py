@@ -4,8 +4,11 @@ compute what PyTorch computes at the export shape and at a second shape?
 A strategy can write a graph that exports cleanly and still is wrong: a broadcast ONNX Runtime refuses, a shape
 inference error at load, a size traced into the graph that breaks at any other shape. `auto` would hand that
 file over while a later strategy writes a correct one, so each candidate goes through the same comparison as
-``modelexport validate`` (``validate.check_case``), kept cheap: one seed, the export shape and one resized
-shape, in a temporary folder. An explicit ``--strategy`` is not checked (``validate`` is the full check).
+``modelexport validate`` (``case_check.check_case``), kept cheap: one seed, the export shape and one resized
+shape, in a temporary folder. An explicit ``--strategy`` is not checked (``validate`` is the full check), nor is
+a capture whose weights are streamed (``streamed_weights``): ONNX Runtime would load a second copy of them beside
+the model's, the very thing streaming avoids; nor a bfloat16 one (ONNX Runtime's CPU provider has almost no
+bfloat16 kernels; ``validate`` says so).
 """
 
 from __future__ import annotations
@@ -13,10 +16,11 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from .case_check import check_case
 from .errors import ExportFailedError, ModelExportError
 from .inputs import InputSpec
 from .onnx_io import save_atomic
-from .validate import DEFAULT_ATOL, DEFAULT_RTOL, ValidationReport, check_case, ort_session, resized_spec
+from .validate import ValidationReport, ort_session, resized_spec
 
 SEED = 0
 
@@ -25,10 +29,18 @@ class CandidateRejected(ExportFailedError):
     """A strategy's file exported but does not load or does not match PyTorch: `auto` tries the next one."""
 
 
-def check_candidate(capture, loaded, spec: InputSpec, atol: float = DEFAULT_ATOL, rtol: float = DEFAULT_RTOL):
-    """Raise CandidateRejected saying why `capture` (a strategy's Capture) is not a file to hand over."""
+def check_candidate(capture, loaded, spec: InputSpec, atol: float | None = None, rtol: float | None = None):
+    """Raise CandidateRejected saying why `capture` (a strategy's Capture) is not a file to hand over (tolerances:
+    the defaults of the model's dtype)."""
     import torch
 
+    from .dtypes import model_dtype, tolerances
+    from .streamed_weights import StreamedWeights
+
+    dtype = model_dtype(loaded.model)
+    if isinstance(capture.weights, StreamedWeights) or dtype == "bfloat16":  # ORT's CPU provider lacks bfloat16
+        return
+    atol, rtol = tolerances(dtype, atol, rtol)
     with tempfile.TemporaryDirectory(prefix="modelexport-check-") as tmp:
         path = Path(tmp) / "candidate.onnx"
         save_atomic(capture.onnx_model, path, capture.weights)

@@ -107,8 +107,8 @@ def greedy_decode(report, session, first_ids, context, want, pad: int, eos_ids: 
     """Greedy-decode with `session` from `first_ids`, pasts empty at the first step and each step's presents fed
     back, comparing every step's last logits and tokens with generate's (`want`: tokens, logits) into `report`.
     `context(step, step_ids)` gives the step's other inputs (masks, positions, the encoder's output)."""
+    from .case_check import difference
     from .errors import first_line
-    from .validate import difference
 
     want_tokens, want_logits = want
     batch = first_ids.shape[0]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import onnx
 
-from . import atomic, crosscheck, image_sizes, onnx_io, seq2seq, tagging, with_past
+from . import atomic, crosscheck, dtypes, image_sizes, onnx_io, seq2seq, tagging, with_past
 from .candidate_check import check_candidate
 from .errors import BadInputError, ExportFailedError, ModelExportError, one_line
 from .hierarchy import Hierarchy, build_hierarchy
@@ -22,6 +22,7 @@ from .memory import check_memory, peak_rss
 from .source import ModelSource, resolve
 from .strategies import STRATEGIES
 from .strategies.base import root_reason
+from .streamed_weights import StreamedWeights
 from .versions import library_versions
 
 DEFAULT_OPSET = 18
@@ -117,14 +118,17 @@ def check_inputs(loaded: LoadedModel, inputs: ExampleInputs) -> None:
         raise BadInputError(f"{type(loaded.model).__name__} returns no tensors: nothing to export")
 
 
-def capture_and_tag(loaded, inputs, strategies, opset, hierarchy: Hierarchy, check=None):
+def capture_and_tag(loaded, inputs, strategies, opset, hierarchy: Hierarchy, check=None, stream_weights=False):
     """Try `strategies` in order; the first whose export succeeds and whose tags pass the check wins. `check`,
-    if given, is called with each candidate Capture and raises to reject it (``candidate_check``)."""
+    if given, is called with each candidate Capture and raises to reject it (``candidate_check``);
+    `stream_weights`: see ``Strategy.capture``."""
     attempts: list[Attempt] = []
     for name in strategies:
         start = time.perf_counter()
         try:
-            capture = STRATEGIES[name].capture(loaded.model, inputs, opset, loaded.positional, hierarchy)
+            capture = STRATEGIES[name].capture(
+                loaded.model, inputs, opset, loaded.positional, hierarchy, stream_weights=stream_weights
+            )
             tagging.name_nodes(capture.onnx_model.graph)
             tags, projected = tagging.project_tags(capture.onnx_model.graph, capture.scopes, hierarchy)
             mapping = tagging.node_tags(capture.onnx_model, tags)
@@ -177,6 +181,8 @@ def export_model(
     trust_remote_code: bool = False,
     cross_check: str | None = None,
     max_memory_gb: float | None = None,
+    stream_weights: bool = False,
+    dtype: str | None = None,
 ) -> ExportResult | seq2seq.Seq2SeqExport:
     """Export `model` to `output` with every node tagged; write the sidecar beside it. See the README. An
     encoder-decoder with its cache (`seq2seq`) is a directory of two files, each with its sidecar.
@@ -184,31 +190,40 @@ def export_model(
     `cross_check` names a second strategy whose tags the chosen ones are compared with per (module, op family)
     (`crosscheck.family_agreement`); the result goes to the sidecar's ``cross_check``, nothing else is written.
     A model whose estimated need exceeds `max_memory_gb` is refused before it is loaded (`memory.check_memory`);
-    the sidecar's ``peak_rss_mb`` is the largest RSS while loading, capturing and tagging."""
+    the sidecar's ``peak_rss_mb`` is the largest RSS while loading, capturing and tagging. `stream_weights` writes
+    the weights from the model's own tensors, one at a time (``streamed_weights``; always so past protobuf's 2 GB),
+    and skips auto's in-process ONNX Runtime check, which would hold them twice. `dtype` (float32, float16,
+    bfloat16; None: as saved) is what the weights are loaded as and the graph computes in."""
     start = time.perf_counter()
     strategies = list(AUTO_ORDER) if strategy == "auto" else [strategy]
     unknown = [s for s in [*strategies, *([cross_check] if cross_check else [])] if s not in STRATEGIES]
     if unknown:
         raise BadInputError(f"unknown strategy '{unknown[0]}': use auto or one of {', '.join(STRATEGIES)}")
     opset = check_opset(opset)
+    dtypes.check_dtype(dtype)
+    if dtype not in (None, "float32") and (with_past.is_with_past(task) or seq2seq.is_seq2seq(task)):
+        raise BadInputError(
+            f"--dtype {dtype} does not work with --task {task} yet (its cache inputs and decode check are float32): "
+            "export in float32, or without the cache"
+        )
     if seq2seq.is_seq2seq(task):
         output = seq2seq.check_output_directory(output, input_spec)
     else:
         output = check_output(output)
     source = model if isinstance(model, ModelSource) else resolve(model, revision=revision)
     options = dict(strategies=strategies, opset=opset, clean=clean, torch_modules=torch_modules, task=task)
-    options |= dict(cross_check=cross_check, start=start)
-    check_memory(source.path, "export", max_memory_gb)
+    options |= dict(cross_check=cross_check, start=start, stream_weights=stream_weights)
+    check_memory(source.path, "export", max_memory_gb, streamed=stream_weights, dtype=dtype)
     if seq2seq.is_seq2seq(task):  # a directory of encoder_model.onnx and decoder_model.onnx
         seq2seq.check_config(load_config(source, trust_remote_code), task)
-        loaded = load(source, task=task, trust_remote_code=trust_remote_code)
+        loaded = load(source, task=task, trust_remote_code=trust_remote_code, dtype=dtype)
         return seq2seq.export_seq2seq(source, output, loaded, **options)
     if with_past.is_with_past(task):
         with_past.check_config(load_config(source, trust_remote_code), task)
     with peak_rss() as peak:
-        loaded = load(source, task=task, trust_remote_code=trust_remote_code)
+        loaded = load(source, task=task, trust_remote_code=trust_remote_code, dtype=dtype)
         spec = example_spec(loaded, input_spec, task)
-        inputs = inputs_from_spec(spec)
+        inputs = dtypes.cast_inputs(inputs_from_spec(spec), loaded.model)
         if with_past.is_with_past(task):
             with_past.check_cache_returned(loaded, inputs, task)
         # auto checks each candidate in ORT before taking it; a with-past export is checked by decoding (validate)
@@ -247,6 +262,7 @@ def export_loaded(
     part=None,
     check=None,
     peak=None,
+    stream_weights=False,
     note=None,
 ) -> ExportResult:
     """Capture `loaded` on `inputs`, tag it and write `output` with its sidecar (`part`: which file of a
@@ -254,7 +270,10 @@ def export_loaded(
     `peak`: the stage's memory.peak_rss, recorded in the sidecar; `note`: a warning for the sidecar)."""
     start = time.perf_counter() if start is None else start
     hierarchy = build_hierarchy(loaded.model, torch_modules=torch_modules)
-    capture, mapping, stats, attempts = capture_and_tag(loaded, inputs, strategies, opset, hierarchy, check)
+    capture, mapping, stats, attempts = capture_and_tag(
+        loaded, inputs, strategies, opset, hierarchy, check, stream_weights=stream_weights
+    )
+    streamed = isinstance(capture.weights, StreamedWeights)
 
     proto = capture.onnx_model
     counts: dict[str, int] = {}
@@ -281,7 +300,9 @@ def export_loaded(
         "versions": library_versions(),
         "inputs": inputs.describe(),
         "outputs": [o.name for o in proto.graph.output],
-        "options": {"clean": clean, "torch_modules": torch_modules, "task": task} | ({"part": part} if part else {}),
+        "options": {"clean": clean, "torch_modules": torch_modules, "task": task}
+        | {"stream_weights": streamed, "dtype": dtypes.model_dtype(loaded.model)}
+        | ({"part": part} if part else {}),
         "stats": asdict(stats) | {"coverage": stats.coverage},
         "tags": {
             tag: {"module": info.module, "class": info.cls, "parameters": info.parameters, "nodes": counts.get(tag, 0)}

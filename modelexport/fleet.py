@@ -8,7 +8,7 @@ Example::
     name: demo
     defaults:
       opset: 18
-      validate: {atol: 1.0e-4, rtol: 1.0e-3}
+      validate: {atol: 1.0e-4, rtol: 1.0e-3}   # default: by the export's dtype
       profile: {warmup: 2, iterations: 20}
     models:
       - id: ../models/tiny-bert          # a directory (relative to this file), a hub id or module.path:factory
@@ -24,6 +24,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -40,8 +41,8 @@ class ValidateSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = True
-    atol: float = Field(1e-4, gt=0)
-    rtol: float = Field(1e-3, ge=0)
+    atol: float | None = Field(None, gt=0)  # None: the default of the export's dtype (dtypes.TOLERANCES)
+    rtol: float | None = Field(None, ge=0)
 
 
 class ProfileSettings(BaseModel):
@@ -70,6 +71,8 @@ class Settings(BaseModel):
     trust_remote_code: bool = False  # run Python code shipped with the model (auto_map): only when asked
     # the memory a worker can give this model: one whose estimated need is larger fails at once (memory.py)
     max_memory_gb: float | None = Field(None, gt=0)
+    dtype: Literal["float32", "float16", "bfloat16"] | None = None  # weights and compute (dtypes.py); None: as saved
+    stream_weights: bool = False  # write weights one tensor at a time (streamed_weights.py); always past 2 GB
     validation: ValidateSettings = Field(default_factory=ValidateSettings, alias="validate")
     profiling: ProfileSettings = Field(default_factory=ProfileSettings, alias="profile")
 
@@ -140,6 +143,8 @@ class ModelPlan:
     max_memory_gb: float | None
     validation: ValidateSettings  # the file's `validate:` section
     profiling: ProfileSettings  # the file's `profile:` section
+    dtype: str | None = None
+    stream_weights: bool = False
 
 
 @dataclass(frozen=True)
@@ -210,6 +215,8 @@ def parse_fleet(data: object, base: Path = Path("."), source: str = "fleet", pat
                 merged.max_memory_gb,
                 merged.validation,
                 merged.profiling,
+                merged.dtype,
+                merged.stream_weights,
             )
         )
     if problems:

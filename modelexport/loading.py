@@ -12,6 +12,7 @@ from pathlib import Path
 from safetensors import SafetensorError
 from torch import nn
 
+from .dtypes import cast_model
 from .errors import BadInputError, first_line
 from .image_sizes import allow_interpolation
 from .source import ModelSource
@@ -92,13 +93,21 @@ def _safetensors_problem(file: Path) -> str | None:
 
 
 def load(
-    source: ModelSource, task: str | None = None, trust_remote_code: bool = False, weights: bool = True
+    source: ModelSource,
+    task: str | None = None,
+    trust_remote_code: bool = False,
+    weights: bool = True,
+    dtype: str | None = None,
 ) -> LoadedModel:
     """Instantiate the model `source` points at, in eval mode. Without `weights` a transformers model is built on
-    the meta device (its config, class and signature, no tensors read): enough to derive its inputs."""
+    the meta device (its config, class and signature, no tensors read): enough to derive its inputs. `dtype`
+    (``dtypes.DTYPES``; None: as saved) is the type its floating-point weights are read into."""
     if source.kind == "factory":
-        return _load_factory(source.ref)
-    return _load_transformers(Path(source.path), task, trust_remote_code, weights)
+        loaded = _load_factory(source.ref)
+        if dtype is not None:
+            cast_model(loaded.model, dtype)
+        return loaded
+    return _load_transformers(Path(source.path), task, trust_remote_code, weights, dtype)
 
 
 def _load_factory(ref: str) -> LoadedModel:
@@ -116,7 +125,9 @@ def _load_factory(ref: str) -> LoadedModel:
     return LoadedModel(model.eval(), None, positional=True)
 
 
-def _load_transformers(path: Path, task: str | None, trust_remote_code: bool, weights: bool = True) -> LoadedModel:
+def _load_transformers(
+    path: Path, task: str | None, trust_remote_code: bool, weights: bool = True, dtype: str | None = None
+) -> LoadedModel:
     raw = read_config(path)
     if raw.get("auto_map") and not trust_remote_code:
         raise BadInputError(
@@ -168,6 +179,8 @@ def _load_transformers(path: Path, task: str | None, trust_remote_code: bool, we
             "re-save the model or fix the config"
         )
     allow_interpolation(model)
+    if dtype is not None:  # loaded as saved (memory-mapped), then cast a tensor at a time: see cast_model
+        cast_model(model, dtype)
     return LoadedModel(wrap_for_task(model.eval(), task), config, positional=False)
 
 

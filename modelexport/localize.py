@@ -131,8 +131,8 @@ def first_divergence(
     module_diffs = {} if module_diffs is None else module_diffs
     import onnx
 
+    from .case_check import difference
     from .export import read_sidecar
-    from .validate import difference
 
     sidecar = read_sidecar(onnx_path) or {}
     node_tags, tags = sidecar.get("node_tags") or {}, sidecar.get("tags") or {}

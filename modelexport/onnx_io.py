@@ -10,6 +10,7 @@ import onnx
 
 from . import atomic
 from .serialized_weights import SerializedWeights, write_model
+from .streamed_weights import StreamedWeights, write_data
 
 PROTOBUF_LIMIT = 1_800_000_000  # a little under 2 GiB: beyond it weights must go to an external file
 
@@ -25,22 +26,27 @@ def _weight_bytes(model: onnx.ModelProto) -> int:
 
 
 def save_atomic(
-    model: onnx.ModelProto, path: str | os.PathLike, weights: SerializedWeights | None = None
+    model: onnx.ModelProto, path: str | os.PathLike, weights: SerializedWeights | StreamedWeights | None = None
 ) -> list[Path]:
-    """Write `model` (with `weights`, its initializers as an exporter serialized them, if given) to `path` (and
-    `path`.data when large) so that no partial file ever has the final name.
+    """Write `model` (with `weights`, its initializers as an exporter serialized them or as tensors to stream, if
+    given) to `path` (and `path`.data when large or streamed) so that no partial file ever has the final name.
 
     Files are written into a hidden staging folder beside `path` (named after its writer, see atomic.py), then
     renamed into place: the weights first, the graph last, so a complete ``.onnx`` always has complete weights.
     Returns the files written.
     """
     path = Path(path)
-    spliced = weights is not None and weights.chunks
-    external = not spliced and _weight_bytes(model) > PROTOBUF_LIMIT
+    streamed = isinstance(weights, StreamedWeights)
+    spliced = not streamed and weights is not None and weights.chunks
+    external = not streamed and not spliced and _weight_bytes(model) > PROTOBUF_LIMIT
     staging = atomic.new_staging_dir(path)
     try:
         staged = staging / path.name
-        if spliced:
+        if streamed:
+            with open(external_data_path(staged), "wb") as out:
+                write_data(model.graph, weights, out, external_data_path(path).name)
+            onnx.save_model(model, staged)
+        elif spliced:
             with open(staged, "wb") as out:
                 write_model(model, weights, out)
         elif external:

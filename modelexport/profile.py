@@ -124,8 +124,11 @@ def _session(
     try:
         return ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # ORT's own exception types: the file is not runnable
-        first = first_line(exc)
-        raise BadInputError(f"ONNX Runtime cannot load {onnx_path}: {first}") from None
+        from .dtypes import unloadable
+        from .export import read_sidecar
+
+        dtype = ((read_sidecar(onnx_path) or {}).get("options") or {}).get("dtype")
+        raise unloadable(onnx_path, first_line(exc), dtype) from None
 
 
 def _peak_rss_mb() -> float:

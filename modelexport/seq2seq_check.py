@@ -32,7 +32,8 @@ def validate_directory(
     """`validate` for an encoder-decoder export directory: a ValidationReport of both files and the decode."""
     import torch
 
-    from .validate import ValidationReport, check_case, load_reference, ort_session, resized_spec
+    from .case_check import check_case
+    from .validate import ValidationReport, load_reference, ort_session, resized_spec
 
     paths = seq2seq.part_paths(directory)
     from .export import read_sidecar

@@ -6,26 +6,28 @@ not in production. Every output is compared element-wise like ``numpy.allclose``
 rtol * |torch|``. :func:`validate` returns data (one record per seed, shape case and output); the caller decides
 what a failure means (the CLI exits 1, see :func:`raise_for_failure`).
 
-Defaults: ``atol=1e-4``, ``rtol=1e-3``. float32 exports of the tiny test models differ from PyTorch by ~1e-6
-(see tests/test_validate.py, which prints the figures); real models accumulate more over depth, which the relative
-term absorbs. Integer and boolean outputs must match exactly.
+Defaults: ``atol=1e-4``, ``rtol=1e-3`` for float32; float32 exports of the tiny test models differ from PyTorch
+by ~1e-6 (see tests/test_validate.py, which prints the figures); real models accumulate more over depth, which the
+relative term absorbs. An export in another dtype (its sidecar says) is compared with PyTorch run in that dtype,
+with that dtype's defaults (``dtypes.TOLERANCES``). Integer and boolean outputs must match exactly.
+
+PyTorch's outputs for every case are computed first and the model freed before ONNX Runtime loads the file
+(``case_check``), so the weights are held once at a time; a decode check (with-past) needs both.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from . import atomic, seq2seq
+from .case_check import OutputCheck, case_inputs, compare_case, reference_case
 from .errors import BadInputError, ValidationFailedError, first_line
-from .memory import check_memory, peak_rss
+from .memory import check_memory, peak_rss, release_freed
 
 if TYPE_CHECKING:  # inputs imports torch: keep `modelexport validate --help` instant
     from .inputs import InputSpec
@@ -33,29 +35,6 @@ if TYPE_CHECKING:  # inputs imports torch: keep `modelexport validate --help` in
 DEFAULT_ATOL = 1e-4
 DEFAULT_RTOL = 1e-3
 DEFAULT_SEEDS = (0, 1)
-
-
-@dataclass
-class OutputCheck:
-    """One output of one run: how far ORT is from PyTorch, or why it could not be compared."""
-
-    seed: int
-    case: str  # "export" or "resized"
-    shapes: dict[str, list[int]]  # input shapes of this case
-    output: str
-    passed: bool
-    max_abs_diff: float | None = None
-    max_rel_diff: float | None = None
-    torch_shape: list[int] | None = None
-    onnx_shape: list[int] | None = None
-    error: str | None = None  # missing output, shape mismatch, ORT failure
-
-    @property
-    def excess(self) -> float:
-        """How badly this check failed, to pick the worst one: errors first, then by relative miss."""
-        if self.error is not None:
-            return math.inf
-        return self.max_abs_diff if self.max_abs_diff is not None else 0.0
 
 
 @dataclass
@@ -167,8 +146,10 @@ def load_reference(
     revision: str | None = None,
     trust_remote_code: bool = False,
     max_memory_gb: float | None = None,
+    dtype: str | None = None,
 ):
-    """The PyTorch model to compare with: a LoadedModel, a model reference, or the one the sidecar recorded."""
+    """The PyTorch model to compare with: a LoadedModel, a model reference, or the one the sidecar recorded, in
+    `dtype` (the export's)."""
     from .export import read_sidecar
     from .loading import LoadedModel, load
     from .source import ModelSource, resolve
@@ -186,13 +167,14 @@ def load_reference(
         task = task or (sidecar.get("options") or {}).get("task")
     else:
         source = model if isinstance(model, ModelSource) else resolve(str(model), revision=revision)
-    check_memory(source.path, "validate", max_memory_gb)
-    return load(source, task=task, trust_remote_code=trust_remote_code), source.ref
+    check_memory(source.path, "validate", max_memory_gb, dtype=dtype)
+    return load(source, task=task, trust_remote_code=trust_remote_code, dtype=dtype), source.ref
 
 
-def ort_session(onnx_path: str | os.PathLike, threads: int | None = None, log_level: int = 3):
-    """A CPU ORT session, or a one-line error if ORT cannot load the file. `log_level` 4 keeps ORT's own error
-    log off stderr (a check that reports the failure itself)."""
+def ort_session(onnx_path: str | os.PathLike, threads: int | None = None, log_level: int = 3, dtype: str | None = None):
+    """A CPU ORT session, or a one-line error if ORT cannot load the file (`dtype`, the export's, names what the CPU
+    provider lacks a kernel for). `log_level` 4 keeps ORT's own error log off stderr (a check that reports the
+    failure itself)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -202,94 +184,9 @@ def ort_session(onnx_path: str | os.PathLike, threads: int | None = None, log_le
     try:
         return ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # ORT raises its own exception types for invalid and unsupported models
-        first = first_line(exc)
-        raise BadInputError(f"ONNX Runtime cannot load {onnx_path}: {first}") from None
+        from .dtypes import unloadable
 
-
-def difference(expected: np.ndarray, actual: np.ndarray, atol: float, rtol: float) -> tuple[float, float, bool]:
-    """max |a-b|, max |a-b|/|b| and whether every element is within atol + rtol*|b| (NaNs must coincide)."""
-    if expected.dtype.kind in "biu" and actual.dtype.kind in "biu":
-        diff = np.abs(expected.astype(np.int64) - actual.astype(np.int64)).astype(np.float64)
-        top = float(diff.max(initial=0.0))
-        return top, top, top == 0.0
-    expected = expected.astype(np.float64)
-    actual = actual.astype(np.float64)
-    both_nan = np.isnan(expected) & np.isnan(actual)
-    diff = np.where(both_nan, 0.0, np.abs(expected - actual))
-    diff = np.where(np.isnan(diff), np.inf, diff)
-    rel = diff / np.maximum(np.abs(expected), np.finfo(np.float32).tiny)
-    ok = bool(np.all(diff <= atol + rtol * np.abs(np.nan_to_num(expected))))
-    return float(diff.max(initial=0.0)), float(np.nan_to_num(rel, nan=np.inf).max(initial=0.0)), ok
-
-
-def case_inputs(spec: InputSpec, seed: int, adjust=None):
-    """The example inputs of one case, drawn from `spec` with `seed`, then adjusted (``exercise``); and the
-    positions whose outputs are compared ([batch, sequence] booleans; None: all)."""
-    from .inputs import inputs_from_spec
-
-    inputs = inputs_from_spec(spec, seed=seed)
-    return inputs, adjust(inputs.tensors) if adjust is not None else None
-
-
-def check_case(
-    session, loaded, spec: InputSpec, seed: int, case: str, atol: float, rtol: float, adjust=None, optional=False
-) -> list[OutputCheck]:
-    """Run both on one set of inputs and compare every output. An `optional` case the PyTorch model itself cannot
-    run (a longest sequence past what its positions really allow) is left out, not failed."""
-    from .wrapping import call_model
-
-    inputs, compared = case_inputs(spec, seed, adjust)
-    shapes = {name: list(t.shape) for name, t in inputs.tensors.items()}
-    try:
-        expected = dict(call_model(loaded.model, inputs.tensors, positional=loaded.positional))
-    except Exception:
-        if optional:
-            return []
-        raise
-    onnx_inputs = [i.name for i in session.get_inputs()]
-    unread = seq2seq.unread_inputs(session, inputs.tensors)  # declared for decode loops, never read
-    unknown = [n for n in onnx_inputs if n not in inputs.tensors and n not in unread]
-    if unknown:
-        raise BadInputError(
-            f"the ONNX file takes input '{unknown[0]}' that the model's inputs do not have: "
-            "pass a matching --input-spec FILE"
-        )
-    onnx_outputs = [o.name for o in session.get_outputs()]
-    feeds = {n: inputs.tensors[n].numpy() for n in onnx_inputs if n not in unread} | unread
-    try:
-        actual = dict(zip(onnx_outputs, session.run(None, feeds)))
-    except Exception as exc:  # ORT refusing these shapes is the failure we are looking for
-        reason = first_line(exc)
-        return [OutputCheck(seed, case, shapes, "(all outputs)", False, error=f"ONNX Runtime failed: {reason}")]
-    checks = []
-    for name in dict.fromkeys([*expected, *onnx_outputs]):
-        if name not in actual:
-            checks.append(OutputCheck(seed, case, shapes, name, False, error="missing from the ONNX outputs"))
-            continue
-        if name not in expected:
-            checks.append(
-                OutputCheck(
-                    seed,
-                    case,
-                    shapes,
-                    name,
-                    False,
-                    onnx_shape=list(actual[name].shape),
-                    error="the PyTorch model does not return it",
-                )
-            )
-            continue
-        want = expected[name].detach().float().numpy() if expected[name].is_floating_point() else expected[name].numpy()
-        got = np.asarray(actual[name])
-        check = OutputCheck(seed, case, shapes, name, False, torch_shape=list(want.shape), onnx_shape=list(got.shape))
-        if want.shape != got.shape:
-            check.error = f"shape {list(got.shape)} instead of PyTorch's {list(want.shape)}"
-        else:
-            if compared is not None and want.shape[:2] == compared.shape:  # padding's own outputs are undefined
-                want, got = want[compared], got[compared]
-            check.max_abs_diff, check.max_rel_diff, check.passed = difference(want, got, atol, rtol)
-        checks.append(check)
-    return checks
+        raise unloadable(onnx_path, first_line(exc), dtype) from None
 
 
 def _records_peak_rss(validate_fn):
@@ -310,8 +207,8 @@ def validate(
     onnx_path: str | os.PathLike,
     model=None,
     *,
-    atol: float = DEFAULT_ATOL,
-    rtol: float = DEFAULT_RTOL,
+    atol: float | None = None,
+    rtol: float | None = None,
     seeds: tuple[int, ...] = DEFAULT_SEEDS,
     input_spec: InputSpec | None = None,
     task: str | None = None,
@@ -331,61 +228,82 @@ def validate(
     refused before it is loaded; ``peak_rss_mb`` is the largest RSS while the checks ran.
     """
     onnx_path = Path(onnx_path)
-    if seq2seq.is_export_directory(onnx_path) and atol >= 0 and rtol >= 0 and seeds:  # an encoder-decoder's files
+    if seq2seq.is_export_directory(onnx_path) and (atol or 0) >= 0 and (rtol or 0) >= 0 and seeds:  # encoder-decoder
         from .seq2seq_check import validate_directory
 
+        atol, rtol = (DEFAULT_ATOL if atol is None else atol), (DEFAULT_RTOL if rtol is None else rtol)
         kwargs = dict(atol=atol, rtol=rtol, seeds=seeds, revision=revision, trust_remote_code=trust_remote_code)
         return validate_directory(onnx_path, model, new_tokens=new_tokens, **kwargs)
     if not onnx_path.is_file():
         raise BadInputError(f"{onnx_path} does not exist: pass an ONNX file written by modelexport export")
-    if atol < 0 or rtol < 0:
+    if (atol or 0) < 0 or (rtol or 0) < 0:
         raise BadInputError(f"tolerances must be >= 0 (atol {atol}, rtol {rtol})")
     if not seeds:
         raise BadInputError("give at least one seed")
     import torch
 
+    from . import dtypes, with_past
     from .export import read_sidecar
 
-    loaded, ref = load_reference(
-        onnx_path, model, task=task, revision=revision, trust_remote_code=trust_remote_code, max_memory_gb=max_memory_gb
-    )
-    task = task or ((read_sidecar(onnx_path) or {}).get("options") or {}).get("task")
+    sidecar = read_sidecar(onnx_path) or {}
+    task = task or (sidecar.get("options") or {}).get("task")
+    dtype = (sidecar.get("options") or {}).get("dtype")
+    atol, rtol = dtypes.tolerances(dtype, atol, rtol)
+    reference = dict(revision=revision, trust_remote_code=trust_remote_code, max_memory_gb=max_memory_gb)
+    loaded, ref = load_reference(onnx_path, model, task=task, dtype=dtype, **reference)
     spec = spec_for(onnx_path, loaded, input_spec, task)
-    session = ort_session(onnx_path)
     from .image_sizes import as_exported  # an image export that fell back to one size is checked at it
 
-    spec = as_exported(spec, {i.name: i.shape for i in session.get_inputs()})
+    onnx_shapes = input_shapes(onnx_path)  # from the graph: ONNX Runtime loads the file after PyTorch has run
+    spec = as_exported(spec, onnx_shapes)
     report = ValidationReport(str(onnx_path), ref, atol, rtol, list(seeds))
     cases = {"export": (spec, None)}
     resized = resized_spec(spec)
     if resized is not None:
         cases["resized"] = (resized, None)
     torch.manual_seed(0)
-    for case, (case_spec, _) in cases.items():
-        for seed in seeds:
-            report.checks.extend(check_case(session, loaded, case_spec, seed, case, atol, rtol))
-    from . import with_past
-
+    references = [reference_case(loaded, s, seed, case) for case, (s, _) in cases.items() for seed in seeds]
     # the user's own inputs are checked as given; a with-past export is exercised by decoding (below)
     if input_spec is None and not with_past.is_with_past(task):
         from .exercise import exercising_cases, skipped_cases
 
-        onnx_shapes = {i.name: i.shape for i in session.get_inputs()}
         report.skipped = skipped_cases(spec, loaded.model, loaded.config, onnx_shapes)
         for case, case_spec, adjust in exercising_cases(spec, loaded.config, onnx_shapes):
             cases[case] = (case_spec, adjust)
-            report.checks.extend(
-                check_case(session, loaded, case_spec, seeds[0], case, atol, rtol, adjust, optional=True)
-            )
+            references.append(reference_case(loaded, case_spec, seeds[0], case, adjust, optional=True))
+    if not with_past.is_with_past(task) and model is not loaded:  # decoding needs both; else one at a time
+        del loaded
+        release_freed()
+        loaded = None
+    session = ort_session(onnx_path, dtype=dtype)
+    for reference_outputs in references:
+        if reference_outputs is not None:
+            report.checks.extend(compare_case(session, reference_outputs, atol, rtol))
     worst = report.worst
     if worst is not None and worst.error is None and (localize or not worst.passed):
+        if loaded is None:  # localizing loads the model again (only now, on a failure): one of the two at a time
+            del session
+            release_freed()
+            loaded, session = load_reference(onnx_path, model, task=task, dtype=dtype, **reference)[0], None
         report.localization = _localization(onnx_path, loaded, *cases[worst.case], worst.seed, atol, rtol)
-
     if with_past.is_with_past(task):
         from .decode_check import decode_check
 
         report.decode = decode_check(session, loaded, new_tokens, atol, rtol)
     return report
+
+
+def input_shapes(onnx_path) -> dict[str, list]:
+    """The ONNX file's input shapes as ORT reports them (a named dimension as its name), read from the graph."""
+    from .onnx_io import load_graph
+
+    return {i.name: [_dim(d) for d in i.type.tensor_type.shape.dim] for i in load_graph(onnx_path).graph.input}
+
+
+def _dim(dim) -> int | str | None:
+    if dim.HasField("dim_param"):
+        return dim.dim_param
+    return dim.dim_value if dim.HasField("dim_value") else None
 
 
 def _localization(onnx_path, loaded, spec: InputSpec, adjust, seed: int, atol: float, rtol: float) -> dict:

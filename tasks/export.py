@@ -24,6 +24,8 @@ def export_onnx(
     task_name: str | None = None,
     trust_remote_code: bool = False,
     max_memory_gb: float | None = None,
+    dtype: str | None = None,
+    stream_weights: bool = False,
 ) -> Produced:
     """Write OUTPUT (a path, or a store's URL) and its sidecar; the result holds the strategy, node stats and every
     attempt."""
@@ -45,6 +47,8 @@ def export_onnx(
             task=task_name,
             trust_remote_code=trust_remote_code,
             max_memory_gb=max_memory_gb,
+            dtype=dtype,
+            stream_weights=stream_weights,
         )
     folder = storage.Folder(storage.parent(output))
     if hasattr(r, "parts"):  # an encoder-decoder: a directory of two files, each with its sidecar

@@ -50,8 +50,8 @@ def validate_onnx(
         {
             "passed": report.passed,
             "summary": report.summary(),
-            "atol": settings.atol,
-            "rtol": settings.rtol,
+            "atol": report.atol,
+            "rtol": report.rtol,
             "checks": len(report.checks),
             "max_abs_diff": worst.max_abs_diff if worst else None,
             "decode": None

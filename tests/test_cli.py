@@ -75,6 +75,7 @@ BAD_INPUTS = {
     "output not .onnx": (lambda t, m: str(m["tiny-bert"]), "out.txt", 2, "must end in .onnx"),
     "remote code refused": (_remote_code, "out.onnx", 2, "--trust-remote-code"),
     "bad strategy": (lambda t, m: str(m["tiny-bert"]), "out.onnx --strategy nope", 2, "unknown strategy"),
+    "bad dtype": (lambda t, m: str(m["tiny-bert"]), "out.onnx --dtype float8", 2, "unknown dtype 'float8'"),
     "plain module without spec": (lambda t, m: "tests.plain_models:factory", "out.onnx", 2, "--input-spec"),
     "unknown python module": (lambda t, m: "no_such_pkg.mod:make", "out.onnx", 2, "cannot find Python module"),
     "hub unreachable": (lambda t, m: "nobody/nothing", "out.onnx", 1, "cannot reach the Hugging Face Hub"),

@@ -109,3 +109,29 @@ def test_cli_reports_a_broken_fleet_file_in_one_line_with_exit_2(tmp_path):
         assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
     missing = run_cli("run-fleet", str(tmp_path / "nope.yaml"), timeout=60)
     assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+def test_dtype_and_stream_weights_are_settings_of_a_model(tmp_path):
+    fleet = load_fleet(
+        write(
+            tmp_path / "fleet.yaml",
+            """
+        defaults: {dtype: float16}
+        models:
+          - {id: org/a, stream_weights: true}
+          - {id: org/b, dtype: float32}
+          - {id: org/c}
+        """,
+        )
+    )
+    a, b, c = fleet.models
+    assert (a.dtype, a.stream_weights, b.dtype, b.stream_weights, c.dtype) == (
+        "float16",
+        True,
+        "float32",
+        False,
+        "float16",
+    )
+    assert a.validation.atol is None  # the export's dtype decides (dtypes.TOLERANCES)
+    with pytest.raises(BadInputError, match=r"models\[0\]\.dtype: Input should be 'float32', 'float16' or 'bfloat16'"):
+        load_fleet(write(tmp_path / "bad.yaml", "models: [{id: org/a, dtype: float8}]\n"))

@@ -258,6 +258,7 @@ def test_model_run_holds_params_metrics_and_artifacts(store):
     assert params["strategy.attempts"] == "htp: ok"
     assert params["model.revision"].startswith("sha256:")
     assert params["opset"] == "18" and params["tolerance.atol"] == "0.0001"
+    assert (params["dtype"], params["stream_weights"]) == ("float32", "False")  # the sidecar's, as exported
     assert params["inputs"].startswith("input_ids:int64[batch,sequence]")
     for lib in ("torch", "onnx", "onnxruntime", "transformers", "modelexport"):
         assert params[f"version.{lib}"]

@@ -104,6 +104,8 @@ def export_params(export: dict) -> dict:
         "outputs": ",".join(export.get("outputs") or []),
         "clean": options.get("clean"),
         "torch_modules": options.get("torch_modules"),
+        "dtype": options.get("dtype"),
+        "stream_weights": options.get("stream_weights"),
     }
     params |= {f"version.{name}": versions[name] for name in VERSIONED if name in versions}
     return params

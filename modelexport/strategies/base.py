@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -12,11 +11,12 @@ from typing import ClassVar
 import onnx
 from torch import nn
 
+from .. import streamed_weights
 from ..errors import typed_line
 from ..hierarchy import Hierarchy
 from ..inputs import ExampleInputs
-from ..onnx_io import PROTOBUF_LIMIT
 from ..serialized_weights import SerializedWeights, split_weights
+from ..streamed_weights import StreamedWeights, attach_initializers, keep_initializers
 from ..tagging import iter_nodes
 from ..wrapping import KeywordWrapper
 
@@ -29,7 +29,8 @@ class Capture:
     onnx_model: onnx.ModelProto
     scopes: list[str | None]
     exporter: str  # e.g. "torch.onnx (TorchScript)"
-    weights: SerializedWeights = field(default_factory=SerializedWeights)  # initializers kept out of onnx_model
+    # initializers kept out of onnx_model: the exporter's bytes, or the model's own tensors (streamed_weights)
+    weights: SerializedWeights | StreamedWeights = field(default_factory=SerializedWeights)
     # attribute paths of the submodules whose forward ran during the capture (`direct_calls`); None: not known
     ran: frozenset[str] | None = None
 
@@ -41,10 +42,18 @@ class Strategy:
     description: ClassVar[str]
 
     def capture(
-        self, model: nn.Module, inputs: ExampleInputs, opset: int, positional: bool, hierarchy: Hierarchy | None = None
+        self,
+        model: nn.Module,
+        inputs: ExampleInputs,
+        opset: int,
+        positional: bool,
+        hierarchy: Hierarchy | None = None,
+        stream_weights: bool = False,
     ) -> Capture:
         """Graph outputs are named after the model's own output fields (``KeywordWrapper.output_names``).
-        `hierarchy` is the module tree the tags will come from (``usage`` marks only its modules; None: all)."""
+        `hierarchy` is the module tree the tags will come from (``usage`` marks only its modules; None: all).
+        `stream_weights` asks for the weights as the model's tensors (``streamed_weights``), never serialized in
+        memory; a strategy that cannot raises."""
         raise NotImplementedError
 
 
@@ -92,16 +101,17 @@ def _no_torchscript_ir_dump():
 
 
 def torchscript_export(
-    module: KeywordWrapper, inputs: ExampleInputs, opset: int, **options
-) -> tuple[onnx.ModelProto, SerializedWeights]:
+    module: KeywordWrapper, inputs: ExampleInputs, opset: int, stream_weights: bool = False, **options
+) -> tuple[onnx.ModelProto, SerializedWeights | StreamedWeights]:
     """Run the TorchScript exporter (``dynamo=False``) on `inputs` (positional, named, with their dynamic axes);
-    return its ModelProto without initializers, and those as the exporter serialized them. The tracing
-    strategies share this call and differ only in the module they trace. Outputs get the names the module saw
-    in the trace (no eager run beforehand to learn them).
+    return its ModelProto without initializers, and those kept apart. The tracing strategies share this call and
+    differ only in the module they trace. Outputs get the names the module saw in the trace (no eager run
+    beforehand to learn them).
 
-    The exporter's bytes are kept as they are (no temporary file, no parse and re-serialization of the weights),
-    which saves a third of the export of a 440 MB model (see benchmarks/). Models past protobuf's 2 GB limit
-    need a path for their external weights, so they go through a temporary folder and are parsed whole.
+    The weights are kept apart in one of two ways. As the exporter serialized them (no temporary file, no parse
+    and re-serialization), which saves a third of the export of a 440 MB model (see benchmarks/) but holds them
+    about three more times in memory. Or, with `stream_weights` or weights past ``STREAM_ABOVE_BYTES`` (protobuf's
+    2 GB limit), never serialized: the model's own tensors, written one at a time when the file is saved.
     """
     import torch
 
@@ -114,16 +124,16 @@ def torchscript_export(
         **options,
     )
     size = sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
+    captured = _KeepWrites()
     with quiet_exporter(), torch.no_grad():
-        if size < PROTOBUF_LIMIT:
-            captured = _KeepWrites()
+        if stream_weights or size > streamed_weights.STREAM_ABOVE_BYTES:
+            with keep_initializers() as weights:
+                torch.onnx.export(module, args, captured, dynamo=False, export_params=False, **kwargs)
+            proto = onnx.ModelProto.FromString(captured.data())
+            attach_initializers(proto.graph, weights)
+        else:
             torch.onnx.export(module, args, captured, dynamo=False, **kwargs)
             proto, weights = split_weights(captured.data())
-        else:
-            with tempfile.TemporaryDirectory(prefix="modelexport-export-") as tmp:
-                path = f"{tmp}/model.onnx"
-                torch.onnx.export(module, args, path, dynamo=False, **kwargs)
-                proto, weights = onnx.load(path), SerializedWeights()
     name_outputs(proto.graph, module.output_names)
     return proto, weights
 

@@ -81,7 +81,9 @@ class DynamoStrategy(Strategy):
     name = "dynamo"
     description = "torch.export + the dynamo ONNX exporter; scopes from its per-node name_scopes metadata"
 
-    def capture(self, model, inputs, opset, positional, hierarchy=None):
+    def capture(self, model, inputs, opset, positional, hierarchy=None, stream_weights=False):
+        if stream_weights:
+            raise RuntimeError("dynamo cannot stream the weights (its proto holds them all): use htp, usage or fx")
         # Outputs by name: torch.export's trace keeps no Python side effects (the wrapper's `output_names`), but
         # its output spec keeps a dict's keys.
         wrapper = KeywordWrapper(model, inputs.names, positional=positional, as_dict=True).eval()

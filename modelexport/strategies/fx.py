@@ -109,11 +109,11 @@ class FxStrategy(Strategy):
     name = "fx"
     description = "torch.fx symbolic trace; scopes from FX node metadata (nn_module_stack); fails fast if untraceable"
 
-    def capture(self, model, inputs, opset, positional, hierarchy=None):
+    def capture(self, model, inputs, opset, positional, hierarchy=None, stream_weights=False):
         with scope_direct_calls(model) as calls:
             graph_module = trace(model, inputs.names, positional)
             runner = _FxRunner(model, graph_module, inputs.names, positional).eval()
-            proto, weights = torchscript_export(runner, inputs, opset)
+            proto, weights = torchscript_export(runner, inputs, opset, stream_weights)
         exporter = f"torch.fx + torch.onnx {torch.__version__} (TorchScript)"
         return Capture(
             proto, scopes_from_names(model, proto), exporter=exporter, weights=weights, ran=calls.ran_paths()

@@ -71,10 +71,10 @@ class HTPStrategy(Strategy):
     name = "htp"
     description = "TorchScript tracing; node scopes read from the tracer, projected onto unscoped nodes"
 
-    def capture(self, model, inputs, opset, positional, hierarchy=None):
+    def capture(self, model, inputs, opset, positional, hierarchy=None, stream_weights=False):
         wrapper = KeywordWrapper(model, inputs.names, positional=positional).eval()
         with scope_direct_calls(model) as calls:
-            proto, weights = torchscript_export(wrapper, inputs, opset)
+            proto, weights = torchscript_export(wrapper, inputs, opset, stream_weights)
         exporter = f"torch.onnx {torch.__version__} (TorchScript)"
         return Capture(
             proto, scopes_from_names(model, proto), exporter=exporter, weights=weights, ran=calls.ran_paths()

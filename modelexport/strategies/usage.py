@@ -116,12 +116,12 @@ class UsageStrategy(Strategy):
     name = "usage"
     description = "forward hooks open a tracer scope per module call; scopes read back from our own levels"
 
-    def capture(self, model, inputs, opset, positional, hierarchy=None):
+    def capture(self, model, inputs, opset, positional, hierarchy=None, stream_weights=False):
         wrapper = KeywordWrapper(model, inputs.names, positional=positional).eval()
         paths, handles = install_scopes(model, hierarchy)
         try:
             with scope_direct_calls(model) as calls:
-                proto, weights = torchscript_export(wrapper, inputs, opset)
+                proto, weights = torchscript_export(wrapper, inputs, opset, stream_weights)
         finally:
             for handle in handles:
                 handle.remove()

@@ -111,12 +111,10 @@ def test_files_written_atomically_get_the_permissions_of_any_new_file(tmp_path):
 def test_external_weights_get_the_mode_of_the_onnx_file_beside_them(model_dirs, tmp_path, monkeypatch):
     """A model past the protobuf limit keeps its weights in OUTPUT.onnx.data, which onnx creates 0o600: it gets the
     .onnx file's mode (the limit is lowered here, so a tiny model takes that path)."""
-    from modelexport import onnx_io
+    from modelexport import onnx_io, streamed_weights
     from modelexport.export import export_model
-    from modelexport.strategies import base
 
-    monkeypatch.setattr(onnx_io, "PROTOBUF_LIMIT", 1000)
-    monkeypatch.setattr(base, "PROTOBUF_LIMIT", 1000)
+    monkeypatch.setattr(streamed_weights, "STREAM_ABOVE_BYTES", 1000)
     out = tmp_path / "big.onnx"
     export_model(str(model_dirs["tiny-bert"]), out, strategy="htp")
     data = onnx_io.external_data_path(out)
