@@ -54,6 +54,14 @@ def cast_model(model, dtype: str) -> None:
         return out
 
     model._apply(cast)
+    if dtype in ("float16", "bfloat16") and hasattr(model, "set_attn_implementation"):
+        # torch.onnx's scaled_dot_product_attention upcasts a half attention to float32 and leaves its output so:
+        # the output projection then runs in float32, on a float32 copy of its weight. Eager attention computes
+        # its softmax in float32 and casts back, as transformers does in PyTorch.
+        try:
+            model.set_attn_implementation("eager")
+        except (ValueError, ImportError):  # a model without an eager path keeps its own
+            pass
 
 
 def model_dtype(model) -> str | None:
