@@ -15,6 +15,7 @@ from torch import nn
 from ..errors import typed_line
 from ..hierarchy import Hierarchy
 from ..inputs import ExampleInputs
+from ..lowerings import torchscript_lowerings
 from ..onnx_io import PROTOBUF_LIMIT
 from ..serialized_weights import SerializedWeights, split_weights
 from ..tagging import iter_nodes
@@ -114,7 +115,7 @@ def torchscript_export(
         **options,
     )
     size = sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
-    with quiet_exporter(), torch.no_grad():
+    with quiet_exporter(), torch.no_grad(), torchscript_lowerings(opset):
         if size < PROTOBUF_LIMIT:
             captured = _KeepWrites()
             torch.onnx.export(module, args, captured, dynamo=False, **kwargs)
