@@ -9,6 +9,7 @@ outputs (`kv_cache`).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 
 import torch
@@ -73,7 +74,30 @@ class KeywordWrapper(nn.Module):
 def call_model(
     model: nn.Module, tensors: dict[str, torch.Tensor], positional: bool = False
 ) -> list[tuple[str, torch.Tensor]]:
-    """Run `model` eagerly without gradients and return its named, flattened outputs."""
-    with torch.inference_mode():
+    """Run `model` eagerly without gradients and return its named, flattened outputs; the model is left as it was
+    (`unchanged_after`)."""
+    with torch.inference_mode(), unchanged_after(model):
         outputs = model(*tensors.values()) if positional else model(**kv_cache.pack(model, dict(tensors)))
     return flatten_outputs(outputs)
+
+
+PLAIN = (str, int, float, bool, type(None))
+
+
+@contextlib.contextmanager
+def unchanged_after(model: nn.Module):
+    """Undo what a forward does to its own module tree: BigBird, called on a sequence too short for its sparse
+    attention, swaps in full attention for good, so every later reference run (and a later export) would depend on
+    the calls before it. Each module's submodules and plain attributes are put back; weights are not copied."""
+    saved = [
+        (module, dict(module._modules), {k: v for k, v in vars(module).items() if isinstance(v, PLAIN)})
+        for module in model.modules()
+    ]
+    try:
+        yield
+    finally:
+        for module, children, plain in saved:
+            if module._modules != children:
+                module._modules.clear()
+                module._modules.update(children)
+            module.__dict__.update(plain)
