@@ -58,8 +58,8 @@ def check_candidate(capture, loaded, spec: InputSpec, atol: float = DEFAULT_ATOL
 EXPORT_SHAPE_ONLY = "right at the export shape only"
 FROZEN_ADVICE = (
     "a file right at the export shape only has a size or a data-dependent loop frozen into it at capture (sizes "
-    "read as Python numbers, as_strided strides, a loop over nonzero() such as per-expert token lists): export at "
-    "the shape you will run (an --input-spec without dynamic_axes), or make that code tensor ops"
+    "read as Python numbers, as_strided strides, a loop over nonzero() such as per-expert token lists): export and "
+    "validate at the shape you will run (an --input-spec without dynamic_axes, to both), or make that code tensor ops"
 )
 
 

@@ -268,6 +268,13 @@ def _gpt_oss():
     )
 
 
+def _big_bird():
+    from transformers import BigBirdConfig
+
+    # block-sparse from 16 tokens on ((5 + 2 x 1 random) blocks of 2 = 14): the export shape is sparse
+    return BigBirdConfig(**TEXT | dict(max_position_embeddings=128), block_size=2, num_random_blocks=1)
+
+
 # name -> (class saved as, config factory, task passed on export)
 FAMILIES = {
     "clip": ("CLIPModel", _clip, None),
@@ -286,6 +293,9 @@ FAMILIES = {
     "mixtral": ("MixtralModel", _mixtral, None),
     "gpt_oss": ("GptOssModel", _gpt_oss, None),
 }
+
+# exported at fixed shapes only: its traced graph is right at one sequence length (test_families.py)
+FIXED_SHAPE = {"big_bird": ("BigBirdModel", _big_bird, None)}
 
 # name -> (class saved as, config factory, task): one tiny model per task head
 TASK_MODELS = {
