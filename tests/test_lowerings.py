@@ -56,6 +56,10 @@ GROUPED_SPEC = {
     "experts": {"shape": [12], "dtype": "int64", "low": 0, "high": EXPERTS, "dynamic_axes": {"0": "tokens"}},
 }
 
+ONE_EXPERT_SPEC = GROUPED_SPEC | {  # every row to expert 0: the others' groups are empty
+    "experts": {"shape": [12], "dtype": "int64", "low": 0, "high": 1, "dynamic_axes": {"0": "tokens"}}
+}
+
 
 @pytest.mark.parametrize(
     ("factory", "spec", "strategy"),
@@ -65,6 +69,8 @@ GROUPED_SPEC = {
         ("grouped", GROUPED_SPEC, "htp"),
         ("grouped", GROUPED_SPEC, "usage"),
         ("grouped", GROUPED_SPEC, "dynamo"),
+        ("grouped", ONE_EXPERT_SPEC, "htp"),
+        ("grouped", ONE_EXPERT_SPEC, "dynamo"),
     ],
 )
 def test_lowered_ops_match_pytorch_at_two_sizes(factory, spec, strategy, tmp_path):
