@@ -117,3 +117,27 @@ def test_a_file_right_at_the_export_shape_only_is_rejected_saying_so(tmp_path):
     assert message.count("--input-spec without dynamic_axes") == 1 and "\n" not in message
     static = parse_input_spec({"x": {"shape": [6, 4]}})  # what the message says to do
     assert export_model("tests.test_candidate_check:frozen", tmp_path / "s.onnx", input_spec=static).strategy == "htp"
+
+
+def branching():
+    """Branches on its data: torch.export cannot guard on that, and says at which line of the model."""
+    from torch import nn
+
+    class Branching(nn.Module):
+        def forward(self, x):
+            if (x > 0).any():
+                return x * 2
+            return x
+
+    return Branching().eval()
+
+
+def test_dynamos_reason_names_the_models_line(tmp_path):
+    from modelexport.errors import ExportFailedError
+    from modelexport.export import export_model
+    from modelexport.inputs import parse_input_spec
+
+    spec = parse_input_spec({"x": {"shape": [4, 4], "dynamic_axes": {"0": "rows"}}})
+    with pytest.raises(ExportFailedError) as caught:
+        export_model("tests.test_candidate_check:branching", tmp_path / "b.onnx", input_spec=spec, strategy="dynamo")
+    assert "(at test_candidate_check.py:" in str(caught.value) and "in forward: if (x > 0).any():" in str(caught.value)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import tempfile
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import ClassVar
 
 import onnx
@@ -175,8 +177,23 @@ class _KeepWrites:
         return self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
 
 
+# torch.export's pointer to the model's code in its error text
+RAISED_AT = re.compile(
+    r'The following call raised this error:\n\s*File "(?P<file>[^"]+)", line (?P<line>\d+), in (?P<function>\S+)\n'
+    r"(?P<code>[^\n]*)"
+)
+
+
 def root_reason(exc: BaseException) -> str:
-    """``Type: first line`` of the innermost cause: torch wraps the real reason in pages of advice."""
-    while exc.__cause__ is not None:
+    """``Type: first line`` of the innermost cause: torch wraps the real reason in pages of advice. Where
+    torch.export names the model's line that raised it (a data-dependent guard, a size it cannot follow), that line
+    is added: it is the construct to change."""
+    where = ""
+    while True:
+        found = RAISED_AT.search(str(exc))
+        if found and not where:
+            code = found["code"].strip()
+            where = f" (at {Path(found['file']).name}:{found['line']} in {found['function']}: {code})"
+        if exc.__cause__ is None:
+            return typed_line(exc) + where
         exc = exc.__cause__
-    return typed_line(exc)
