@@ -91,18 +91,46 @@ def _grouped_mm_symbolic(g, rows, weights, offsets, bias=None, out_dtype=None):
     return g.op("Concat", *parts, axis_i=0)
 
 
+def _permute_symbolic(g, values, dims):
+    """torch's own writes ``permute(0, -2, -1, 1)``'s negative dims into Transpose's perm, which ONNX refuses
+    (a Mamba mixer's ``permute``); the dims count the rank, so they are taken modulo their number."""
+    from torch.onnx._internal.torchscript_exporter import symbolic_helper
+
+    dims = symbolic_helper._get_const(dims, "is", "dims")
+    dims = [d % len(dims) for d in dims]
+    if dims == list(range(len(dims))):
+        return values
+    return g.op("Transpose", values, perm_i=dims)
+
+
+# ops torch has no symbolic for
 TORCHSCRIPT_SYMBOLICS = {"aten::histc": _histc_symbolic, "aten::_grouped_mm": _grouped_mm_symbolic}
+# torch's symbolics that write invalid ONNX, replaced
+TORCHSCRIPT_FIXES = {"aten::permute": _permute_symbolic}
+
+
+def _overridden(name: str, opset: int) -> bool:
+    """Whether someone registered a custom symbolic for `name` (torch keeps it apart from its own)."""
+    from torch.onnx._internal.torchscript_exporter import registration
+
+    group = registration.registry.get_function_group(name)
+    return group is not None and group._functions.overridden(opset)
 
 
 @contextlib.contextmanager
 def torchscript_lowerings(opset: int):
-    """Register our symbolics at `opset` for the block, where none is registered, and remove them after."""
+    """Register our symbolics at `opset` for the block, where none is registered (for a fix: where no one else
+    registered one), and remove them after."""
     from torch.onnx._internal.torchscript_exporter import registration
 
     added = []
     if opset >= MIN_OPSET:
         for name, symbolic in TORCHSCRIPT_SYMBOLICS.items():
             if not registration.registry.is_registered_op(name, opset):
+                torch.onnx.register_custom_op_symbolic(name, symbolic, opset)
+                added.append(name)
+        for name, symbolic in TORCHSCRIPT_FIXES.items():
+            if not _overridden(name, opset):
                 torch.onnx.register_custom_op_symbolic(name, symbolic, opset)
                 added.append(name)
     try:

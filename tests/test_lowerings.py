@@ -1,6 +1,6 @@
-"""The ONNX lowerings of ops the exporters lack (modelexport/lowerings.py), on small modules made of those ops,
-exported by each strategy that uses them and validated in ONNX Runtime at two token counts; and the TorchScript
-registrations do not outlive the export."""
+"""The ONNX lowerings of ops the exporters lack or get wrong (modelexport/lowerings.py), on small modules made of
+those ops, exported by each strategy that uses them and validated in ONNX Runtime at two sizes; and the
+TorchScript registrations do not outlive the export."""
 
 from __future__ import annotations
 
@@ -41,6 +41,17 @@ class Grouped(nn.Module):
         return _grouped_mm(self.proj(rows)[perm], self.weight, offs=offsets)
 
 
+class Permuting(nn.Module):
+    """Permutes with negative dims, as a Mamba mixer does: torch's symbolic wrote them into the perm as they are."""
+
+    def forward(self, values):
+        return values.permute(0, -1, 1) * 2
+
+
+def permuting():
+    return Permuting()
+
+
 def histogram():
     return Histogram()
 
@@ -50,6 +61,7 @@ def grouped():
     return Grouped()
 
 
+PERMUTE_SPEC = {"values": {"shape": [2, 3, 5], "dtype": "float32", "dynamic_axes": {"0": "batch"}}}
 HISTOGRAM_SPEC = {"values": {"shape": [64], "dtype": "float32", "dynamic_axes": {"0": "values"}}}
 GROUPED_SPEC = {
     "rows": {"shape": [12, 4], "dtype": "float32", "dynamic_axes": {"0": "tokens"}},
@@ -64,6 +76,7 @@ ONE_EXPERT_SPEC = GROUPED_SPEC | {  # every row to expert 0: the others' groups 
 @pytest.mark.parametrize(
     ("factory", "spec", "strategy"),
     [
+        ("permuting", PERMUTE_SPEC, "htp"),
         ("histogram", HISTOGRAM_SPEC, "htp"),
         ("histogram", HISTOGRAM_SPEC, "dynamo"),  # torchlib's own histc
         ("grouped", GROUPED_SPEC, "htp"),
@@ -85,8 +98,11 @@ def test_lowered_ops_match_pytorch_at_two_sizes(factory, spec, strategy, tmp_pat
 def test_torchscript_symbolics_are_registered_only_during_the_export(tmp_path):
     from torch.onnx._internal.torchscript_exporter import registration
 
-    from modelexport.lowerings import TORCHSCRIPT_SYMBOLICS, torchscript_lowerings
+    from modelexport.lowerings import TORCHSCRIPT_FIXES, TORCHSCRIPT_SYMBOLICS, _overridden, torchscript_lowerings
 
     with torchscript_lowerings(18):
         assert all(registration.registry.is_registered_op(name, 18) for name in TORCHSCRIPT_SYMBOLICS)
+        assert all(_overridden(name, 18) for name in TORCHSCRIPT_FIXES)
     assert not any(registration.registry.is_registered_op(name, 18) for name in TORCHSCRIPT_SYMBOLICS)
+    assert not any(_overridden(name, 18) for name in TORCHSCRIPT_FIXES)
+    assert registration.registry.is_registered_op("aten::permute", 18)  # torch's own is back
