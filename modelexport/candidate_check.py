@@ -64,4 +64,18 @@ def check_candidate(capture, loaded, spec: InputSpec, atol: float | None = None,
 
                 raise CandidateRejected(f"PyTorch fails at the {case} shape: {one_line(exc)}") from None
     if not report.passed:
-        raise CandidateRejected(f"ONNX check failed: {report.summary()}")
+        raise CandidateRejected(f"{_frozen_hint(report)}ONNX check failed: {report.summary()}")
+
+
+EXPORT_SHAPE_ONLY = "right at the export shape only"
+FROZEN_ADVICE = (
+    "a file right at the export shape only has a size or a data-dependent loop frozen into it at capture (sizes "
+    "read as Python numbers, as_strided strides, a loop over nonzero() such as per-expert token lists): export and "
+    "validate at the shape you will run (an --input-spec without dynamic_axes, to both), or make that code tensor ops"
+)
+
+
+def _frozen_hint(report: ValidationReport) -> str:
+    """The likely cause when the export shape matches and the resized one does not; empty otherwise."""
+    failed = {c.case for c in report.checks if not c.passed}
+    return f"{EXPORT_SHAPE_ONLY}; " if failed == {"resized"} else ""

@@ -13,7 +13,7 @@ from pathlib import Path
 import onnx
 
 from . import atomic, crosscheck, dtypes, image_sizes, onnx_io, seq2seq, tagging, with_past
-from .candidate_check import check_candidate
+from .candidate_check import EXPORT_SHAPE_ONLY, FROZEN_ADVICE, check_candidate
 from .errors import BadInputError, ExportFailedError, ModelExportError, one_line
 from .hierarchy import Hierarchy, build_hierarchy
 from .inputs import ExampleInputs, InputSpec, inputs_from_spec, resolve_spec
@@ -149,8 +149,11 @@ def capture_and_tag(loaded, inputs, strategies, opset, hierarchy: Hierarchy, che
 
 
 def failure_message(attempts: list[Attempt]) -> str:
-    """One line: each strategy's reason; "try another --strategy" only when others were left untried."""
+    """One line: each strategy's reason; "try another --strategy" only when others were left untried; what to do
+    about a file right at the export shape only, once."""
     reasons = "; ".join(f"{a.strategy}: {a.reason}" for a in attempts)
+    if any(EXPORT_SHAPE_ONLY in (a.reason or "") for a in attempts):
+        reasons += f"; {FROZEN_ADVICE}"
     if len(attempts) == 1:
         return (
             f"the export failed ({reasons}); try another --opset or --strategy, or change the part of the model "

@@ -44,7 +44,7 @@ def is_multiple_choice(model) -> bool:
 
 def text(config, name: str, model) -> TensorSpec | None:
     config = part(config, "text")
-    vocab = config_size(config, "vocab_size")
+    vocab = config_size(config, "vocab_size", "num_hash_buckets")  # character models hash ids (code points)
     seq = min(SEQUENCE, config_size(config, "max_position_embeddings", "n_positions") or SEQUENCE)
     decoder = name.startswith("decoder_")
     shape, axes = [BATCH, seq], {0: "batch", 1: "decoder_sequence" if decoder else "sequence"}

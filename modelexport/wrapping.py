@@ -74,21 +74,35 @@ class KeywordWrapper(nn.Module):
 def call_model(
     model: nn.Module, tensors: dict[str, torch.Tensor], positional: bool = False
 ) -> list[tuple[str, torch.Tensor]]:
-    """Run `model` eagerly without gradients and return its named, flattened outputs; the modules' own
-    attributes are as before afterwards (`kept_attributes`)."""
-    with torch.inference_mode(), kept_attributes(model):
+    """Run `model` eagerly without gradients and return its named, flattened outputs; the model is left as it was
+    (`unchanged_after`)."""
+    with torch.inference_mode(), unchanged_after(model):
         outputs = model(*tensors.values()) if positional else model(**kv_cache.pack(model, dict(tensors)))
     return flatten_outputs(outputs)
 
 
+PLAIN = (str, int, float, bool, type(None))
+
+
 @contextlib.contextmanager
-def kept_attributes(model: nn.Module) -> Iterator[None]:
-    """Put back every module's public attributes after a call. Some forwards set them from the input: Swin clamps
-    its window to a small input's grid and keeps that, so after a run at 112x112 it fails at 224x224; a check at
-    another size must not change the model the next check runs."""
-    saved = [(m, {k: v for k, v in vars(m).items() if not k.startswith("_")}) for m in model.modules()]
+def unchanged_after(model: nn.Module) -> Iterator[None]:
+    """Undo what a forward does to its own module tree, so that no check depends on the calls before it:
+    BigBird, called on a sequence too short for its sparse attention, swaps in full attention for good; Swin
+    clamps its window to a small input's grid and keeps it, so after a run at 112x112 it fails at 224x224. Each
+    module's submodules, public attributes and plain private ones are put back; weights are not copied."""
+    saved = [
+        (
+            module,
+            dict(module._modules),
+            {k: v for k, v in vars(module).items() if not k.startswith("_") or isinstance(v, PLAIN)},
+        )
+        for module in model.modules()
+    ]
     try:
         yield
     finally:
-        for module, attributes in saved:
+        for module, children, attributes in saved:
+            if module._modules != children:
+                module._modules.clear()
+                module._modules.update(children)
             module.__dict__.update(attributes)

@@ -211,6 +211,70 @@ def _vit():
     return ViTConfig(**VISION, num_labels=3)
 
 
+DECODER = dict(
+    vocab_size=96,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    max_position_embeddings=64,
+)
+ROUTED = dict(num_experts_per_tok=2)  # of 4 experts: every token's pair sorted, counted and grouped
+
+
+def _qwen3_moe():
+    from transformers import Qwen3MoeConfig
+
+    return Qwen3MoeConfig(**DECODER, **ROUTED, num_key_value_heads=1, num_experts=4, moe_intermediate_size=16)
+
+
+def _deepseek_v3():
+    from transformers import DeepseekV3Config
+
+    return DeepseekV3Config(
+        **DECODER,
+        **ROUTED,
+        n_routed_experts=4,
+        n_shared_experts=1,
+        moe_intermediate_size=16,
+        n_group=2,
+        topk_group=1,
+        first_k_dense_replace=1,  # one dense layer, one routed
+        kv_lora_rank=16,
+        q_lora_rank=16,
+        qk_rope_head_dim=8,
+        qk_nope_head_dim=8,
+        v_head_dim=16,
+    )
+
+
+def _mixtral():
+    from transformers import MixtralConfig
+
+    return MixtralConfig(**DECODER, **ROUTED, num_key_value_heads=1, num_local_experts=4)
+
+
+def _gpt_oss():
+    from transformers import GptOssConfig
+
+    return GptOssConfig(
+        **DECODER,
+        **ROUTED,
+        num_key_value_heads=1,
+        num_local_experts=4,
+        head_dim=16,
+        sliding_window=8,
+        layer_types=["sliding_attention", "full_attention"],
+    )
+
+
+def _big_bird():
+    from transformers import BigBirdConfig
+
+    # block-sparse from 16 tokens on ((5 + 2 x 1 random) blocks of 2 = 14): the export shape is sparse
+    return BigBirdConfig(**TEXT | dict(max_position_embeddings=128), block_size=2, num_random_blocks=1)
+
+
 # name -> (class saved as, config factory, task passed on export)
 FAMILIES = {
     "clip": ("CLIPModel", _clip, None),
@@ -223,7 +287,15 @@ FAMILIES = {
     "segformer": ("SegformerModel", _segformer, None),
     "cohere": ("CohereModel", _cohere, None),
     "wav2vec2": ("Wav2Vec2Model", _wav2vec2, None),
+    # mixture of experts: histc and grouped matmul (modelexport/lowerings.py)
+    "qwen3_moe": ("Qwen3MoeModel", _qwen3_moe, None),
+    "deepseek_v3": ("DeepseekV3Model", _deepseek_v3, None),
+    "mixtral": ("MixtralModel", _mixtral, None),
+    "gpt_oss": ("GptOssModel", _gpt_oss, None),
 }
+
+# exported at fixed shapes only: its traced graph is right at one sequence length (test_families.py)
+FIXED_SHAPE = {"big_bird": ("BigBirdModel", _big_bird, None)}
 
 # name -> (class saved as, config factory, task): one tiny model per task head
 TASK_MODELS = {

@@ -60,6 +60,27 @@ def test_task_head_exports_and_validates_with_optimum_output_names(task, zoo, tm
     assert outputs[: len(TASK_OUTPUTS[task])] == TASK_OUTPUTS[task]
 
 
+def test_a_graph_right_at_one_shape_exports_and_validates_at_fixed_shapes(zoo, tmp_path):
+    """BigBird's block-sparse attention is traced for one sequence length: the file is exported as the error
+    for dynamic axes advises (an --input-spec without dynamic_axes, to both) and validated at that shape, still
+    sparse."""
+    from modelexport.export import export_model
+    from modelexport.inputs import parse_input_spec
+    from modelexport.validate import validate
+
+    path = zoo("big_bird", fm.FIXED_SHAPE["big_bird"])
+    ids = {"shape": [2, 16], "dtype": "int64"}
+    spec = parse_input_spec(
+        {"input_ids": ids | {"high": 96}, "attention_mask": ids | {"low": 1, "high": 2}, "token_type_ids": ids}
+    )
+    result = export_model(str(path), tmp_path / "bb.onnx", input_spec=spec)
+    assert result.stats.coverage == 1.0
+    assert any(tag.endswith("BigBirdBlockSparseAttention") for tag in result.sidecar["tags"])
+    report = validate(result.onnx_path, input_spec=spec)
+    assert report.passed, report.summary()
+    assert "resized" not in {c.case for c in report.checks}
+
+
 def test_every_task_is_tested():
     from modelexport.loading import TASKS
 

@@ -178,7 +178,7 @@ def test_siglip_falls_back_to_one_size_also_when_its_derived_spec_is_passed(tmp_
 def test_a_swin_whose_last_stage_is_one_window_stays_at_its_size_and_the_trial_leaves_it_intact(tmp_path):
     """At half the size the last stage's grid is smaller than the window: Swin clamps its window (and keeps that
     on the module) while its position-bias table stays 7x7, so the PyTorch model fails there. The image stays
-    fixed with that reason, and the trial leaves the model able to run at its own size (`kept_attributes`):
+    fixed with that reason, and the trial leaves the model able to run at its own size (`wrapping.unchanged_after`):
     the export works."""
     from transformers import SwinConfig, SwinModel
 

@@ -1,5 +1,6 @@
 """Decoders exported with a key/value cache: optimum's layout, 100% tags, prefill with an empty past, and
-validation by greedy decoding against transformers' generate (GPT-2-, LLaMA- and Qwen2-style tiny models)."""
+validation by greedy decoding against transformers' generate (GPT-2-, LLaMA-, Qwen2- and Qwen3-MoE-style tiny
+models)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ TASK = "text-generation-with-past"
 
 
 def _configs():
-    from transformers import GPT2Config, LlamaConfig, Qwen2Config
+    from transformers import GPT2Config, LlamaConfig, Qwen2Config, Qwen3MoeConfig
 
     small = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, vocab_size=100)
     return {
@@ -34,10 +35,22 @@ def _configs():
             "Qwen2ForCausalLM",
             Qwen2Config(**small, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64),
         ),
+        "qwen3_moe": (  # routed experts: histc and grouped matmul lowered (modelexport/lowerings.py)
+            "Qwen3MoeForCausalLM",
+            Qwen3MoeConfig(
+                **small,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                max_position_embeddings=64,
+                num_experts=4,
+                num_experts_per_tok=2,
+                moe_intermediate_size=16,
+            ),
+        ),
     }
 
 
-FAMILIES = ("gpt2", "llama", "qwen2")
+FAMILIES = ("gpt2", "llama", "qwen2", "qwen3_moe")
 
 
 @pytest.fixture(scope="session")
@@ -71,9 +84,12 @@ def test_layout_is_optimums_and_every_node_is_tagged(with_past, name):
     assert inputs["input_ids"] == ["batch", "sequence"]
     assert inputs["past_key_values.0.key"][0::2] == ["batch", "past_sequence"]
     assert result.stats.coverage == 1.0 and result.stats.tagged_nodes == result.stats.total_nodes
-    layer = {"gpt2": "GPT2Block.0/GPT2Attention", "llama": "LlamaDecoderLayer.0/LlamaAttention"}.get(
-        name, "Qwen2DecoderLayer.0/Qwen2Attention"
-    )
+    layer = {
+        "gpt2": "GPT2Block.0/GPT2Attention",
+        "llama": "LlamaDecoderLayer.0/LlamaAttention",
+        "qwen2": "Qwen2DecoderLayer.0/Qwen2Attention",
+        "qwen3_moe": "Qwen3MoeDecoderLayer.0/Qwen3MoeAttention",
+    }[name]
     attention = [t for t, info in result.sidecar["tags"].items() if t.endswith(layer)]
     assert attention and result.sidecar["tags"][attention[0]]["nodes"] > 0, "the attention's cache ops are its own"
     assert not any("Wrapper" in t for t in result.sidecar["tags"]), "our wrapper is no tag segment"

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import ClassVar
 
 import onnx
@@ -15,6 +17,7 @@ from .. import streamed_weights
 from ..errors import typed_line
 from ..hierarchy import Hierarchy
 from ..inputs import ExampleInputs
+from ..lowerings import torchscript_lowerings
 from ..serialized_weights import SerializedWeights, split_weights
 from ..streamed_weights import StreamedWeights, attach_initializers, keep_initializers
 from ..tagging import iter_nodes
@@ -125,7 +128,7 @@ def torchscript_export(
     )
     size = sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
     captured = _KeepWrites()
-    with quiet_exporter(), torch.no_grad():
+    with quiet_exporter(), torch.no_grad(), torchscript_lowerings(opset):
         if stream_weights or size > streamed_weights.STREAM_ABOVE_BYTES:
             with keep_initializers() as weights:
                 torch.onnx.export(module, args, captured, dynamo=False, export_params=False, **kwargs)
@@ -184,8 +187,23 @@ class _KeepWrites:
         return self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
 
 
+# torch.export's pointer to the model's code in its error text
+RAISED_AT = re.compile(
+    r'The following call raised this error:\n\s*File "(?P<file>[^"]+)", line (?P<line>\d+), in (?P<function>\S+)\n'
+    r"(?P<code>[^\n]*)"
+)
+
+
 def root_reason(exc: BaseException) -> str:
-    """``Type: first line`` of the innermost cause: torch wraps the real reason in pages of advice."""
-    while exc.__cause__ is not None:
+    """``Type: first line`` of the innermost cause: torch wraps the real reason in pages of advice. Where
+    torch.export names the model's line that raised it (a data-dependent guard, a size it cannot follow), that line
+    is added: it is the construct to change."""
+    where = ""
+    while True:
+        found = RAISED_AT.search(str(exc))
+        if found and not where:
+            code = found["code"].strip()
+            where = f" (at {Path(found['file']).name}:{found['line']} in {found['function']}: {code})"
+        if exc.__cause__ is None:
+            return typed_line(exc) + where
         exc = exc.__cause__
-    return typed_line(exc)

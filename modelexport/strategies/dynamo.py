@@ -14,6 +14,7 @@ import ast
 import torch
 
 from ..direct_calls import scope_direct_calls
+from ..lowerings import dynamo_translations
 from ..wrapping import WRAPPED_ATTRIBUTE, KeywordWrapper
 from .base import Capture, Strategy, name_outputs, quiet_exporter, register, root_reason
 
@@ -119,6 +120,7 @@ class DynamoStrategy(Strategy):
                 args,
                 input_names=input_names,
                 dynamic_shapes=shapes,
+                custom_translation_table=dynamo_translations(),
                 opset_version=opset,
                 dynamo=True,
                 external_data=False,
