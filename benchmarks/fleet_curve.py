@@ -1,0 +1,262 @@
+"""The fleet cost curve: cold and warm fleet time against the number of models, as fixed cost + cost per model.
+
+Fleets of N = 4, 16 and 64 tiny models (four families in turn, each model its own random weights, so its own
+content and its own cache entries) and one of three base-size models (BERT-base, GPT-2 small, ResNet-50, from
+their default configs with random weights), each exported, validated and profiled as the demo fleet is. Each fleet
+runs cold (empty cache, new output folder) and then warm (the same again: every stage but resolving is a cache
+hit), two ways: through the CLI (``python -m cli run-fleet``, one process per run, as a user or a nightly job
+runs it) and in one long-lived process (``flows.run_fleet_flow``, after an untimed run that starts Prefect's API
+server), both tracking to an MLflow SQLite database of the fleet's own.
+
+A least-squares line over N gives each its fixed cost and its cost per model. The base-size fleet's cost per
+model is its time less the tiny line's fixed cost (same way, same temperature), over 3. The figures: the warm
+per-model cost (tiny; ≤ 0.25 s), warm per-model ÷ cold per-model (base-size; ≤ 0.05) and how straight the line
+is: the cost per model from 16 to 64 models ÷ that from 4 to 16 (a per-model cost that grows with N shows as > 1).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from .common import WORK, BenchModel, another, build
+
+TINY_N = (4, 16, 64)
+QUICK_N = (1, 2, 4)
+TINY_FAMILIES = ("tiny-bert", "tiny-gpt2", "tiny-vit", "tiny-resnet")
+WARM_REPS = 3  # warm runs per fleet (their median is used); a cold run is minutes at N = 64, so it runs once
+
+
+def _config(name: str):
+    def config():
+        import transformers
+
+        return getattr(transformers, name)()
+
+    return config
+
+
+BASE_MODELS = (
+    BenchModel("bert-base", "BertModel", _config("BertConfig")),
+    BenchModel("gpt2-small", "GPT2Model", _config("GPT2Config")),
+    BenchModel("resnet-50", "ResNetModel", _config("ResNetConfig")),
+)
+WAYS = ("cli", "in_process")
+REPO = Path(__file__).parents[1]
+
+
+def tiny_models(n: int, directory: Path = WORK / "fleet-models") -> list[Path]:
+    """`n` tiny models, the families in turn, model i with seed i: each its own weights. Built once, reused."""
+    import torch
+    import transformers
+
+    from modelexport.demo_models import _configs
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    configs = _configs()
+    paths = []
+    for i in range(n):
+        family = TINY_FAMILIES[i % len(TINY_FAMILIES)]
+        path = directory / f"{family}-{i}"
+        if not (path / "model.safetensors").is_file():
+            class_name, config = configs[family]
+            torch.manual_seed(i)
+            getattr(transformers, class_name)(config).save_pretrained(path)
+        paths.append(path)
+    return paths
+
+
+def fleet_file(path: Path, name: str, models: list[Path]) -> Path:
+    """A fleet file of `models` with the demo fleet's settings (export, validate, profile)."""
+    import yaml
+
+    demo = yaml.safe_load((REPO / "deployments" / "fleets" / "demo.yaml").read_text(encoding="utf-8"))
+    data = {
+        "name": name,
+        "defaults": demo["defaults"],
+        "models": [{"id": str(m.resolve()), "name": m.name} for m in models],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def fit(ns: list[int], seconds: list[float]) -> dict:
+    """Least-squares line seconds = fixed + per_model × N, its residuals, and the per-model cost of the last
+    segment ÷ that of the first (``straightness``: ≈ 1 for a straight line, > 1 when a model's cost grows with N)."""
+    mean_n, mean_s = statistics.fmean(ns), statistics.fmean(seconds)
+    per_model = sum((n - mean_n) * (s - mean_s) for n, s in zip(ns, seconds)) / sum((n - mean_n) ** 2 for n in ns)
+    fixed = mean_s - per_model * mean_n
+    first = (seconds[1] - seconds[0]) / (ns[1] - ns[0])
+    last = (seconds[-1] - seconds[-2]) / (ns[-1] - ns[-2])
+    return {
+        "fixed_s": fixed,
+        "per_model_s": per_model,
+        "residuals_s": [s - (fixed + per_model * n) for n, s in zip(ns, seconds)],
+        "straightness": last / first if first > 0 else math.inf,
+    }
+
+
+def run_fleet(way: str, fleet: Path, out: Path) -> None:
+    """Run `fleet` into `out` one way: the CLI in a process of its own, or run_fleet_flow in this one."""
+    uri = f"sqlite:///{out.parent / (out.name + '-mlflow.db')}"
+    if way == "cli":
+        command = [sys.executable, "-m", "cli", "run-fleet", str(fleet), "--output-dir", str(out), "--tracking-uri"]
+        done = subprocess.run([*command, uri], cwd=REPO, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"run-fleet exited {done.returncode}: {done.stderr[-2000:]}")
+        return
+    import flows
+
+    summary = flows.run_fleet_flow(str(fleet), str(out), tracking_uri=uri)
+    if summary.failed:
+        raise RuntimeError(f"fleet failed: {[(m.name, m.reason) for m in summary.failed]}")
+
+
+def cold_and_warm(run: Callable[[Path, Path], None], fleet: Path, out: Path, deadline: float) -> tuple[float, list]:
+    """The cold run's seconds and the warm runs' (WARM_REPS, fewer past the deadline)."""
+    from .pipeline_cost import settled
+
+    shutil.rmtree(out, ignore_errors=True)
+    cold = settled(lambda: run(fleet, out))
+    warm: list[float] = []
+    while another(len(warm), WARM_REPS, deadline):
+        warm.append(settled(lambda: run(fleet, out)))
+    return cold, warm
+
+
+def measure(quick: bool, log, deadline: float = math.inf) -> dict:
+    """Every fleet cold and warm, both ways; returns results.json's ``fleet_curve``."""
+    os.environ.setdefault("PREFECT_HOME", str(WORK / "prefect-home"))
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "ERROR")
+    root = WORK / "fleet-curve"
+    shutil.rmtree(root, ignore_errors=True)
+    ns = QUICK_N if quick else TINY_N
+    models = tiny_models(max(ns))
+    fleets = {n: fleet_file(root / f"tiny-{n}.yaml", f"tiny-{n}", models[:n]) for n in ns}
+    base = [build(m) for m in BASE_MODELS] if not quick else tiny_models(3, WORK / "fleet-models-quick")
+    fleets["base"] = fleet_file(root / "base.yaml", "base", base)
+    times: dict = {}
+    for way in WAYS:
+        run = functools.partial(run_fleet, way)
+        if way == "in_process":
+            log("fleet curve: in-process warm-up (imports, Prefect's API server)")
+            run(fleet_file(root / "warm-up.yaml", "warm-up", models[:1]), root / way / "warm-up")
+        for key, fleet in fleets.items():
+            log(f"fleet curve: {way}, {key} models, cold then warm")
+            cold, warm = cold_and_warm(run, fleet, root / way / str(key), deadline)
+            times.setdefault(way, {})[str(key)] = {"cold_s": cold, "warm_s": warm}
+            log(f"fleet curve: {way}, {key}: cold {cold:.1f} s, warm {', '.join(f'{w:.2f}' for w in warm)} s")
+    return figures(times, list(ns), len(base))
+
+
+def figures(times: dict, ns: list[int], base_models: int) -> dict:
+    """The curve's figures from the measured times (way -> fleet ("4", ..., "base") -> cold_s, warm_s list)."""
+    out: dict = {}
+    for way, fleets in times.items():
+        cold = fit(ns, [fleets[str(n)]["cold_s"] for n in ns])
+        warms = {stat: fit(ns, [stat(fleets[str(n)]["warm_s"]) for n in ns]) for stat in (min, statistics.median, max)}
+        warm = warms[statistics.median]
+        reps = min(len(fleets[str(n)]["warm_s"]) for n in ns)
+
+        def base_per_model(seconds: float, line: dict) -> float:
+            return (seconds - line["fixed_s"]) / base_models
+
+        base_cold = base_per_model(fleets["base"]["cold_s"], cold)
+        base_warm = {s: base_per_model(s(fleets["base"]["warm_s"]), warms[s]) for s in warms}
+        seconds = {"cold": {str(n): fleets[str(n)]["cold_s"] for n in ns}} | {
+            "warm": {str(n): statistics.median(fleets[str(n)]["warm_s"]) for n in ns}
+        }
+        out[way] = {
+            "tiny": {
+                "cold_per_model_s": _figure(cold["per_model_s"], line=cold, seconds=seconds["cold"], n=1),
+                "warm_per_model_s": _figure(
+                    warm["per_model_s"],
+                    warms[min]["per_model_s"],
+                    warms[max]["per_model_s"],
+                    line=warm,
+                    seconds=seconds["warm"],
+                    n=reps,
+                ),
+                "warm_over_cold": _figure(
+                    warm["per_model_s"] / cold["per_model_s"],
+                    warms[min]["per_model_s"] / cold["per_model_s"],
+                    warms[max]["per_model_s"] / cold["per_model_s"],
+                    n=reps,
+                ),
+                "cold_straightness": _figure(cold["straightness"], n=1),
+                "warm_straightness": _figure(
+                    warm["straightness"], warms[min]["straightness"], warms[max]["straightness"], n=reps
+                ),
+            },
+            "base": {
+                "warm_over_cold": _figure(
+                    base_warm[statistics.median] / base_cold,
+                    base_warm[min] / base_cold,
+                    base_warm[max] / base_cold,
+                    n=len(fleets["base"]["warm_s"]),
+                    cold_per_model_s=base_cold,
+                    warm_per_model_s=base_warm[statistics.median],
+                    seconds={"cold": fleets["base"]["cold_s"], "warm": statistics.median(fleets["base"]["warm_s"])},
+                ),
+            },
+        }
+    return out
+
+
+def _figure(median: float, low: float | None = None, high: float | None = None, n: int = 1, **extra) -> dict:
+    low, high = (median if low is None else low), (median if high is None else high)
+    return {"median": median, "min": min(low, median, high), "max": max(low, median, high), "n": n, **extra}
+
+
+def note(figure: dict) -> str:
+    """The table's detail for a curve figure: its line and the times it was fitted to."""
+    parts = []
+    if "line" in figure:
+        line = figure["line"]
+        parts.append(f"{line['fixed_s']:.2f} s + {line['per_model_s']:.3f} s/model")
+        parts.append("residuals " + ", ".join(f"{r:+.2f}" for r in line["residuals_s"]) + " s")
+    if isinstance(figure.get("seconds"), dict) and "cold" not in figure["seconds"]:
+        parts.append("N=" + ", ".join(f"{n}: {s:.1f} s" for n, s in figure["seconds"].items()))
+    if "cold_per_model_s" in figure:
+        parts.append(f"{figure['warm_per_model_s']:.3f} s vs {figure['cold_per_model_s']:.2f} s per model")
+        parts.append(f"fleet {figure['seconds']['warm']:.1f} s vs {figure['seconds']['cold']:.1f} s")
+    return "; ".join(parts)
+
+
+def plot(results: dict, path: Path) -> None:
+    """Time against N, cold and warm, one panel per way, the fitted lines drawn through the points."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curve = results["fleet_curve"]
+    fig, axes = plt.subplots(1, len(curve), figsize=(5 * len(curve), 4), squeeze=False)
+    for ax, (way, figs) in zip(axes[0], curve.items()):
+        for kind, colour in (("cold", "tab:blue"), ("warm", "tab:orange")):
+            figure = figs["tiny"][f"{kind}_per_model_s"]
+            ns = [int(n) for n in figure["seconds"]]
+            line = figure["line"]
+            ax.plot(ns, list(figure["seconds"].values()), "o", color=colour, label=f"{kind}")
+            ax.plot(
+                [0, max(ns)],
+                [line["fixed_s"], line["fixed_s"] + line["per_model_s"] * max(ns)],
+                "-",
+                color=colour,
+                alpha=0.6,
+                label=f"{line['fixed_s']:.1f} s + {line['per_model_s']:.3f} s × N",
+            )
+        ax.set(title=f"{way.replace('_', '-')}: tiny-model fleets", xlabel="models (N)", ylabel="fleet seconds")
+        ax.set_xlim(left=0), ax.set_ylim(bottom=0), ax.grid(alpha=0.3), ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
