@@ -43,9 +43,10 @@ TARGETS = {
     "pipeline_over_direct": 1.15,
     "decode_cache_over_prefix": 0.5,
 }
-for _way in ("cli", "in_process"):  # the fleet curve (benchmarks/fleet_curve.py), measured both ways
+TARGETS["fleet_curve.cold.straightness"] = 1.25  # the fleet curve (benchmarks/fleet_curve.py)
+for _way in ("cli", "in_process"):  # its warm runs, both ways
     TARGETS[f"fleet_curve.{_way}.tiny.warm_per_model_s"] = 0.25  # seconds
-    TARGETS[f"fleet_curve.{_way}.tiny.cold_straightness"] = TARGETS[f"fleet_curve.{_way}.tiny.warm_straightness"] = 1.25
+    TARGETS[f"fleet_curve.{_way}.tiny.warm_straightness"] = 1.25
     TARGETS[f"fleet_curve.{_way}.base.warm_over_cold"] = 0.05
 
 
