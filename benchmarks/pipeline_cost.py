@@ -1,16 +1,15 @@
-"""Cache and orchestration: the demo fleet through Prefect + MLflow, cold and warm, against the same stages
-called directly in a loop (the tasks' plain functions, ``task.fn``: no Prefect, no MLflow).
+"""Orchestration: the demo fleet through Prefect + MLflow, cold, against the same stages called directly in a loop
+(the tasks' plain functions, ``task.fn``: no Prefect, no MLflow).
 
 Each repetition runs, in turns, the direct loop (fresh output folder), a cold pipeline run (fresh cache, fresh
-output folder) and a cold run without MLflow (``prefect_over_direct``: what orchestration alone costs), then a
-warm re-run of the tracked pipeline (same cache and folder: every stage but resolving comes from the cache).
+output folder) and a cold run without MLflow (``prefect_over_direct``: what orchestration alone costs).
 All in one process after one untimed pipeline run, so the figures are what each further run costs; the first
 run in a process also starts Prefect's ephemeral API server, timed apart (``first_run_s``), as are imports.
+What a warm run costs, and how it grows with the fleet, is benchmarks/fleet_curve.py's.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 import shutil
@@ -58,7 +57,7 @@ def direct(fleet_path: Path, out: Path) -> None:
         report_onnx.fn(export, str(folder))
 
 
-def measure(quick: bool, only: set[str], log, deadline: float = math.inf) -> dict:
+def measure(quick: bool, log, deadline: float = math.inf) -> dict:
     os.environ.setdefault("PREFECT_HOME", str(WORK / "prefect-home"))
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "ERROR")
     start = time.perf_counter()
@@ -78,7 +77,7 @@ def measure(quick: bool, only: set[str], log, deadline: float = math.inf) -> dic
         if summary_.failed:
             raise RuntimeError(f"fleet failed: {[(m.name, m.reason) for m in summary_.failed]}")
 
-    cpu: dict[str, list[dict]] = {"direct": [], "cold": [], "warm": []}  # CPU seconds per process, per run
+    cpu: dict[str, list[dict]] = {"direct": [], "cold": []}  # CPU seconds per process, per run
 
     def pipeline(name: str, track: bool = True, kind: str | None = None) -> float:
         return settled(lambda: run_fleet_flow(name, track), cpu[kind] if kind else None)
@@ -88,11 +87,11 @@ def measure(quick: bool, only: set[str], log, deadline: float = math.inf) -> dic
 
     log("pipeline: first run (starts Prefect's API server)")
     first_s = pipeline("first")
-    cold, warm, plain, bare = [], [], [], []
+    cold, plain, bare = [], [], []
     reps = 3 if quick else 7
-    while another(len(warm), reps, deadline):
-        i = len(warm)
-        log(f"pipeline: repetition {i + 1}/{reps} (direct, cold, cold without MLflow, in turns; then warm)")
+    while another(len(cold), reps, deadline):
+        i = len(cold)
+        log(f"pipeline: repetition {i + 1}/{reps} (direct, cold, cold without MLflow, in turns)")
         runs = [
             lambda i=i: plain.append(plain_loop(f"direct{i}")),
             lambda i=i: cold.append(pipeline(f"run{i}", kind="cold")),
@@ -100,25 +99,8 @@ def measure(quick: bool, only: set[str], log, deadline: float = math.inf) -> dic
         ]
         for run in in_turns(runs, i):
             run()
-        warm.append(pipeline(f"run{i}", kind="warm"))
-    log("pipeline: an empty flow of as many task runs as a warm run")
-    models = len(yaml_models(fleet))
-    empty_flow(models)  # fills its cache
-    floor = []
-    while len(floor) < len(warm):
-        floor.append(settled(lambda: empty_flow(models)))
     common = {"first_run_s": round(first_s, 2), "import_s": round(import_s, 2)}
     return {
-        "cache_warm_over_cold": summary(
-            [w / c for w, c in zip(warm, cold)],
-            a_s=statistics.median(warm),
-            b_s=statistics.median(cold),
-            cpu_s=medians(cpu["warm"]),
-            **common,
-        ),
-        "cache_floor_over_cold": summary(
-            [f / statistics.median(cold) for f in floor], a_s=statistics.median(floor), b_s=statistics.median(cold)
-        ),
         "pipeline_over_direct": summary(
             [c / d for c, d in zip(cold, plain)],
             a_s=statistics.median(cold),
@@ -168,44 +150,3 @@ def cpu_seconds() -> dict[str, float]:
 def medians(runs: list[dict]) -> dict[str, float]:
     roles = sorted({role for run in runs for role in run})
     return {role: round(statistics.median(run.get(role, 0.0) for run in runs), 2) for role in roles}
-
-
-def yaml_models(fleet: Path) -> list:
-    import yaml
-
-    return yaml.safe_load(fleet.read_text(encoding="utf-8"))["models"]
-
-
-def empty_flow(models: int) -> None:
-    """The least any warm run of the fleet costs here: one flow run on the same task runner with, per model, a
-    task run and a cache hit that do nothing (no MLflow, no artifacts). ``cache_floor_over_cold`` is its time ÷
-    the cold run: the cache ratio cannot go below it."""
-    from flows import _flow_run_setup
-
-    with _flow_run_setup():
-        _empty_fleet_flow()(models)
-
-
-@functools.cache
-def _empty_fleet_flow():
-    from prefect import flow, task
-    from prefect.cache_policies import INPUTS
-
-    from flows.fleet import DEFAULT_CONCURRENCY
-    from flows.runners import task_runner
-
-    @task(name="nothing")
-    def nothing(i: int) -> int:
-        return i
-
-    @task(name="cached-nothing", cache_policy=INPUTS, persist_result=True)
-    def cached_nothing(i: int) -> int:
-        return i
-
-    @flow(name="empty-fleet", persist_result=False, task_runner=task_runner("threads", DEFAULT_CONCURRENCY, None))
-    def empty(n: int) -> None:
-        resolved = [nothing.submit(i) for i in range(n)]
-        for future in [cached_nothing.submit(r.result()) for r in resolved]:
-            future.result()
-
-    return empty

@@ -5,6 +5,8 @@ Speed itself is never asserted here (see benchmarks/ and `make bench`).
 
 import json
 
+import pytest
+
 from benchmarks import export_cost, run, runtime_cost
 from benchmarks.common import QUICK_MODELS
 
@@ -86,3 +88,49 @@ def test_decode_cache_figure_on_a_tiny_decoder():
     assert figure["a_ms"] > 0 and figure["b_ms"] > 0
     rows = run.rows({"meta": {}, "decode_cache_over_prefix": {"tiny-llama-lm": figure}})
     assert rows[0][0] == "decode_cache_over_prefix.tiny-llama-lm" and rows[0][2] == 0.5
+
+
+def test_fleet_curve_fits_fixed_plus_per_model_cost_and_flags_a_bend(tmp_path):
+    """The curve's line: exact on a straight fleet (residuals 0, straightness 1), > 1 when a model's cost grows
+    with N; the figures land in the table with their targets, and the fleets' models are each their own content."""
+    from benchmarks import fleet_curve
+    from modelexport.fleet import load_fleet
+    from modelexport.source import resolve
+
+    ns = [4, 16, 64]
+    straight = fleet_curve.fit(ns, [2.0 + 0.5 * n for n in ns])
+    assert straight["fixed_s"] == pytest.approx(2.0) and straight["per_model_s"] == pytest.approx(0.5)
+    assert straight["residuals_s"] == pytest.approx([0, 0, 0], abs=1e-9)
+    assert straight["straightness"] == pytest.approx(1.0)
+    assert fleet_curve.fit(ns, [2.0 + 0.01 * n * n for n in ns])["straightness"] > 1.5  # per model grows with N
+
+    def warm(fixed, per_model):
+        return {str(n): [fixed + per_model * n] * 3 for n in ns} | {"base": [fixed + 3 * 0.6] * 3}
+
+    times = {
+        "cold_s": {str(n): 10 + 2.0 * n for n in ns} | {"base": 10 + 3 * 30.0},
+        "warm_s": {"cli": warm(8, 0.2), "in_process": warm(1, 0.3)},
+    }
+    results = {"meta": {}, "fleet_curve": fleet_curve.figures(times, ns, 3)}
+    curve = results["fleet_curve"]
+    assert curve["cold"]["base_per_model_s"]["median"] == pytest.approx(30)
+    assert curve["cli"]["tiny"]["warm_per_model_s"]["median"] == pytest.approx(0.2)
+    assert curve["cli"]["tiny"]["warm_over_cold"]["median"] == pytest.approx(0.1)
+    assert curve["cli"]["base"]["warm_over_cold"]["median"] == pytest.approx(0.6 / 30)
+    verdicts = {key: run.verdict(figure, target) for key, figure, target in run.rows(results)}
+    assert verdicts["fleet_curve.cli.tiny.warm_per_model_s"] == "yes"
+    assert verdicts["fleet_curve.in_process.tiny.warm_per_model_s"] == "NO"  # 0.3 s > 0.25 s
+    assert verdicts["fleet_curve.cli.base.warm_over_cold"] == "yes"
+    assert verdicts["fleet_curve.cold.straightness"] == "yes"
+    assert "8.00 s + 0.200 s/model" in run.markdown(results)
+    fleet_curve.plot(results, tmp_path / "curve.png")
+    assert (tmp_path / "curve.png").stat().st_size > 0
+
+    models = fleet_curve.tiny_models(5, tmp_path / "models")  # the first family twice, with other weights
+    plan = load_fleet(fleet_curve.fleet_file(tmp_path / "fleet.yaml", "tiny-5", models))
+    assert [p.name for p in plan.models] == [m.name for m in models]
+    assert plan.models[0].validation.enabled and plan.models[0].profiling.enabled
+    assert len({resolve(str(m)).fingerprint for m in models}) == 5
+    base = load_fleet(fleet_curve.fleet_file(tmp_path / "base.yaml", "base", models[:1], fleet_curve.BASE_SETTINGS))
+    assert base.models[0].strategy == "htp" and base.models[0].validation.atol == 1e-3
+    assert base.models[0].validation.rtol == plan.models[0].validation.rtol  # merged, not replaced
