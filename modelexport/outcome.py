@@ -20,7 +20,7 @@ class ModelOutcome:
     source: dict | None = None  # ModelSource.to_dict(): kind, ref, path, revision, fingerprint
     results: dict[str, dict] = field(default_factory=dict)  # stage -> JSON-able data (params, metrics)
     files: dict[str, list[str]] = field(default_factory=dict)  # stage -> files it wrote (artifacts)
-    stamps: dict[str, list[int]] = field(default_factory=dict, repr=False)  # every file -> [size, mtime_ns]
+    stamps: dict[str, list] = field(default_factory=dict, repr=False)  # every file -> its stamp (storage.stamps)
 
     @property
     def cached(self) -> bool:
