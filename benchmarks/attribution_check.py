@@ -156,3 +156,35 @@ def block_check(onnx_path: Path, threads: int = 1, runs: int = 100) -> dict:
         f"profiler kernel time {result.kernel_ms:.2f} ms",
         "blocks": rows,
     }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m benchmarks.attribution_check MODEL.onnx ...``: the per-block table of tagged exports of yours."""
+    import argparse
+
+    from rich.console import Console
+    from rich.table import Table
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.attribution_check", description=main.__doc__)
+    parser.add_argument("onnx_files", nargs="+", type=Path, help="tagged ONNX files (with their .hierarchy.json)")
+    parser.add_argument("--runs", type=int, default=100, help="timed runs per block and figure (default 100)")
+    args = parser.parse_args(argv)
+    console = Console()
+    for path in args.onnx_files:
+        with console.status(f"profiling {path} and timing its blocks"):
+            check = block_check(path, runs=args.runs)
+        table = Table("block", "reported ms", "subgraph ms", "ratio", "after a model run ms", "holds", title=str(path))
+        table.columns[0].overflow = "fold"
+        for row in check["blocks"]:
+            ratio = f"{row['ratio']:.3f}" if row["ratio"] is not None else "-"
+            table.add_row(
+                row["tag"], f"{row['reported_ms']:.4f}", f"{row['subgraph_ms']:.4f}", ratio,
+                f"{row['subgraph_after_model_ms']:.4f}", "yes" if row["holds"] else "NO",
+            )  # fmt: skip
+        console.print(table)
+        console.print(check["note"])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
