@@ -336,6 +336,23 @@ def test_input_example_is_one_item_and_large_images_get_the_signature_alone():
     assert run_record.input_example({"inputs": {}}) is None
 
 
+def test_an_example_that_leaves_out_a_graph_input_is_not_given_to_mlflow():
+    import numpy as np
+    from onnx import TensorProto, helper
+
+    from tracking.mlflow_artifacts import runnable_example
+
+    floats = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1]) for n in ("ids", "past", "y")]
+    weight = helper.make_tensor("w", TensorProto.FLOAT, [1], [2.0])
+    nodes = [helper.make_node("Add", ["ids", "past"], ["s"]), helper.make_node("Mul", ["s", "w"], ["y"])]
+    proto = helper.make_model(helper.make_graph(nodes, "g", floats[:2], floats[2:], [weight]))
+    proto.graph.input.append(helper.make_tensor_value_info("w", TensorProto.FLOAT, [1]))  # a weight as an input
+    full = {"ids": np.ones(1, np.float32), "past": np.ones(1, np.float32)}
+    assert runnable_example(proto, full) is full
+    assert runnable_example(proto, {"ids": full["ids"]}) is None  # a with-past decoder's encoder pasts missing
+    assert runnable_example(proto, None) is None
+
+
 def test_a_cached_fleet_run_finds_the_runs_it_cites_in_one_search(outputs, tmp_path, monkeypatch):
     import mlflow
 

@@ -70,10 +70,21 @@ def log_onnx(
         model_id=logged.model_id,
         onnx_execution_providers=["CPUExecutionProvider"],
         signature=signature(proto),
-        input_example=example,
+        input_example=runnable_example(proto, example),
         pip_requirements=[f"onnx=={onnx.__version__}", f"onnxruntime=={_version('onnxruntime')}"],
     )
     return info.model_uri, logged.model_id
+
+
+def runnable_example(proto, example: dict | None) -> dict | None:
+    """`example` where it feeds every input of the graph, else None (the signature alone): MLflow runs the example
+    once and, when an input is missing, prints the whole example as an error. An encoder-decoder's decoder with past
+    is such a case: its sidecar's spec leaves out the encoder's key/value pasts, which a run of the encoder makes."""
+    if example is None:
+        return None
+    weights = {t.name for t in proto.graph.initializer}
+    needed = {i.name for i in proto.graph.input} - weights
+    return example if needed <= set(example) else None
 
 
 def signature(proto):
