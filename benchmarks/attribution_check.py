@@ -122,12 +122,13 @@ def block_check(onnx_path: Path, threads: int = 1, runs: int = 100) -> dict:
         # The whole model is timed in the same turns: the profile's module times are scaled by its p50 here ÷ its
         # p50 in the profile, so that a machine slower or faster now than then does not read as a wrong share.
         whole, each = [], max(runs // ROUNDS, 1)
+        each_after = max(each // 4, 1)  # each costs a run of the whole model too
         full_run = functools.partial(session.run, None, feeds)
         for _ in range(ROUNDS):
             whole += _timed_ms(session, feeds, each)
             for block_session, block_feeds, hot, after_model in timed.values():
                 hot += _timed_ms(block_session, block_feeds, each)
-                after_model += _timed_ms(block_session, block_feeds, each, full_run)
+                after_model += _timed_ms(block_session, block_feeds, each_after, full_run)
         drift = statistics.median(whole) / result.latency_ms["p50"]
         for tag, (_, _, hot, after_model) in timed.items():
             reference, after = statistics.median(hot), statistics.median(after_model)

@@ -40,18 +40,19 @@ def fleet_file(quick: bool) -> Path:
 
 def direct(fleet_path: Path, out: Path) -> None:
     """Every stage of every model, called in a loop as plain functions."""
+    from flows.pipeline import output_name
     from modelexport.fleet import load_fleet
     from tasks import derive_inputs, export_onnx, profile_onnx, report_onnx, resolve_model, validate_onnx
 
-    for p in load_fleet(fleet_path).models:
+    for p in load_fleet(fleet_path).models:  # as flows.pipeline runs them (an encoder-decoder: a folder of two)
         folder = out / p.name
         source = resolve_model.fn(p.id, p.revision)
         spec = derive_inputs.fn(source, p.task, p.input_spec)
         export = export_onnx.fn(
-            source, str(folder / "model.onnx"), spec, p.strategy, p.opset, p.clean, p.torch_modules, p.task
+            source, str(folder / output_name(p.task)), spec, p.strategy, p.opset, p.clean, p.torch_modules, p.task
         )
         if p.validation.enabled:
-            validate_onnx.fn(source, export, spec, p.validation, str(folder / "validation.json"), p.task)
+            validate_onnx.fn(source, export, p.input_spec, p.validation, str(folder / "validation.json"), p.task)
         if p.profiling.enabled:
             profile_onnx.fn(export, p.profiling, str(folder))
         report_onnx.fn(export, str(folder))
