@@ -82,9 +82,13 @@ def runnable_example(proto, example: dict | None) -> dict | None:
     is such a case: its sidecar's spec leaves out the encoder's key/value pasts, which a run of the encoder makes."""
     if example is None:
         return None
-    weights = {t.name for t in proto.graph.initializer}
-    needed = {i.name for i in proto.graph.input} - weights
-    return example if needed <= set(example) else None
+    return example if {v.name for v in fed_inputs(proto)} <= set(example) else None
+
+
+def fed_inputs(proto) -> list:
+    """The graph inputs a caller feeds: those that are not also initializers (weights listed as inputs)."""
+    initializers = {i.name for i in proto.graph.initializer}
+    return [v for v in proto.graph.input if v.name not in initializers]
 
 
 def signature(proto):
@@ -102,9 +106,7 @@ def signature(proto):
             out.append(TensorSpec(np.dtype(tensor_dtype_to_np_dtype(t.elem_type)), shape, v.name))
         return Schema(out)
 
-    initializers = {i.name for i in proto.graph.initializer}
-    inputs = [v for v in proto.graph.input if v.name not in initializers]
-    return ModelSignature(inputs=specs(inputs), outputs=specs(proto.graph.output))
+    return ModelSignature(inputs=specs(fed_inputs(proto)), outputs=specs(proto.graph.output))
 
 
 def _version(package: str) -> str:
